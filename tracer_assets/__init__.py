@@ -1,0 +1,1 @@
+"""Tracer: crypto trading research and automated trading as Dagster assets in DuckDB."""

@@ -1,0 +1,46 @@
+"""The one Definitions object of the Tracer code location.
+
+Everything is built from the settings read once from the environment
+(tracer_assets/settings.py), so `dagster dev`, `dagster asset materialize` and the tests
+all see the same graph for the same environment.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from tracer_assets.market.assets import CANDLES_KEY, build_candles_asset, candle_partitions
+from tracer_assets.resources.exchange import ExchangeResource
+from tracer_assets.resources.warehouse import DuckDBPolarsIOManager, TracerDuckDB
+from tracer_assets.settings import Settings, load_settings
+from tracer_assets.sql.assets import build_sql_assets
+
+MARKET_DATA_JOB = "market_data_job"
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    partitions = candle_partitions(settings)
+    candles = build_candles_asset(settings, partitions)
+    sql_assets = build_sql_assets(settings, partitions, {tuple(CANDLES_KEY.path)})
+    market_data_job = dg.define_asset_job(
+        MARKET_DATA_JOB,
+        selection=dg.AssetSelection.groups("market"),
+        partitions_def=partitions,
+        description="Candles of the selected days, their resampled timeframes and the market.ohlcv view.",
+    )
+    database = str(settings.duckdb_path)
+    return dg.Definitions(
+        assets=[candles, *sql_assets],
+        jobs=[market_data_job],
+        # Steps run in the run's own process: no per-step interpreter start-up, and DuckDB's
+        # single writer is guarded by the "duckdb" pool either way.
+        executor=dg.in_process_executor,
+        resources={
+            "exchange": ExchangeResource.from_settings(settings),
+            "duckdb": TracerDuckDB(database=database),
+            "io_manager": DuckDBPolarsIOManager(database=database),
+        },
+    )
+
+
+defs = build_definitions(load_settings())

@@ -1,0 +1,30 @@
+"""Policies applied centrally: freshness, backfill and the DuckDB pool, in one place."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from itertools import islice
+
+from dagster import BackfillPolicy, FreshnessPolicy
+from dagster._utils.schedules import cron_string_iterator, is_valid_cron_string
+
+from tracer_assets.settings import Settings, SettingsError
+
+# DuckDB has one writer: every asset that writes runs in this pool (limit 1 in dagster.yaml).
+DUCKDB_POOL = "duckdb"
+
+# A backfill of a range of days is one run (one fetch, one transaction), not one per day.
+SINGLE_RUN_BACKFILL = BackfillPolicy.single_run()
+
+
+def tick_interval(settings: Settings) -> timedelta:
+    """The longest wait between two trading ticks of TRACER_TICK_CRON, over one day."""
+    if not is_valid_cron_string(settings.tick_cron):
+        raise SettingsError(f"TRACER_TICK_CRON={settings.tick_cron!r} is not a cron string like '*/3 * * * *'")
+    ticks = list(islice(cron_string_iterator(0.0, settings.tick_cron, "UTC"), 1441))
+    return max(b - a for a, b in zip(ticks, ticks[1:]))
+
+
+def loop_freshness(settings: Settings) -> FreshnessPolicy:
+    """Fresh within two ticks of the trading loop (candles, signals)."""
+    return FreshnessPolicy.time_window(fail_window=2 * tick_interval(settings))

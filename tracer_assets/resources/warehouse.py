@@ -1,0 +1,97 @@
+"""The DuckDB file: a connection resource, a polars IO manager, and atomic window replacement.
+
+One file at TRACER_DUCKDB_PATH; schema = asset key prefix (`market/candles` is
+`market.candles`). DuckDB allows one writing process at a time: writing assets run in the
+`duckdb` pool (limit 1 in the instance's dagster.yaml) and connections retry while another
+process holds the file's lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+from dagster import InputContext
+from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
+from dagster_duckdb import DuckDBResource
+from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
+from dagster_duckdb_polars import DuckDBPolarsTypeHandler
+
+class TracerDuckDB(DuckDBResource):
+    """dagster-duckdb's resource (lock retries included) that also creates the file's folder
+    and works in UTC whatever the machine's zone (TimeZone cannot be set at connect: ICU
+    loads after the connection opens)."""
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self.database != ":memory:":
+            Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        with super().get_connection() as connection:
+            connection.execute("SET TimeZone = 'UTC'")
+            yield connection
+
+
+class PolarsTypeHandler(DuckDBPolarsTypeHandler):
+    """dagster-duckdb-polars 0.29.27 reads through `.arrow()` on an execute() result, which
+    duckdb 2.0 no longer has; read through a relation's `.pl()` instead (DESIGN.md)."""
+
+    def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> pl.DataFrame:
+        if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
+            return pl.DataFrame()
+        return connection.sql(DuckDbClient.get_select_statement(table_slice=table_slice)).pl()
+
+
+class DuckDBPolarsIOManager(DuckDBIOManager):
+    """Stores assets that return polars frames as DuckDB tables, and loads them back."""
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        return [PolarsTypeHandler()]
+
+    @staticmethod
+    def default_load_type() -> type | None:
+        return pl.DataFrame
+
+
+def table_exists(connection: duckdb.DuckDBPyConnection, table: str) -> bool:
+    schema, name = table.split(".")
+    found = connection.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, name]
+    ).fetchall()
+    return found[0][0] > 0
+
+
+def replace_window(
+    connection: duckdb.DuckDBPyConnection,
+    writes: Sequence[tuple[str, pl.DataFrame, str, Sequence[str]]],
+    start: datetime,
+    end: datetime,
+) -> None:
+    """Replace [start, end) of several tables in one transaction: all land, or none does.
+
+    Each write is (table, frame, time column, symbols): rows of those symbols whose time
+    column lies in the window are deleted, then the frame is inserted. Symbols not named
+    keep their rows (a symbol that failed to download keeps what it had).
+    """
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        for table, frame, time_column, symbols in writes:
+            schema = table.split(".")[0]
+            connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            connection.register("incoming", frame.to_arrow())
+            connection.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming LIMIT 0")
+            if symbols:
+                connection.execute(
+                    f"DELETE FROM {table} WHERE {time_column} >= ? AND {time_column} < ? AND list_contains(?, symbol)",
+                    [start, end, list(symbols)],
+                )
+            connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+            connection.unregister("incoming")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise

@@ -1,0 +1,270 @@
+"""Every setting Tracer reads from the environment, read here and nowhere else.
+
+The seeds' variable names (DRY_RUN, ORDER_AMOUNT, TB_MIN_SIGNAL_QUALITY, ...) are honoured
+as they were; new ones are TRACER_*. README.md has the table of names, defaults and
+meanings; `SETTINGS_TABLE` below is its source, and a test keeps the two in step.
+
+Secrets (exchange keys, LLM keys) are not settings: they are read through Dagster's
+`EnvVar` where they are used, so they never sit in this object, a log or metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from tracer_assets.data import BUNDLED_REPLAY_DIR
+from tracer_assets.market.timeframes import (
+    check_resample_timeframes,
+    parse_timeframe_list,
+    timeframe_seconds,
+)
+
+DEFAULT_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT", "LINK/USDT")
+
+# (name, default as written in the README, meaning). The README table is generated
+# from this list (`python -m tracer_assets.settings --markdown`).
+SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
+    ("TRACER_DUCKDB_PATH", ".tracer/tracer.duckdb", "The one DuckDB file every asset lives in."),
+    ("DAGSTER_HOME", ".dagster", "The Dagster instance (runs, schedules, sensors) the CLI and the UI share; `make` targets default it."),
+    ("TRACER_EXCHANGE", "replay", "`replay` (the bundled real candles, offline) or any ccxt exchange id (`binance`, `kraken`, ...)."),
+    ("TRACER_EXCHANGE_URLS", "(none)", "JSON merged into the ccxt exchange's `urls['api']`, e.g. to point the real client at a local server or a proxy."),
+    ("TRACER_SYMBOLS", ",".join(DEFAULT_SYMBOLS), "Comma-separated ccxt symbols to trade and research."),
+    ("TRACER_BASE_TIMEFRAME", "5m", "The timeframe fetched from the exchange and stored in `market.candles`."),
+    ("TRACER_TIMEFRAMES", "15m,1h,4h", "Higher timeframes resampled in SQL from the base; each a whole multiple of the base that divides a day."),
+    ("TRACER_START_DATE", "first bundled day (2024-01-01)", "First daily partition of `market/candles`."),
+    ("TRACER_END_DATE", "replay: the last bundled day; ccxt: open-ended", "Last daily partition (inclusive), optional."),
+    ("TRACER_REPLAY_DIR", "the bundled 2024 set", "Folder of candle files in freqtrade's layout (`BTC_USDT-5m.feather`, `.json`, `.parquet`)."),
+    ("TRACER_REPLAY_START", "(none: clock stopped at the end of the data)", "Dataset time (ISO, UTC) the replay clock shows at `TRACER_REPLAY_ANCHOR`; setting it starts the clock."),
+    ("TRACER_REPLAY_SPEED", "1", "Dataset seconds that pass per wall-clock second once the replay clock runs."),
+    ("TRACER_REPLAY_ANCHOR", "00:00 UTC of the current day", "Wall-clock instant (ISO, UTC) at which the replay clock shows `TRACER_REPLAY_START`."),
+    ("TRACER_TICK_CRON", "*/3 * * * *", "The trading tick; freshness of candles and signals is two ticks."),
+    ("TRACER_FETCH_PAGE_LIMIT", "1000", "Candles asked for per `fetch_ohlcv` call (pagination page size)."),
+    ("TRACER_FETCH_RETRIES", "5", "Retries, with exponential backoff, on ccxt NetworkError / RateLimitExceeded / ExchangeNotAvailable."),
+    ("TRACER_FETCH_BACKOFF_SECONDS", "1", "First backoff delay; doubles on each retry."),
+    ("DRY_RUN", "1", "Seed flag: 1 means paper trading. Live orders need `DRY_RUN=0` and the other live conditions."),
+    ("FORCE_DRY", "0", "Seed flag: 1 forces paper trading whatever else is set."),
+    ("ENABLE_LIVE", "0", "Seed flag: first of the two live switches."),
+    ("IS_LIVE", "0", "Seed flag: second of the two live switches."),
+    ("DEBUG", "0", "Seed flag: verbose logging."),
+    ("ORDER_AMOUNT", "10", "Default order size in quote currency."),
+    ("MIN_ALLOWED_ORDER_AMOUNT", "5", "Smallest order size in quote currency; smaller orders are refused."),
+    ("MAX_ORDER_AMOUNT", "100", "Largest order size in quote currency."),
+    ("MACRO_MIN_WIN_RATE", "0.2", "Win rate below which backtest stats never read as a Bull regime."),
+    ("TB_MIN_SIGNAL_QUALITY", "6", "Rules decider: least signal quality (0-10) to act."),
+    ("TB_MIN_CONVICTION_SCORE", "5", "Rules decider: least conviction score to act."),
+    ("SIM_PRICE", "(none: market price)", "Paper broker: a fixed fill price, for tests."),
+    ("SIM_BASE_BALANCE", "0", "Paper broker: starting base-currency balance."),
+    ("SIM_QUOTE_BALANCE", "10000", "Paper broker: starting quote-currency balance."),
+)
+
+
+class SettingsError(ValueError):
+    """A setting has a value Tracer cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    duckdb_path: Path
+    exchange: str
+    exchange_urls: Mapping[str, str]
+    symbols: tuple[str, ...]
+    base_timeframe: str
+    timeframes: tuple[str, ...]
+    start_date: str | None
+    end_date: str | None
+    replay_dir: Path
+    replay_start: datetime | None
+    replay_speed: float
+    replay_anchor: datetime | None
+    tick_cron: str
+    fetch_page_limit: int
+    fetch_retries: int
+    fetch_backoff_seconds: float
+    dry_run: bool
+    force_dry: bool
+    enable_live: bool
+    is_live: bool
+    debug: bool
+    order_amount: Decimal
+    min_allowed_order_amount: Decimal
+    max_order_amount: Decimal
+    macro_min_win_rate: float
+    tb_min_signal_quality: float
+    tb_min_conviction_score: float
+    sim_price: Decimal | None
+    sim_base_balance: Decimal
+    sim_quote_balance: Decimal
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_replay(self) -> bool:
+        return self.exchange == "replay"
+
+    @property
+    def live_flags_on(self) -> bool:
+        """The flag half of DESIGN.md's live conditions (the exchange keys are the other half)."""
+        return self.enable_live and self.is_live and not self.force_dry and not self.dry_run
+
+    @property
+    def base_timeframe_seconds(self) -> int:
+        return timeframe_seconds(self.base_timeframe)
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected 1/0, true/false, yes/no or on/off")
+
+
+def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    raw = env.get(name)
+    return default if raw is None or raw.strip() == "" else raw.strip()
+
+
+def _number(env: Mapping[str, str], name: str, default: str, kind: type):
+    raw = _text(env, name, default)
+    try:
+        value = kind(raw)
+    except (ValueError, InvalidOperation):
+        raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    if kind is not Decimal and value != value:  # NaN
+        raise SettingsError(f"{name}={raw!r}: expected a number")
+    return value
+
+
+def _positive(name: str, value):
+    if value <= 0:
+        raise SettingsError(f"{name}={value}: must be greater than 0")
+    return value
+
+
+def _instant(env: Mapping[str, str], name: str) -> datetime | None:
+    raw = _text(env, name, None)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected an ISO date or time, e.g. 2024-06-01T00:00") from None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _date(env: Mapping[str, str], name: str) -> str | None:
+    raw = _text(env, name, None)
+    if raw is None:
+        return None
+    try:
+        return datetime.strptime(raw, "%Y-%m-%d").strftime("%Y-%m-%d")
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a date as YYYY-MM-DD") from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every setting. Raises SettingsError naming the variable at fault."""
+    env = dict(os.environ if environ is None else environ)
+
+    exchange = (_text(env, "TRACER_EXCHANGE", "replay") or "replay").lower()
+    urls_raw = _text(env, "TRACER_EXCHANGE_URLS", None)
+    exchange_urls: dict[str, str] = {}
+    if urls_raw is not None:
+        try:
+            exchange_urls = json.loads(urls_raw)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"TRACER_EXCHANGE_URLS is not valid JSON: {exc}") from None
+        if not isinstance(exchange_urls, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in exchange_urls.items()
+        ):
+            raise SettingsError(
+                'TRACER_EXCHANGE_URLS must be a JSON object of strings, e.g. {"public": "http://127.0.0.1:8080/api/v3"}'
+            )
+
+    symbols_raw = _text(env, "TRACER_SYMBOLS", ",".join(DEFAULT_SYMBOLS))
+    symbols = tuple(dict.fromkeys(s.strip().upper() for s in symbols_raw.split(",") if s.strip()))
+    if not symbols:
+        raise SettingsError("TRACER_SYMBOLS is empty: name at least one symbol, e.g. BTC/USDT")
+    for symbol in symbols:
+        if "/" not in symbol:
+            raise SettingsError(f"TRACER_SYMBOLS: {symbol!r} is not a ccxt symbol like BTC/USDT")
+
+    base_timeframe = _text(env, "TRACER_BASE_TIMEFRAME", "5m")
+    try:
+        timeframe_seconds(base_timeframe)
+        timeframes = parse_timeframe_list(_text(env, "TRACER_TIMEFRAMES", "15m,1h,4h"))
+        check_resample_timeframes(base_timeframe, timeframes)
+    except ValueError as exc:
+        raise SettingsError(f"TRACER_TIMEFRAMES / TRACER_BASE_TIMEFRAME: {exc}") from None
+
+    replay_dir = Path(_text(env, "TRACER_REPLAY_DIR", str(BUNDLED_REPLAY_DIR))).expanduser()
+
+    settings = Settings(
+        duckdb_path=Path(_text(env, "TRACER_DUCKDB_PATH", ".tracer/tracer.duckdb")).expanduser().absolute(),
+        exchange=exchange,
+        exchange_urls=exchange_urls,
+        symbols=symbols,
+        base_timeframe=base_timeframe,
+        timeframes=timeframes,
+        start_date=_date(env, "TRACER_START_DATE"),
+        end_date=_date(env, "TRACER_END_DATE"),
+        replay_dir=replay_dir,
+        replay_start=_instant(env, "TRACER_REPLAY_START"),
+        replay_speed=_positive("TRACER_REPLAY_SPEED", _number(env, "TRACER_REPLAY_SPEED", "1", float)),
+        replay_anchor=_instant(env, "TRACER_REPLAY_ANCHOR"),
+        tick_cron=_text(env, "TRACER_TICK_CRON", "*/3 * * * *"),
+        fetch_page_limit=_positive("TRACER_FETCH_PAGE_LIMIT", _number(env, "TRACER_FETCH_PAGE_LIMIT", "1000", int)),
+        fetch_retries=_number(env, "TRACER_FETCH_RETRIES", "5", int),
+        fetch_backoff_seconds=_number(env, "TRACER_FETCH_BACKOFF_SECONDS", "1", float),
+        dry_run=_flag(env, "DRY_RUN", True),
+        force_dry=_flag(env, "FORCE_DRY", False),
+        enable_live=_flag(env, "ENABLE_LIVE", False),
+        is_live=_flag(env, "IS_LIVE", False),
+        debug=_flag(env, "DEBUG", False),
+        order_amount=_positive("ORDER_AMOUNT", _number(env, "ORDER_AMOUNT", "10", Decimal)),
+        min_allowed_order_amount=_positive(
+            "MIN_ALLOWED_ORDER_AMOUNT", _number(env, "MIN_ALLOWED_ORDER_AMOUNT", "5", Decimal)
+        ),
+        max_order_amount=_positive("MAX_ORDER_AMOUNT", _number(env, "MAX_ORDER_AMOUNT", "100", Decimal)),
+        macro_min_win_rate=_number(env, "MACRO_MIN_WIN_RATE", "0.2", float),
+        tb_min_signal_quality=_number(env, "TB_MIN_SIGNAL_QUALITY", "6", float),
+        tb_min_conviction_score=_number(env, "TB_MIN_CONVICTION_SCORE", "5", float),
+        sim_price=None if _text(env, "SIM_PRICE", None) is None else _number(env, "SIM_PRICE", "0", Decimal),
+        sim_base_balance=_number(env, "SIM_BASE_BALANCE", "0", Decimal),
+        sim_quote_balance=_number(env, "SIM_QUOTE_BALANCE", "10000", Decimal),
+        environ=env,
+    )
+    if settings.fetch_retries < 0:
+        raise SettingsError(f"TRACER_FETCH_RETRIES={settings.fetch_retries}: must be 0 or more")
+    if settings.min_allowed_order_amount > settings.max_order_amount:
+        raise SettingsError(
+            f"MIN_ALLOWED_ORDER_AMOUNT={settings.min_allowed_order_amount} is above "
+            f"MAX_ORDER_AMOUNT={settings.max_order_amount}"
+        )
+    if not 0 <= settings.macro_min_win_rate <= 1:
+        raise SettingsError(f"MACRO_MIN_WIN_RATE={settings.macro_min_win_rate}: must lie in [0, 1]")
+    if settings.start_date and settings.end_date and settings.end_date < settings.start_date:
+        raise SettingsError(
+            f"TRACER_END_DATE={settings.end_date} is before TRACER_START_DATE={settings.start_date}"
+        )
+    return settings
+
+
+def settings_markdown() -> str:
+    rows = ["| name | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{name}` | {default if default.startswith('(') or ' ' in default else f'`{default}`'} | {meaning} |"
+             for name, default, meaning in SETTINGS_TABLE]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_markdown())
