@@ -17,7 +17,9 @@ from tracer_assets.market.download import RetryPolicy, fetch_candles, fetch_cand
 from tracer_assets.market.timeframes import timeframe_ms
 from tracer_assets.resources.ccxt_exchange import fetch_market_context, make_ccxt_exchange
 from tracer_assets.resources.replay_exchange import ReplayExchange, read_candle_file
-from tracer_assets_tests.fake_binance import BUNDLED_DATA, DATA_END_MS, DEFAULT_PERPETUALS, FakeBinance
+
+# A sibling module: pytest puts this folder (it has no __init__.py) on sys.path.
+from fake_binance import BUNDLED_DATA, DATA_END_MS, DEFAULT_PERPETUALS, FakeBinance
 
 BACKOFF = 0.01
 KLINES = "/api/v3/klines"
@@ -79,6 +81,13 @@ def test_explicit_api_urls_override_and_unknown_keys_are_refused(server):
         make_ccxt_exchange("binance", api_urls={"publik": server.url})
     with pytest.raises(ValueError, match="http"):
         make_ccxt_exchange("binance", api_urls={"public": "localhost:8080"})
+
+
+def test_sandbox_mode_switches_to_the_testnet_and_is_refused_where_there_is_none():
+    client = make_ccxt_exchange("binance", sandbox=True)
+    assert client.urls["api"]["public"] == "https://testnet.binance.vision/api/v3"
+    with pytest.raises(ValueError, match="'kraken' has no sandbox"):
+        make_ccxt_exchange("kraken", sandbox=True)
 
 
 def test_unknown_exchange_id_is_a_value_error_naming_it():

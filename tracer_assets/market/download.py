@@ -18,8 +18,10 @@ from tracer_assets.market.candles import candles_from_rows, empty_candles
 from tracer_assets.market.timeframes import timeframe_ms
 
 # Worth another try: the network, the exchange's rate limiter, an exchange briefly down.
-# Everything else (a bad symbol, a refused request) fails at once.
-RETRYABLE_ERRORS = (ccxt.NetworkError, ccxt.RateLimitExceeded, ccxt.ExchangeNotAvailable)
+# OperationFailed too: ccxt raises it (the parent of NetworkError) for a 5xx that carries the
+# exchange's own JSON error body, e.g. Binance's {"code": -1001, "msg": "Internal error"}.
+# Everything else (a bad symbol, a refused request: ExchangeError) fails at once.
+RETRYABLE_ERRORS = (ccxt.NetworkError, ccxt.RateLimitExceeded, ccxt.ExchangeNotAvailable, ccxt.OperationFailed)
 
 log = logging.getLogger(__name__)
 

@@ -37,6 +37,10 @@ def make_ccxt_exchange(exchange_id: str, api_urls: Mapping[str, object] | None =
       - where `urls['api']` is a single string (no exchange of ccxt 4.5.90, but ccxt allows
         it), it is treated as {"rest": <that string>}: "*" or "rest" replace it.
     An unknown key raises ValueError rather than leave that endpoint on the real exchange.
+    Mind that binance's load_markets reads /api/v3, /fapi/v1 and /dapi/v1 exchangeInfo:
+    overriding "public" alone still sends two requests to the real fapi/dapi hosts, so
+    point a local server at binance with "*". ("*" gives fapiData and dapiData the same
+    /futures/data URL; nothing here uses them.)
     """
     if exchange_id not in ccxt.exchanges:
         close = difflib.get_close_matches(exchange_id.lower(), ccxt.exchanges, n=3)
@@ -47,10 +51,11 @@ def make_ccxt_exchange(exchange_id: str, api_urls: Mapping[str, object] | None =
         )
     client = getattr(ccxt, exchange_id)({"enableRateLimit": True})
     if sandbox:
-        try:
-            client.set_sandbox_mode(True)
-        except ccxt.NotSupported:
-            raise ValueError(f"ccxt exchange {exchange_id!r} has no sandbox; run without sandbox mode") from None
+        # Every ccxt 4.5.90 exchange has urls['test'], but many hold None there, on which
+        # set_sandbox_mode fails with a TypeError rather than ccxt's NotSupported.
+        if not client.urls.get("test"):
+            raise ValueError(f"ccxt exchange {exchange_id!r} has no sandbox; run without sandbox mode")
+        client.set_sandbox_mode(True)
     if api_urls:
         overrides = dict(api_urls)
         api = client.urls["api"]

@@ -65,6 +65,19 @@ def table_exists(connection: duckdb.DuckDBPyConnection, table: str) -> bool:
     return found[0][0] > 0
 
 
+def ensure_table(connection: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Create `table` with the frame's columns if it is not there yet.
+
+    Outside any write transaction on purpose: in duckdb 2.0.0, a table created and filled
+    (one row group or more) in one transaction reads back on that connection as empty to
+    statistics-driven queries (count(*), max(ts)) until a checkpoint or reconnect.
+    """
+    connection.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
+    connection.register("table_shape", frame.head(0).to_arrow())
+    connection.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM table_shape")
+    connection.unregister("table_shape")
+
+
 def replace_window(
     connection: duckdb.DuckDBPyConnection,
     writes: Sequence[tuple[str, pl.DataFrame, str, Sequence[str]]],
@@ -77,13 +90,12 @@ def replace_window(
     column lies in the window are deleted, then the frame is inserted. Symbols not named
     keep their rows (a symbol that failed to download keeps what it had).
     """
+    for table, frame, _, _ in writes:
+        ensure_table(connection, table, frame)
     connection.execute("BEGIN TRANSACTION")
     try:
         for table, frame, time_column, symbols in writes:
-            schema = table.split(".")[0]
-            connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             connection.register("incoming", frame.to_arrow())
-            connection.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming LIMIT 0")
             if symbols:
                 connection.execute(
                     f"DELETE FROM {table} WHERE {time_column} >= ? AND {time_column} < ? AND list_contains(?, symbol)",

@@ -82,20 +82,21 @@ def build_sql_asset(
             window = (_sql_literal(time_window.start), _sql_literal(time_window.end))
         sql = render_model(model, variables, window)
         with duckdb.get_connection() as connection:
-            connection.execute("BEGIN TRANSACTION")
-            try:
-                for statement in materialize_statements(model, sql):
-                    connection.execute(statement)
-                if incremental:
-                    column = model.config["time_column"]
+            # DDL outside the write transaction (see warehouse.ensure_table for why).
+            for statement in materialize_statements(model, sql):
+                connection.execute(statement)
+            if incremental:
+                column = model.config["time_column"]
+                connection.execute("BEGIN TRANSACTION")
+                try:
                     connection.execute(
                         f"DELETE FROM {model.table} WHERE {column} >= {window[0]} AND {column} < {window[1]}"
                     )
                     connection.execute(f"INSERT INTO {model.table} BY NAME {sql}")
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+                    connection.execute("COMMIT")
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
             metadata: dict = {"table": model.table}
             where = f"WHERE {model.config['time_column']} >= {window[0]} AND {model.config['time_column']} < {window[1]}" if incremental else ""
             if incremental and "timeframe" in _columns(connection, model.table):
