@@ -25,7 +25,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     market_data_job = dg.define_asset_job(
         MARKET_DATA_JOB,
         selection=dg.AssetSelection.groups("market"),
-        partitions_def=partitions,
         description="Candles of the selected days, their resampled timeframes and the market.ohlcv view.",
     )
     database = str(settings.duckdb_path)

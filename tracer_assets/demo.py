@@ -52,7 +52,7 @@ def market_summary(database: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
-    job = defs.get_job_def(MARKET_DATA_JOB)
+    job = defs.resolve_job_def(MARKET_DATA_JOB)
     partitions = job.partitions_def
     keys = partitions.get_partition_keys()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -10,6 +10,7 @@ Secrets (exchange keys, LLM keys) are not settings: they are read through Dagste
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+
+import ccxt
 
 from tracer_assets.data import BUNDLED_REPLAY_DIR
 from tracer_assets.market.timeframes import (
@@ -176,6 +179,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
 
     exchange = (_text(env, "TRACER_EXCHANGE", "replay") or "replay").lower()
+    if exchange != "replay" and exchange not in ccxt.exchanges:
+        close = difflib.get_close_matches(exchange, ccxt.exchanges, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise SettingsError(f"TRACER_EXCHANGE={exchange!r} is neither 'replay' nor a ccxt exchange id{hint}")
     urls_raw = _text(env, "TRACER_EXCHANGE_URLS", None)
     exchange_urls: dict[str, str] = {}
     if urls_raw is not None:

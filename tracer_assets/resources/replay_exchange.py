@@ -51,7 +51,7 @@ def read_candle_file(path: Path) -> pl.DataFrame:
                 schema_overrides={"ms": pl.Int64},
             )
         else:
-            raw = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_ipc(path, memory_map=False)
+            raw = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_ipc(path)
             time_column = "date" if "date" in raw.columns else "ts"
             stamp = raw[time_column]
             if stamp.dtype.is_integer():

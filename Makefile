@@ -1,0 +1,41 @@
+# Tracer: `make demo` builds the market data offline, `make test` runs the tests,
+# `make dev` opens the Dagster UI (webserver + daemon) on the same instance.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+# The CLI, the demo and the UI share one instance and one DuckDB file; set either to move it.
+export DAGSTER_HOME       ?= $(CURDIR)/.dagster
+export TRACER_DUCKDB_PATH ?= $(CURDIR)/.tracer/tracer.duckdb
+
+.PHONY: install demo test dev benchmark clean
+
+$(BIN)/.installed: pyproject.toml setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# A DAGSTER_HOME elsewhere gets the project's instance config (DuckDB pool, freshness).
+$(DAGSTER_HOME)/dagster.yaml:
+	mkdir -p $(DAGSTER_HOME)
+	cp .dagster/dagster.yaml $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m tracer_assets.demo
+
+test: install
+	$(BIN)/python -m pytest
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml
+
+benchmark: install $(DAGSTER_HOME)/dagster.yaml
+	for bench in tracer_assets_tests/benchmarks/bench_*.py; do $(BIN)/python $$bench || exit 1; done
+
+clean:
+	rm -rf $(VENV) .tracer *.egg-info
+	find .dagster -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +
