@@ -28,6 +28,8 @@ from tracer_assets.market.timeframes import (
     timeframe_seconds,
 )
 
+# The models folder sits beside the package in a checkout (the project installs editable).
+CHECKOUT_SQL_DIR = Path(__file__).resolve().parents[1] / "dbt_like_sql"
 DEFAULT_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT", "LINK/USDT")
 
 # (name, default as written in the README, meaning). The README table is generated
@@ -46,6 +48,7 @@ SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
     ("TRACER_REPLAY_START", "(none: clock stopped at the end of the data)", "Dataset time (ISO, UTC) the replay clock shows at `TRACER_REPLAY_ANCHOR`; setting it starts the clock."),
     ("TRACER_REPLAY_SPEED", "1", "Dataset seconds that pass per wall-clock second once the replay clock runs."),
     ("TRACER_REPLAY_ANCHOR", "00:00 UTC of the current day", "Wall-clock instant (ISO, UTC) at which the replay clock shows `TRACER_REPLAY_START`."),
+    ("TRACER_SQL_DIR", "dbt_like_sql/ of the checkout", "Folder of the dbt-like SQL models (`<schema>/<table>.sql`)."),
     ("TRACER_TICK_CRON", "*/3 * * * *", "The trading tick; freshness of candles and signals is two ticks."),
     ("TRACER_FETCH_PAGE_LIMIT", "1000", "Candles asked for per `fetch_ohlcv` call (pagination page size)."),
     ("TRACER_FETCH_RETRIES", "5", "Retries, with exponential backoff, on ccxt NetworkError / RateLimitExceeded / ExchangeNotAvailable."),
@@ -85,6 +88,7 @@ class Settings:
     replay_start: datetime | None
     replay_speed: float
     replay_anchor: datetime | None
+    sql_dir: Path
     tick_cron: str
     fetch_page_limit: int
     fetch_retries: int
@@ -228,6 +232,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         replay_start=_instant(env, "TRACER_REPLAY_START"),
         replay_speed=_positive("TRACER_REPLAY_SPEED", _number(env, "TRACER_REPLAY_SPEED", "1", float)),
         replay_anchor=_instant(env, "TRACER_REPLAY_ANCHOR"),
+        sql_dir=Path(_text(env, "TRACER_SQL_DIR", str(CHECKOUT_SQL_DIR))).expanduser(),
         tick_cron=_text(env, "TRACER_TICK_CRON", "*/3 * * * *"),
         fetch_page_limit=_positive("TRACER_FETCH_PAGE_LIMIT", _number(env, "TRACER_FETCH_PAGE_LIMIT", "1000", int)),
         fetch_retries=_number(env, "TRACER_FETCH_RETRIES", "5", int),

@@ -1,8 +1,6 @@
 """Each dbt_like_sql model becomes one asset; its deps are the refs in its SQL."""
 
-import os
 from datetime import datetime, timezone
-from pathlib import Path
 
 import dagster as dg
 
@@ -21,12 +19,6 @@ from tracer_assets.sql.models import (
 
 # The checks a candle-shaped incremental model gets, like market/candles.
 CANDLE_TABLE_CHECKS = ("no_duplicate_keys", "monotonic_time", "sane_ohlc")
-
-
-def sql_models_dir() -> Path:
-    """TRACER_SQL_DIR, or dbt_like_sql/ beside the package in a checkout."""
-    configured = os.environ.get("TRACER_SQL_DIR")
-    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "dbt_like_sql"
 
 
 def sql_variables(settings: Settings) -> dict:
@@ -131,7 +123,7 @@ def _columns(connection, table: str) -> list[str]:
 def build_sql_assets(
     settings: Settings, partitions: dg.PartitionsDefinition, partitioned_keys: set[tuple[str, ...]]
 ) -> list[dg.AssetsDefinition]:
-    models = load_models(sql_models_dir(), sql_variables(settings))
+    models = load_models(settings.sql_dir, sql_variables(settings))
     incremental_keys = {m.key for m in models if m.materialized == "incremental"}
     return [build_sql_asset(m, settings, partitions, partitioned_keys | incremental_keys) for m in models]
 
