@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -141,19 +142,26 @@ def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
 
 
 def _number(env: Mapping[str, str], name: str, default: str, kind: type):
+    """A finite number of `kind` (int, float or Decimal); NaN and infinity are refused."""
     raw = _text(env, name, default)
     try:
         value = kind(raw)
     except (ValueError, InvalidOperation):
         raise SettingsError(f"{name}={raw!r}: expected a number") from None
-    if kind is not Decimal and value != value:  # NaN
-        raise SettingsError(f"{name}={raw!r}: expected a number")
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={raw!r}: expected a finite number")
     return value
 
 
 def _positive(name: str, value):
     if value <= 0:
         raise SettingsError(f"{name}={value}: must be greater than 0")
+    return value
+
+
+def _not_negative(name: str, value):
+    if value < 0:
+        raise SettingsError(f"{name}={value}: must be 0 or more")
     return value
 
 
@@ -235,8 +243,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sql_dir=Path(_text(env, "TRACER_SQL_DIR", str(CHECKOUT_SQL_DIR))).expanduser(),
         tick_cron=_text(env, "TRACER_TICK_CRON", "*/3 * * * *"),
         fetch_page_limit=_positive("TRACER_FETCH_PAGE_LIMIT", _number(env, "TRACER_FETCH_PAGE_LIMIT", "1000", int)),
-        fetch_retries=_number(env, "TRACER_FETCH_RETRIES", "5", int),
-        fetch_backoff_seconds=_number(env, "TRACER_FETCH_BACKOFF_SECONDS", "1", float),
+        fetch_retries=_not_negative("TRACER_FETCH_RETRIES", _number(env, "TRACER_FETCH_RETRIES", "5", int)),
+        fetch_backoff_seconds=_not_negative(
+            "TRACER_FETCH_BACKOFF_SECONDS", _number(env, "TRACER_FETCH_BACKOFF_SECONDS", "1", float)
+        ),
         dry_run=_flag(env, "DRY_RUN", True),
         force_dry=_flag(env, "FORCE_DRY", False),
         enable_live=_flag(env, "ENABLE_LIVE", False),
@@ -250,13 +260,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         macro_min_win_rate=_number(env, "MACRO_MIN_WIN_RATE", "0.2", float),
         tb_min_signal_quality=_number(env, "TB_MIN_SIGNAL_QUALITY", "6", float),
         tb_min_conviction_score=_number(env, "TB_MIN_CONVICTION_SCORE", "5", float),
-        sim_price=None if _text(env, "SIM_PRICE", None) is None else _number(env, "SIM_PRICE", "0", Decimal),
-        sim_base_balance=_number(env, "SIM_BASE_BALANCE", "0", Decimal),
-        sim_quote_balance=_number(env, "SIM_QUOTE_BALANCE", "10000", Decimal),
+        sim_price=None
+        if _text(env, "SIM_PRICE", None) is None
+        else _positive("SIM_PRICE", _number(env, "SIM_PRICE", "0", Decimal)),
+        sim_base_balance=_not_negative("SIM_BASE_BALANCE", _number(env, "SIM_BASE_BALANCE", "0", Decimal)),
+        sim_quote_balance=_not_negative("SIM_QUOTE_BALANCE", _number(env, "SIM_QUOTE_BALANCE", "10000", Decimal)),
         environ=env,
     )
-    if settings.fetch_retries < 0:
-        raise SettingsError(f"TRACER_FETCH_RETRIES={settings.fetch_retries}: must be 0 or more")
     if settings.min_allowed_order_amount > settings.max_order_amount:
         raise SettingsError(
             f"MIN_ALLOWED_ORDER_AMOUNT={settings.min_allowed_order_amount} is above "

@@ -69,6 +69,9 @@ def test_cli_materializes_a_range_of_days_and_the_view(tracer_env):
 
 def test_two_runs_started_at_once_both_succeed(tracer_env):
     env = dict(os.environ)
+    # The instance exists before the two runs, as after `make demo` or `make dev`: two
+    # processes creating a brand-new SQLite instance at once race in its schema migration.
+    dg.DagsterInstance.get().dispose()
     first = dagster_cli(
         "asset", "materialize", "-m", "tracer_assets.definitions", "--select", SELECT_PARTITIONED,
         "--partition-range", "2024-06-01...2024-06-03", env=env, wait=False,
@@ -82,7 +85,26 @@ def test_two_runs_started_at_once_both_succeed(tracer_env):
     assert rows_per_day(env["TRACER_DUCKDB_PATH"]) == {f"2024-06-0{d}": 2 * 288 for d in range(1, 7)}
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
-    assert len(runs) == 2 and all(run.is_success for run in runs)
+        assert len(runs) == 2 and all(run.is_success for run in runs)
+        # The "duckdb" pool (limit 1 in dagster.yaml) lets one writing step run at a time,
+        # across both runs: no two step intervals overlap.
+        steps = sorted(interval for run in runs for interval in _step_intervals(instance, run.run_id))
+    assert len(steps) == 4
+    for (_, end), (start, _) in zip(steps, steps[1:]):
+        assert end <= start, steps
+
+
+def _step_intervals(instance: dg.DagsterInstance, run_id: str) -> list[tuple[float, float]]:
+    started, finished = {}, {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = record.timestamp
+        elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+            finished[event.step_key] = record.timestamp
+    return [(started[key], finished[key]) for key in started]
 
 
 def test_ccxt_binance_through_the_asset_skips_a_failing_symbol(tracer_env, monkeypatch):

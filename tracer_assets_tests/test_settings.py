@@ -116,7 +116,7 @@ BAD_VALUES = [
     ({"ORDER_AMOUNT": "0"}, "ORDER_AMOUNT", "must be greater than 0"),
     ({"MAX_ORDER_AMOUNT": "-5"}, "MAX_ORDER_AMOUNT", "must be greater than 0"),
     ({"SIM_QUOTE_BALANCE": "lots"}, "SIM_QUOTE_BALANCE", "expected a number"),
-    ({"MACRO_MIN_WIN_RATE": "nan"}, "MACRO_MIN_WIN_RATE", "expected a number"),
+    ({"MACRO_MIN_WIN_RATE": "nan"}, "MACRO_MIN_WIN_RATE", "expected a finite number"),
     ({"MACRO_MIN_WIN_RATE": "1.5"}, "MACRO_MIN_WIN_RATE", "must lie in [0, 1]"),
     ({"TB_MIN_SIGNAL_QUALITY": "high"}, "TB_MIN_SIGNAL_QUALITY", "expected a number"),
     ({"DRY_RUN": "maybe"}, "DRY_RUN", "expected 1/0"),
@@ -160,13 +160,21 @@ def test_min_above_max_names_both_amounts():
     assert load_settings(environ={"MIN_ALLOWED_ORDER_AMOUNT": "40", "MAX_ORDER_AMOUNT": "40"}).max_order_amount == Decimal(40)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Decimal('NaN') <= 0 in _positive raises decimal.InvalidOperation, not SettingsError naming ORDER_AMOUNT",
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ORDER_AMOUNT", "NaN"),
+        ("MAX_ORDER_AMOUNT", "Infinity"),
+        ("SIM_BASE_BALANCE", "nan"),
+        ("SIM_PRICE", "-5"),
+        ("TRACER_REPLAY_SPEED", "inf"),
+        ("TRACER_FETCH_BACKOFF_SECONDS", "-1"),
+        ("TRACER_FETCH_RETRIES", "-1"),
+    ],
 )
-def test_nan_order_amount_is_refused_naming_the_variable():
-    with pytest.raises(SettingsError, match="ORDER_AMOUNT"):
-        load_settings(environ={"ORDER_AMOUNT": "NaN"})
+def test_non_finite_or_negative_numbers_are_refused_naming_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name):
+        load_settings(environ={name: value})
 
 
 def test_amounts_are_exact_decimals():

@@ -108,17 +108,23 @@ def validate_candles(candles: pl.DataFrame) -> None:
     in_group = ["symbol", "timeframe"]
     prev_ms = ms.shift(1).over(in_group)
     bad_value = pl.any_horizontal([pl.col(c).is_null() | pl.col(c).is_nan() for c in VALUE_COLUMNS])
+
+    def on_complete_rows(broken: pl.Expr) -> pl.Expr:
+        # A row with a NaN is reported once, as missing_value: NaN compares above every
+        # number in polars and would trip the range rules too.
+        return (broken & ~bad_value).fill_null(False)
+
     flags = candles.with_row_index("_row").select(
         "_row",
         *in_group,
         "ts",
         *VALUE_COLUMNS,
         bad_value.alias("missing_value"),
-        pl.any_horizontal([pl.col(c) <= 0 for c in PRICE_COLUMNS]).fill_null(False).alias("non_positive_price"),
-        (pl.col("high") < pl.col("low")).fill_null(False).alias("high_below_low"),
-        ((pl.col("open") < pl.col("low")) | (pl.col("open") > pl.col("high"))).fill_null(False).alias("open_outside_range"),
-        ((pl.col("close") < pl.col("low")) | (pl.col("close") > pl.col("high"))).fill_null(False).alias("close_outside_range"),
-        (pl.col("volume") < 0).fill_null(False).alias("negative_volume"),
+        on_complete_rows(pl.any_horizontal([pl.col(c) <= 0 for c in PRICE_COLUMNS])).alias("non_positive_price"),
+        on_complete_rows(pl.col("high") < pl.col("low")).alias("high_below_low"),
+        on_complete_rows((pl.col("open") < pl.col("low")) | (pl.col("open") > pl.col("high"))).alias("open_outside_range"),
+        on_complete_rows((pl.col("close") < pl.col("low")) | (pl.col("close") > pl.col("high"))).alias("close_outside_range"),
+        on_complete_rows(pl.col("volume") < 0).alias("negative_volume"),
         (pl.col("ts").is_null() | (ms % step_ms != 0)).fill_null(True).alias("off_grid_timestamp"),
         pl.col("ts").is_duplicated().over(in_group).alias("duplicate_timestamp"),
         (ms < prev_ms).fill_null(False).alias("out_of_order_timestamp"),
