@@ -295,3 +295,31 @@ def test_ohlcv_view_unions_base_and_resampled(models, btc_5m):
     counts = con.sql("SELECT timeframe, count(*) FROM market.ohlcv GROUP BY ALL ORDER BY min(ts), 1").fetchall()
     con.close()
     assert sorted(counts) == [("15m", 192), ("1h", 48), ("4h", 12), ("5m", 576)]
+
+
+def test_whole_2024_btc_5m_resampled_equals_binances_1h_file_in_shared(models):
+    """Binance's own 1h file, from ../shared (optional): every row of the whole range."""
+    from conftest import SHARED_DATA
+
+    folder = SHARED_DATA / "binance_spot_2024"
+    if not (folder / "BTC_USDT-5m.feather").is_file():
+        pytest.skip(f"optional real data not present: {folder} (../shared/data beside the checkout, or TRACER_SHARED_DATA)")
+    raw = read_candle_file(folder / "BTC_USDT-5m.feather")
+    candles = candles_from_rows([list(r) for r in raw.rows()], "BTC/USDT", "5m")
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE SCHEMA market")
+        con.register("incoming", candles.to_arrow())
+        con.execute("CREATE TABLE market.candles AS SELECT * FROM incoming")
+        sql = render_model(models[("market", "candles_resampled")], VARIABLES)
+        ours = con.sql(f"SELECT * FROM ({sql}) WHERE timeframe = '1h' ORDER BY ts").pl()
+    finally:
+        con.close()
+    theirs = pl.read_ipc(folder / "BTC_USDT-1h.feather").select(
+        pl.lit("BTC/USDT").alias("symbol"),
+        pl.lit("1h").alias("timeframe"),
+        pl.col("date").cast(pl.Datetime("us", "UTC")).alias("ts"),
+        "open", "high", "low", "close", "volume",
+    )
+    assert ours.height == theirs.height == 5980
+    _compare_ohlcv(ours.with_columns(pl.col("ts").dt.convert_time_zone("UTC")), theirs)
