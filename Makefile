@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 export DAGSTER_HOME       ?= $(CURDIR)/.dagster
 export TRACER_DUCKDB_PATH ?= $(CURDIR)/.tracer/tracer.duckdb
 
-.PHONY: install demo test dev benchmark clean
+.PHONY: install instance demo test dev benchmark clean
 
 $(BIN)/.installed: pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -24,16 +24,24 @@ $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
 	cp .dagster/dagster.yaml $@
 
-demo: install $(DAGSTER_HOME)/dagster.yaml
+# Set the pool's limit once, before any run: left to its first use, two runs starting
+# together on a new instance can both initialize it and both get a slot.
+$(DAGSTER_HOME)/.duckdb_pool: $(DAGSTER_HOME)/dagster.yaml | $(BIN)/.installed
+	$(BIN)/dagster instance concurrency set duckdb 1
+	touch $@
+
+instance: install $(DAGSTER_HOME)/dagster.yaml $(DAGSTER_HOME)/.duckdb_pool
+
+demo: instance
 	$(BIN)/python -m tracer_assets.demo
 
 test: install
 	$(BIN)/python -m pytest
 
-dev: install $(DAGSTER_HOME)/dagster.yaml
+dev: instance
 	$(BIN)/dagster dev -w workspace.yaml
 
-benchmark: install $(DAGSTER_HOME)/dagster.yaml
+benchmark: install
 	for bench in tracer_assets_tests/benchmarks/bench_*.py; do $(BIN)/python $$bench || exit 1; done
 
 clean:

@@ -11,9 +11,13 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 import duckdb
-from dagster import DagsterInstance
+from dagster import BetaWarning, DagsterInstance
+
+# The demo speaks for itself; Dagster's notes on beta parameters are for developers.
+warnings.filterwarnings("ignore", category=BetaWarning)
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from tracer_assets.definitions import MARKET_DATA_JOB, defs
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             instance=instance,
             tags={ASSET_PARTITION_RANGE_START_TAG: args.start, ASSET_PARTITION_RANGE_END_TAG: args.end},
             raise_on_error=False,
+            # Progress and problems, not every engine event (those are in the UI).
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
     if not result.success:
         print(f"\nThe run {result.run_id} failed; its events are in the UI (make dev) and above.", file=sys.stderr)

@@ -69,9 +69,11 @@ def test_cli_materializes_a_range_of_days_and_the_view(tracer_env):
 
 def test_two_runs_started_at_once_both_succeed(tracer_env):
     env = dict(os.environ)
-    # The instance exists before the two runs, as after `make demo` or `make dev`: two
-    # processes creating a brand-new SQLite instance at once race in its schema migration.
-    dg.DagsterInstance.get().dispose()
+    # The instance is prepared as `make demo` / `make dev` prepare it: its storage exists and
+    # the duckdb pool's limit is set. Left to first use, two processes starting together on
+    # a brand-new instance race in its schema migration and can both initialize the pool.
+    done = dagster_cli("instance", "concurrency", "set", "duckdb", "1", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
     first = dagster_cli(
         "asset", "materialize", "-m", "tracer_assets.definitions", "--select", SELECT_PARTITIONED,
         "--partition-range", "2024-06-01...2024-06-03", env=env, wait=False,
