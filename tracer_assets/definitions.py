@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import dagster as dg
 
+from tracer_assets.features.assets import build_indicators_asset
 from tracer_assets.market.assets import CANDLES_KEY, build_candles_asset, candle_partitions
 from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.warehouse import DuckDBPolarsIOManager, TracerDuckDB
+from tracer_assets.schedules import TICK_JOB, build_tick
 from tracer_assets.settings import Settings, load_settings
+from tracer_assets.signals.assets import build_signal_assets
 from tracer_assets.sql.assets import build_sql_assets
 
 MARKET_DATA_JOB = "market_data_job"
+__all__ = ["defs", "build_definitions", "MARKET_DATA_JOB", "TICK_JOB"]
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = candle_partitions(settings)
     candles = build_candles_asset(settings, partitions)
     sql_assets = build_sql_assets(settings, partitions, {tuple(CANDLES_KEY.path)})
+    indicators = build_indicators_asset(settings, partitions)
+    signal_assets = build_signal_assets(settings)
+    tick_job, tick_schedule = build_tick(settings, partitions)
     market_data_job = dg.define_asset_job(
         MARKET_DATA_JOB,
         selection=dg.AssetSelection.groups("market"),
@@ -29,8 +36,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     database = str(settings.duckdb_path)
     return dg.Definitions(
-        assets=[candles, *sql_assets],
-        jobs=[market_data_job],
+        assets=[candles, *sql_assets, indicators, *signal_assets],
+        jobs=[market_data_job, tick_job],
+        schedules=[tick_schedule],
         # Steps run in the run's own process: no per-step interpreter start-up, and DuckDB's
         # single writer is guarded by the "duckdb" pool either way.
         executor=dg.in_process_executor,

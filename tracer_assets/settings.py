@@ -50,7 +50,8 @@ SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
     ("TRACER_REPLAY_SPEED", "1", "Dataset seconds that pass per wall-clock second once the replay clock runs."),
     ("TRACER_REPLAY_ANCHOR", "00:00 UTC of the current day", "Wall-clock instant (ISO, UTC) at which the replay clock shows `TRACER_REPLAY_START`."),
     ("TRACER_SQL_DIR", "dbt_like_sql/ of the checkout", "Folder of the dbt-like SQL models (`<schema>/<table>.sql`)."),
-    ("TRACER_TICK_CRON", "*/3 * * * *", "The trading tick; freshness of candles and signals is two ticks."),
+    ("TRACER_TICK_CRON", "*/3 * * * *", "The trading tick: a schedule materializing today's candles, resampled timeframes, indicators and signals; freshness of candles and signals is two ticks."),
+    ("TRACER_SIGNAL_LOG", ".tracer/logs/macro_signal.log", "External predictions (the macro orchestrator's JSON lines), read tolerantly; the newest line per symbol and timeframe joins the ensemble label."),
     ("TRACER_FETCH_PAGE_LIMIT", "1000", "Candles asked for per `fetch_ohlcv` call (pagination page size)."),
     ("TRACER_FETCH_RETRIES", "5", "Retries, with exponential backoff, on ccxt NetworkError / RateLimitExceeded / ExchangeNotAvailable."),
     ("TRACER_FETCH_BACKOFF_SECONDS", "1", "First backoff delay; doubles on each retry."),
@@ -91,6 +92,7 @@ class Settings:
     replay_anchor: datetime | None
     sql_dir: Path
     tick_cron: str
+    signal_log: Path
     fetch_page_limit: int
     fetch_retries: int
     fetch_backoff_seconds: float
@@ -242,6 +244,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         replay_anchor=_instant(env, "TRACER_REPLAY_ANCHOR"),
         sql_dir=Path(_text(env, "TRACER_SQL_DIR", str(CHECKOUT_SQL_DIR))).expanduser(),
         tick_cron=_text(env, "TRACER_TICK_CRON", "*/3 * * * *"),
+        signal_log=Path(_text(env, "TRACER_SIGNAL_LOG", ".tracer/logs/macro_signal.log")).expanduser().absolute(),
         fetch_page_limit=_positive("TRACER_FETCH_PAGE_LIMIT", _number(env, "TRACER_FETCH_PAGE_LIMIT", "1000", int)),
         fetch_retries=_not_negative("TRACER_FETCH_RETRIES", _number(env, "TRACER_FETCH_RETRIES", "5", int)),
         fetch_backoff_seconds=_not_negative(

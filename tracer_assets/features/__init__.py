@@ -1,0 +1,1 @@
+"""Features computed from stored candles (pure polars, no Dagster)."""

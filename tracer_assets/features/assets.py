@@ -1,0 +1,107 @@
+"""features/indicators: TA-Lib-exact indicators for every symbol and timeframe in market.ohlcv.
+
+Daily partitions like the candles. A partition is computed from its own candles plus the
+WARMUP_BARS before them, so a tick's work is bounded by symbols x timeframes x lookback, not
+by stored history; a backfill of a range (one run) recomputes the range the same way.
+"""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import polars as pl
+
+from tracer_assets.features.indicators import INDICATOR_COLUMNS, WARMUP_BARS, compute_indicators
+from tracer_assets.market.timeframes import timeframe_seconds
+from tracer_assets.policies import DUCKDB_POOL, SINGLE_RUN_BACKFILL
+from tracer_assets.resources.warehouse import TracerDuckDB, replace_window
+from tracer_assets.settings import Settings
+from tracer_assets.signals.guards import warmup_mismatches
+
+INDICATORS_KEY = dg.AssetKey(["features", "indicators"])
+INDICATORS_TABLE = "features.indicators"
+OHLCV_KEY = dg.AssetKey(["market", "ohlcv"])
+CANDLE_COLUMNS = ("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume")
+
+
+def all_timeframes(settings: Settings) -> tuple[str, ...]:
+    return (settings.base_timeframe, *settings.timeframes)
+
+
+def read_ohlcv(connection, timeframe: str, start: datetime, end: datetime, symbols=None) -> pl.DataFrame:
+    """Candles of one timeframe with open time in [start, end), oldest first."""
+    sql = f"SELECT {', '.join(CANDLE_COLUMNS)} FROM market.ohlcv WHERE timeframe = ? AND ts >= ? AND ts < ?"
+    params: list = [timeframe, start, end]
+    if symbols:
+        sql += " AND list_contains(?, symbol)"
+        params.append(list(symbols))
+    frame = connection.sql(sql + " ORDER BY symbol, ts", params=params).pl()
+    return frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
+
+
+def read_with_warmup(connection, timeframes, start: datetime, end: datetime, bars: int) -> pl.DataFrame:
+    """Every timeframe's candles in [start, end) plus `bars` candles of history before."""
+    frames = [
+        read_ohlcv(connection, tf, start - timedelta(seconds=bars * timeframe_seconds(tf)), end) for tf in timeframes
+    ]
+    return pl.concat(frames)
+
+
+def build_indicators_asset(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    timeframes = all_timeframes(settings)
+
+    @dg.asset(
+        key=INDICATORS_KEY,
+        deps=[OHLCV_KEY],
+        description=(
+            "EMA 12/26/50/200, MACD 12/26/9, RSI 14, ATR 14 (TA-Lib's definitions), log return, "
+            f"volume z-score and realized volatility for every symbol and timeframe ({', '.join(timeframes)}). "
+            f"Each partition is computed from its candles plus {WARMUP_BARS} bars of warm-up."
+        ),
+        partitions_def=partitions,
+        backfill_policy=SINGLE_RUN_BACKFILL,
+        pool=DUCKDB_POOL,
+        group_name="features",
+        kinds={"duckdb", "polars"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "warmup_is_enough",
+                asset=INDICATORS_KEY,
+                blocking=True,
+                description=f"Recursive guard: the newest values are unchanged (1e-9 relative) when the {WARMUP_BARS}-bar warm-up is doubled.",
+            )
+        ],
+    )
+    def indicators(context: dg.AssetExecutionContext, duckdb: TracerDuckDB):
+        window = context.partition_time_window
+        start, end = window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
+        with duckdb.get_connection() as connection:
+            candles = read_with_warmup(connection, timeframes, start, end, WARMUP_BARS)
+            computed = compute_indicators(candles).filter(pl.col("ts") >= start)
+            symbols = computed["symbol"].unique().sort().to_list()
+            if computed.is_empty():
+                context.log.warning("no candles in this window: nothing to compute")
+            else:
+                replace_window(connection, [(INDICATORS_TABLE, computed, "ts", symbols)], start, end)
+            # The guard reads what the next tick will read: the newest 2 x WARMUP_BARS bars.
+            newest = read_with_warmup(connection, timeframes, end, end, 2 * WARMUP_BARS)
+        mismatches = warmup_mismatches(newest, compute_indicators, WARMUP_BARS, INDICATOR_COLUMNS)
+        per_timeframe = dict(computed.group_by("timeframe").len().rows()) if computed.height else {}
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": computed.height,
+                "rows_per_timeframe": per_timeframe,
+                "symbols": symbols,
+                "warmup_bars": WARMUP_BARS,
+                "candles_read": candles.height,
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    asset_key=INDICATORS_KEY,
+                    check_name="warmup_is_enough",
+                    passed=not mismatches,
+                    metadata={"mismatches": len(mismatches), "examples": [str(m) for m in mismatches[:5]]},
+                )
+            ],
+        )
+
+    return indicators

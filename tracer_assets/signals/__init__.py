@@ -1,0 +1,1 @@
+"""Trading signals: external predictions read tolerantly and their labels normalized."""

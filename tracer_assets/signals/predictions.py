@@ -1,0 +1,937 @@
+"""External predictions: one label vocabulary, and a reader for a log another system writes.
+
+Pure Python (no Dagster, no polars): the signals assets call these.
+
+Labels
+------
+`normalize_label(value)` maps whatever a producer wrote to one of `LABELS`; it never raises.
+
+==========================================  ===============
+input                                       label
+==========================================  ===============
+True                                        bull
+False                                       bear
+2, 2.0, "2", "+2", "2.0"                    strong_bull
+1, 1.0, "1", "+1"                           bull
+-1, -1.0, "-1"                              bear
+-2, -2.0, "-2"                              strong_bear
+0, any other number (3, 0.7, -1.5),         other
+NaN, inf, "nan"
+None, "", "   ", unknown text, other types  other
+==========================================  ===============
+
+Text is matched after lowercasing and dropping everything but the letters a-z, so
+"STRONG_BULL", "Strong Bull", "strong-bull", "strongbull" and " strong bull " are one word:
+
+===========  ==================================================================
+label        words
+===========  ==================================================================
+strong_bull  strong bull(ish), strongly bullish, very bullish, strong buy,
+             strong long, strong up
+bull         bull, bullish, buy, long, up, true
+bear         bear, bearish, sell, short, down, false
+strong_bear  strong bear(ish), strongly bearish, very bearish, strong sell,
+             strong short, strong down
+other        everything else (neutral, hold, flat, none, sideways, garbage)
+===========  ==================================================================
+
+Numbers are not rounded: only exact integers -2..2 carry a direction. A 0.7 is most likely a
+probability, and guessing a direction from it would be wrong; it reads as `other`.
+`label_score(label)` is the label's vote for an ensemble: strong_bull 2, bull 1, other 0,
+bear -1, strong_bear -2.
+
+Reading the log
+---------------
+`read_signal_log(path)` reads newline-delimited JSON that another process may be writing
+at that moment, and never raises: a missing file, a directory, an empty file, a whole JSON
+document (a list, one object, or {"signals": [...]}), JSON lines, the two mixed, pretty-printed
+objects spanning lines, binary garbage, NUL bytes, invalid UTF-8 (replaced by U+FFFD) and a
+last object cut mid-write all give a `SignalLogRead`.
+
+How: each line that looks like one JSON value (starts with { or [ and ends with } or ]) is
+parsed with `json.loads` (the fast path; JSON lines never go further). Consecutive lines that
+fail form a region; a region is tried as one JSON document, then scanned: from each `{` the
+C decoder (`raw_decode`) parses an object; where it fails, a bracket scanner that respects
+strings and escapes finds where the broken object ends (its closing brace, a `{` where no
+value may start, a string running into a line end, or the end of the file), and complete
+objects nested in the broken one (the items of a cut-off {"signals": [...]}) are salvaged.
+Text outside any object is junk, counted once per line.
+
+What is rejected (`SignalLogRead.reasons`, one count each):
+
+======================  ================================================================
+reason                  what
+======================  ================================================================
+junk                    a line (or part of one) that is not JSON: binary bytes, NULs, text
+not_an_object           a JSON value that is not an object (a number in a list, ...)
+malformed_object        braces balance but the object is not valid JSON
+unterminated_object     an object cut off in the middle of the file
+truncated_tail          the object at the end of the file is incomplete (mid-write)
+missing_symbol /        no symbol, or one that is not BASE/QUOTE
+bad_symbol
+missing_timeframe /     no timeframe, or one not like 5m, 1h, 4h
+bad_timeframe
+missing_ts / bad_ts     no time, or not a time between 2000 and 2100
+======================  ================================================================
+
+Sanitized record
+----------------
+Keys are trimmed, lowercased, runs of spaces and dashes become "_", then aliases apply (the
+first name of each row wins when several are present; the others go to `extra`):
+
+==========  ===============================================
+field       accepted keys
+==========  ===============================================
+symbol      symbol, pair, ticker, coin
+timeframe   timeframe, tf, interval, time_frame
+ts          ts, timestamp, time, datetime, date
+label       label, signal, prediction, direction
+confidence  confidence, probability, prob, score
+==========  ===============================================
+
+- symbol -> ccxt form "BASE/QUOTE" (upper case): "btc/usdt", "BTC-USDT", "BTC_USDT",
+  "BTC USDT" split at the separator; "btcusdt" split at a known quote suffix (USDT, USDC,
+  BUSD, USD, BTC, ETH, EUR; longest first); "BINANCE:BTCUSDT" loses the exchange prefix;
+  "BTC/USDT:USDT" (a ccxt swap) keeps its settle currency. Anything else is rejected.
+- timeframe -> ccxt notation in the largest whole unit: "1H" -> "1h", "15min"/"15m" ->
+  "15m", "4 hours" -> "4h", "60m" -> "1h", "D"/"daily" -> "1d", MetaTrader "M15"/"H4" ->
+  "15m"/"4h", a bare number is minutes (TradingView: 60 / "240" -> "1h" / "4h"). Upper-case
+  "M" alone is a month ("1M", ccxt's notation); "min", "MIN", "Min" are minutes.
+  Unknown units, zero and non-integers are rejected.
+- ts -> timezone-aware UTC datetime, from epoch seconds, milliseconds, microseconds or
+  nanoseconds (told apart by magnitude), numeric strings of those, or ISO 8601 with or without
+  a zone ("Z", "+02:00", " UTC"; no zone means UTC; a bare date is midnight UTC). Times before
+  2000-01-01 or from 2100-01-01 on are rejected (they are unit mistakes, not predictions).
+- label -> `normalize_label` of the raw value, which is kept as `raw_label` (None when the
+  record had no label; such a record is kept, labelled `other`).
+- confidence -> float in [0, 1] or None: a value in [0, 1] as is; above 1 up to 100 read as a
+  percentage ("85%" too); negative, above 100, NaN or non-numeric -> None (the record is
+  kept). Exactly 1 means certainty, not 1 %.
+- every other key is kept, unchanged, under `extra`.
+
+A record is {"symbol", "timeframe", "ts", "label", "raw_label", "confidence", "extra"}.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import re
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, Iterable
+
+__all__ = [
+    "LABELS",
+    "SignalLogRead",
+    "label_score",
+    "latest_predictions",
+    "normalize_label",
+    "normalize_symbol",
+    "normalize_timeframe",
+    "parse_ts",
+    "read_signal_log",
+    "sanitize_record",
+]
+
+UTC = timezone.utc
+
+# ---------------------------------------------------------------------------------------------
+# Labels
+# ---------------------------------------------------------------------------------------------
+
+STRONG_BULL, BULL, BEAR, STRONG_BEAR, OTHER = "strong_bull", "bull", "bear", "strong_bear", "other"
+LABELS: tuple[str, ...] = (STRONG_BULL, BULL, BEAR, STRONG_BEAR, OTHER)
+LABEL_SCORES: dict[str, int] = {STRONG_BULL: 2, BULL: 1, OTHER: 0, BEAR: -1, STRONG_BEAR: -2}
+_INT_LABELS = {2: STRONG_BULL, 1: BULL, 0: OTHER, -1: BEAR, -2: STRONG_BEAR}
+
+_WORDS: dict[str, tuple[str, ...]] = {
+    STRONG_BULL: (
+        "strongbull", "strongbullish", "stronglybullish", "verybullish",
+        "strongbuy", "stronglong", "strongup",
+    ),
+    BULL: ("bull", "bullish", "buy", "long", "up", "true"),
+    BEAR: ("bear", "bearish", "sell", "short", "down", "false"),
+    STRONG_BEAR: (
+        "strongbear", "strongbearish", "stronglybearish", "verybearish",
+        "strongsell", "strongshort", "strongdown",
+    ),
+}
+_TEXT_LABELS = {word: label for label, words in _WORDS.items() for word in words}
+_NOT_LETTERS = re.compile(r"[^a-z]+")
+_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER_TEXT = re.compile(r"[+-]?\d{1,30}")
+
+
+def _label_from_float(number: float) -> str:
+    if not math.isfinite(number) or not number.is_integer():
+        return OTHER
+    return _INT_LABELS.get(int(number), OTHER)
+
+
+@lru_cache(maxsize=4096)
+def _label_from_text(text: str) -> str:
+    text = text.strip()
+    if not text:
+        return OTHER
+    if _NUMBER_TEXT.fullmatch(text):
+        return _label_from_float(float(text))
+    return _TEXT_LABELS.get(_NOT_LETTERS.sub("", text.lower()), OTHER)
+
+
+def normalize_label(value: Any) -> str:
+    """One of `LABELS` for whatever a producer wrote (see the module's table). Never raises."""
+    try:
+        kind = type(value)
+        if kind is str and len(value) <= 64:  # the common cases first
+            return _label_from_text(value)
+        if kind is int:
+            return _INT_LABELS.get(value, OTHER)
+        if value is None:
+            return OTHER
+        if isinstance(value, bool):  # before int: bool is an int subclass
+            return BULL if value else BEAR
+        if isinstance(value, str):
+            if len(value) > 64:  # not cached: garbage should not fill the cache
+                return _label_from_text.__wrapped__(value)
+            return _label_from_text(value)
+        if isinstance(value, (bytes, bytearray)):
+            return normalize_label(bytes(value[:200]).decode("utf-8", "replace"))
+        if type(value).__name__ == "bool_":  # numpy's bool is no Python bool
+            return BULL if bool(value) else BEAR
+        if isinstance(value, numbers.Integral):
+            return _INT_LABELS.get(int(value), OTHER)
+        if isinstance(value, (numbers.Real, Decimal)):
+            return _label_from_float(float(value))
+    except Exception:  # a hostile __float__ / __bool__, a huge Decimal, ...
+        return OTHER
+    return OTHER
+
+
+def label_score(label: Any) -> int:
+    """The label's vote, -2..2 (strong_bear..strong_bull, other 0); raw values are normalized first."""
+    try:
+        return LABEL_SCORES[label]
+    except (KeyError, TypeError):
+        return LABEL_SCORES[normalize_label(label)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fields: symbol, timeframe, ts, confidence
+# ---------------------------------------------------------------------------------------------
+
+QUOTES: tuple[str, ...] = ("USDT", "USDC", "BUSD", "USD", "BTC", "ETH", "EUR")
+_QUOTES_LONGEST_FIRST = tuple(sorted(QUOTES, key=len, reverse=True))
+_ASSET = re.compile(r"[A-Z0-9]{1,20}")
+_SEPARATORS = re.compile(r"[-_\s]+")
+
+
+@lru_cache(maxsize=4096)
+def _symbol_from_text(text: str) -> str | None:
+    text = text.strip().upper()
+    if not text:
+        return None
+    if "/" in text:
+        base, _, rest = text.partition("/")
+        quote, colon, settle = rest.partition(":")
+        base, quote, settle = base.strip(), quote.strip(), settle.strip()
+        if not (_ASSET.fullmatch(base) and _ASSET.fullmatch(quote)):
+            return None
+        if colon:
+            return f"{base}/{quote}:{settle}" if _ASSET.fullmatch(settle) else None
+        return f"{base}/{quote}"
+    if ":" in text:  # an exchange prefix, TradingView style: BINANCE:BTCUSDT
+        text = text.rpartition(":")[2].strip()
+    parts = [part for part in _SEPARATORS.split(text) if part]
+    if len(parts) == 2:
+        base, quote = parts
+    elif len(parts) == 1:
+        base = quote = ""
+        for candidate in _QUOTES_LONGEST_FIRST:
+            if text.endswith(candidate) and len(text) > len(candidate):
+                base, quote = text[: -len(candidate)], candidate
+                break
+    else:
+        return None
+    if _ASSET.fullmatch(base) and _ASSET.fullmatch(quote):
+        return f"{base}/{quote}"
+    return None
+
+
+def normalize_symbol(value: Any) -> str | None:
+    """The ccxt symbol ("BTC/USDT") for "btcusdt", "BTC-USDT", "btc/usdt", ...; None if not one."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    return _symbol_from_text(value)
+
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+_UNITS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), "s"),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes", "t"), "m"),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours", "hourly"), "h"),
+    **dict.fromkeys(("d", "day", "days", "daily"), "d"),
+    **dict.fromkeys(("w", "wk", "wks", "week", "weeks", "weekly"), "w"),
+    **dict.fromkeys(("mo", "mon", "mth", "month", "months", "monthly"), "M"),
+    **dict.fromkeys(("y", "yr", "yrs", "year", "years", "yearly"), "y"),
+}
+# MetaTrader puts the unit first: M15, H4, D1, W1, MN1 (M is minutes there).
+_MT_UNITS = {"m": "m", "h": "h", "d": "d", "w": "w", "mn": "M"}
+_TIMEFRAME_NUMBER_FIRST = re.compile(r"(\d+)?\s*([A-Za-z]+)?")
+_TIMEFRAME_UNIT_FIRST = re.compile(r"([A-Za-z]{1,2})(\d+)")
+_MAX_TIMEFRAME_AMOUNT = 100_000
+
+
+def _canonical_timeframe(amount: int, unit: str) -> str | None:
+    if amount <= 0 or amount > _MAX_TIMEFRAME_AMOUNT:
+        return None
+    if unit in ("M", "y"):
+        return f"{amount}{unit}"
+    seconds = amount * _UNIT_SECONDS[unit]
+    for name in ("w", "d", "h", "m", "s"):
+        if seconds % _UNIT_SECONDS[name] == 0:
+            return f"{seconds // _UNIT_SECONDS[name]}{name}"
+    return None  # unreachable: every amount is whole seconds
+
+
+@lru_cache(maxsize=1024)
+def _timeframe_from_text(text: str) -> str | None:
+    text = text.strip()
+    match = _TIMEFRAME_NUMBER_FIRST.fullmatch(text)
+    if match and (match.group(1) or match.group(2)):
+        number, unit_text = match.groups()
+        amount = int(number) if number else 1
+        if unit_text is None:
+            unit = "m"  # a bare number is minutes (TradingView: "60", "240")
+        elif unit_text == "M":
+            unit = "M"  # ccxt's month; "min" in any case is minutes
+        else:
+            unit = _UNITS.get(unit_text.lower())
+            if unit is None:
+                return None
+        return _canonical_timeframe(amount, unit)
+    match = _TIMEFRAME_UNIT_FIRST.fullmatch(text)
+    if match:
+        unit = _MT_UNITS.get(match.group(1).lower())
+        if unit is not None:
+            return _canonical_timeframe(int(match.group(2)), unit)
+    return None
+
+
+def normalize_timeframe(value: Any) -> str | None:
+    """ccxt timeframe ("1h") for "1H", "60m", "4 hours", "15min", 240 ...; None if not one."""
+    if type(value) is str:
+        return _timeframe_from_text(value) if len(value) <= 32 else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return _canonical_timeframe(value, "m")
+    if isinstance(value, float) and value.is_integer():
+        return _canonical_timeframe(int(value), "m")
+    if not isinstance(value, str) or len(value) > 32:
+        return None
+    return _timeframe_from_text(value)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TS_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+TS_MAX = datetime(2100, 1, 1, tzinfo=UTC)  # exclusive
+_TS_MIN_S, _TS_MAX_S = TS_MIN.timestamp(), TS_MAX.timestamp()
+_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
+_UTC_SUFFIX = re.compile(r"\s*(?:UTC|GMT)\s*$", re.IGNORECASE)
+
+
+def _from_epoch(number: int | float) -> datetime | None:
+    if type(number) is not int and not math.isfinite(number):
+        return None
+    size = abs(number)
+    if size >= 1e17:
+        scale = 1_000_000_000  # nanoseconds
+    elif size >= 1e14:
+        scale = 1_000_000  # microseconds
+    elif size >= 1e11:
+        scale = 1_000  # milliseconds
+    else:
+        scale = 1
+    seconds = number / scale
+    if not _TS_MIN_S <= seconds < _TS_MAX_S:
+        return None
+    # A double holds these seconds to better than 0.25 us: rounding to the microsecond is exact.
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _in_range(moment: datetime) -> datetime | None:
+    return moment if TS_MIN <= moment < TS_MAX else None
+
+
+def parse_ts(value: Any) -> datetime | None:
+    """A timezone-aware UTC datetime from epoch s/ms/us/ns or ISO 8601; None if not a time."""
+    try:
+        if type(value) is int:  # the common case first
+            return _from_epoch(value)
+        if isinstance(value, bool) or value is None:
+            return None
+        if isinstance(value, datetime):
+            moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+            return _in_range(moment)
+        if isinstance(value, (int, float)):
+            return _from_epoch(value)
+        if not isinstance(value, str):
+            return None
+        text = value.strip()
+        if not text or len(text) > 64:
+            return None
+        if _NUMBER_TEXT.fullmatch(text):
+            number = int(text) if _INTEGER_TEXT.fullmatch(text) else float(text)
+            moment = _from_epoch(number)
+            if moment is not None or len(text) != 8 or not text.isdigit():
+                return moment
+            # eight digits out of the epoch range: a basic ISO date (20240101), below
+        if text[-1] in "CTct":
+            text = _UTC_SUFFIX.sub("", text)
+        if len(text) > 26:
+            text = _LONG_FRACTION.sub(r"\1", text)  # nanoseconds: fromisoformat takes six digits
+        moment = datetime.fromisoformat(text)
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return _in_range(moment)
+    except (ValueError, OverflowError, TypeError, OSError):
+        return None
+
+
+def _confidence(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    percent = False
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("%"):
+            percent, text = True, text[:-1].strip()
+        if not _NUMBER_TEXT.fullmatch(text):
+            return None
+        number = float(text)
+    elif isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        return None
+    if not math.isfinite(number):
+        return None
+    if percent or 1.0 < number <= 100.0:
+        number /= 100.0
+    return number if 0.0 <= number <= 1.0 else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------------
+
+_FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "symbol": ("symbol", "pair", "ticker", "coin"),
+    "timeframe": ("timeframe", "tf", "interval", "time_frame"),
+    "ts": ("ts", "timestamp", "time", "datetime", "date"),
+    "label": ("label", "signal", "prediction", "direction"),
+    "confidence": ("confidence", "probability", "prob", "score"),
+}
+_ALIAS = {
+    alias: (name, rank) for name, aliases in _FIELD_ALIASES.items() for rank, alias in enumerate(aliases)
+}
+_KEY_SEPARATORS = re.compile(r"[\s\-]+")
+_WRAPPER_KEYS = ("signals", "predictions", "records", "data", "items")
+_WRAPPER_KEY_SET = frozenset(_WRAPPER_KEYS)
+_SYMBOL_KEYS = frozenset(_FIELD_ALIASES["symbol"])
+_KEY_INFO: dict[str, tuple[str, str | None, int]] = {}  # key -> (normalized, field, rank)
+_KEY_INFO_LIMIT = 4096
+
+
+def _key_info(key: Any) -> tuple[str, str | None, int]:
+    info = _KEY_INFO.get(key) if isinstance(key, str) else None
+    if info is None:
+        name = _KEY_SEPARATORS.sub("_", key.strip().lower()) if isinstance(key, str) else str(key)
+        field_name, rank = _ALIAS.get(name, (None, 0))
+        info = (name, field_name, rank)
+        if isinstance(key, str) and len(_KEY_INFO) < _KEY_INFO_LIMIT:
+            _KEY_INFO[key] = info
+    return info
+
+
+def _normalize_key(key: str) -> str:
+    return _key_info(key)[0]
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _short(value: Any, width: int = 40) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def sanitize_record(raw: Any) -> tuple[dict[str, Any] | None, str | None, str]:
+    """(record, None, "") for a usable prediction, else (None, reason, detail).
+
+    reason is missing_/bad_ symbol, timeframe or ts (checked in that order), or not_an_object;
+    detail is a short repr of the offending value.
+    """
+    if not isinstance(raw, dict):
+        return None, "not_an_object", _short(raw)
+    chosen: dict[str, tuple[int, str, Any]] = {}
+    extra: dict[str, Any] = {}
+    key_info_get = _KEY_INFO.get
+    for key, value in raw.items():
+        info = key_info_get(key) or _key_info(key)
+        field_name = info[1]
+        if field_name is None:
+            extra[info[0]] = value
+            continue
+        current = chosen.get(field_name)
+        if current is None:
+            chosen[field_name] = (info[2], info[0], value)
+            continue
+        # Several aliases of one field: a filled value beats an empty one, then the lower rank.
+        new_blank, current_blank = _blank(value), _blank(current[2])
+        if new_blank != current_blank:
+            better = current_blank
+        else:
+            better = info[2] < current[0]
+        if better:
+            extra[current[1]] = current[2]
+            chosen[field_name] = (info[2], info[0], value)
+        else:
+            extra[info[0]] = value
+
+    entry = chosen.get("symbol")
+    raw_symbol = entry[2] if entry else None
+    if _blank(raw_symbol):
+        return None, "missing_symbol", ""
+    symbol = normalize_symbol(raw_symbol)
+    if symbol is None:
+        return None, "bad_symbol", _short(raw_symbol)
+    entry = chosen.get("timeframe")
+    raw_timeframe = entry[2] if entry else None
+    if _blank(raw_timeframe):
+        return None, "missing_timeframe", ""
+    timeframe = normalize_timeframe(raw_timeframe)
+    if timeframe is None:
+        return None, "bad_timeframe", _short(raw_timeframe)
+    entry = chosen.get("ts")
+    raw_ts = entry[2] if entry else None
+    if _blank(raw_ts):
+        return None, "missing_ts", ""
+    ts = parse_ts(raw_ts)
+    if ts is None:
+        return None, "bad_ts", _short(raw_ts)
+    entry = chosen.get("label")
+    raw_label = entry[2] if entry else None
+    entry = chosen.get("confidence")
+    return {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "ts": ts,
+        "label": normalize_label(raw_label),
+        "raw_label": raw_label,
+        "confidence": _confidence(entry[2]) if entry else None,
+        "extra": extra,
+    }, None, ""
+
+
+def latest_predictions(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest record (by ts) per (symbol, timeframe); on equal ts the later one in the list.
+
+    Records without a symbol, timeframe or datetime ts are skipped.
+    """
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        try:
+            key = (record["symbol"], record["timeframe"])
+            ts = record["ts"]
+        except (KeyError, TypeError):
+            continue
+        if not isinstance(ts, datetime) or not isinstance(key[0], str) or not isinstance(key[1], str):
+            continue
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+        current = latest.get(key)
+        if current is None or ts >= _aware(current["ts"]):
+            latest[key] = record
+    return latest
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+# ---------------------------------------------------------------------------------------------
+# The tolerant reader
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+MAX_EXAMPLES = 20
+_NESTED_TRY_DEPTH = 6  # try the C decoder on nested objects down to this bracket depth
+_DECODER = json.JSONDecoder()
+_LOADS = json.loads
+_RAW_DECODE = _DECODER.raw_decode
+# Inside a broken object: a whole string, a string running into a line end, or a bracket,
+# a colon or a comma. Everything else (numbers, literals, garbage) is skipped by the search.
+_TOKEN = re.compile(
+    r'(?P<str>"[^"\\\n]*(?:\\.[^"\\\n]*)*")|(?P<open_str>"[^\n]*)|(?P<punct>[{}\[\]:,])'
+)
+_ONLY_BLANKS_TO_END = re.compile(r"\s*\Z")
+_NOT_JUNK = " \t\r\n\f\v[],:\ufeff"
+_NOT_PARSED = object()
+
+
+@dataclass
+class SignalLogRead:
+    """What `read_signal_log` made of a file."""
+
+    path: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    rejected: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)  # "line 7: bad_timeframe '7x'", capped
+    bytes_read: int = 0
+    exists: bool = False
+    truncated_tail: bool = False  # the last object was incomplete (the writer was mid-write)
+    invalid_utf8_lines: int = 0  # lines decoded with U+FFFD replacements
+    skipped_head_bytes: int = 0  # bytes before the window read when the file exceeds max_bytes
+    error: str | None = None  # an OS error that stopped the read (what was read is kept)
+
+    @property
+    def accepted(self) -> int:
+        return len(self.records)
+
+
+class _Collector:
+    def __init__(self, result: SignalLogRead, max_records: int | None) -> None:
+        self.result = result
+        self.records: list | deque = deque(maxlen=max_records) if max_records else []
+        self.reasons = result.reasons
+
+    def reject(self, reason: str, line: int | None, detail: str = "") -> None:
+        self.result.rejected += 1
+        self.reasons[reason] += 1
+        if len(self.result.examples) < MAX_EXAMPLES:
+            where = f"line {line}: " if line is not None else ""
+            self.result.examples.append(f"{where}{reason} {detail}".rstrip())
+
+    def value(self, value: Any, line: int | None, salvaged: bool = False) -> None:
+        """A parsed JSON value: a record, a list of them, or a {"signals": [...]} wrapper."""
+        if isinstance(value, dict):
+            items = _wrapped(value)
+            if items is None:
+                if salvaged and not _looks_like_record(value):
+                    return  # a nested part of a broken object, not a prediction
+                self.record(value, line)
+                return
+            value = items
+        elif not isinstance(value, list):
+            if not salvaged:
+                self.reject("not_an_object", line, _short(value))
+            return
+        for item in value:
+            if isinstance(item, dict) and _wrapped(item) is None:
+                if not salvaged or _looks_like_record(item):
+                    self.record(item, line)
+            elif not salvaged:
+                self.reject("not_an_object", line, _short(item))
+
+    def record(self, raw: dict, line: int | None) -> None:
+        try:
+            record, reason, detail = sanitize_record(raw)
+        except Exception as error:  # defensive: sanitizing is meant to be total
+            record, reason, detail = None, "unreadable_record", type(error).__name__
+        if record is None:
+            self.reject(reason or "unreadable_record", line, detail)
+        else:
+            self.records.append(record)
+
+
+def _wrapped(value: dict) -> list | None:
+    """The list inside {"signals": [...]} (or predictions/records/data/items), else None."""
+    if _WRAPPER_KEY_SET.isdisjoint(value):
+        return None
+    for key in _WRAPPER_KEYS:
+        items = value.get(key)
+        if isinstance(items, list) and not any(
+            isinstance(k, str) and _normalize_key(k) in _SYMBOL_KEYS for k in value
+        ):
+            return items
+    return None
+
+
+def _looks_like_record(value: dict) -> bool:
+    return any(isinstance(k, str) and _normalize_key(k) in _SYMBOL_KEYS for k in value)
+
+
+def _scan_broken(text: str, start: int) -> tuple[str, int, int, list]:
+    """Follow a `{` at `start` that does not parse, to where it ends.
+
+    Returns (how, stop, resume, salvaged): how is "closed" (its braces balanced: malformed),
+    "restart" (a `{` where no value may start: a new object begins at `resume`), "broken" (a
+    string runs into a line end, or brackets mismatch) or "eof"; `salvaged` holds the complete
+    objects nested inside, parsed.
+    """
+    stack = ["{"]
+    prev = "{"
+    salvaged: list = []
+    pos = start + 1
+    search = _TOKEN.search
+    while True:
+        match = search(text, pos)
+        if match is None:
+            return "eof", len(text), len(text), salvaged
+        kind = match.lastgroup
+        pos = match.end()
+        if kind == "str":
+            prev = '"'
+            continue
+        if kind == "open_str":
+            return "broken", pos, pos, salvaged
+        char = text[match.start()]
+        if char == "{" or char == "[":
+            top = stack[-1]
+            if (top == "{" and prev == ":") or (top == "[" and prev in "[,"):
+                if char == "{" and len(stack) < _NESTED_TRY_DEPTH:
+                    try:
+                        value, end = _RAW_DECODE(text, match.start())
+                    except (ValueError, RecursionError):
+                        pass
+                    else:
+                        salvaged.append(value)
+                        pos, prev = end, "}"
+                        continue
+                stack.append(char)
+                prev = char
+            elif char == "{":
+                return "restart", match.start(), match.start(), salvaged
+            else:
+                return "broken", pos, pos, salvaged
+        elif char == "}" or char == "]":
+            if stack[-1] != ("{" if char == "}" else "["):
+                return "broken", pos, pos, salvaged
+            stack.pop()
+            prev = char
+            if not stack:
+                return "closed", pos, pos, salvaged
+        else:
+            prev = char
+
+
+class _Reader:
+    def __init__(self, collector: _Collector) -> None:
+        self.out = collector
+
+    def region(self, lines: list[str], first_line: int, at_eof: bool) -> None:
+        """Lines that did not parse one by one: a multi-line document, objects, junk."""
+        text = "\n".join(lines)
+        stripped = text.strip()
+        if not stripped:
+            return
+        if stripped[0] in "[{":
+            try:
+                value = _LOADS(stripped)
+            except (ValueError, RecursionError):
+                pass
+            else:
+                self.out.value(value, first_line)
+                return
+        covered: list[tuple[int, int]] = []
+        rejected_lines: set[int] = set()  # lines already counted once, for a broken object
+        pos = 0
+        find = text.find
+
+        counted = [0, first_line]  # index counted to, line number there
+
+        def line_of(index: int) -> int:  # indexes only grow: linear in the region overall
+            counted[1] += text.count("\n", counted[0], index)
+            counted[0] = index
+            return counted[1]
+
+        while True:
+            start = find("{", pos)
+            if start < 0:
+                break
+            try:
+                value, end = _RAW_DECODE(text, start)
+            except (ValueError, RecursionError):
+                pass
+            else:
+                self.out.value(value, line_of(start))
+                covered.append((start, end))
+                pos = end
+                continue
+            how, stop, resume, salvaged = _scan_broken(text, start)
+            covered.append((start, stop))
+            line = line_of(start)
+            rejected_lines.add(line)
+            if how == "closed":
+                reason = "malformed_object"
+            elif at_eof and _ONLY_BLANKS_TO_END.match(text, stop):
+                reason = "truncated_tail"
+                self.out.result.truncated_tail = True
+            else:
+                reason = "unterminated_object"
+            self.out.reject(reason, line, _short(text[start : min(stop, start + 60)], 50))
+            for value in salvaged:
+                self.out.value(value, line, salvaged=True)
+            pos = resume
+        self._junk(text, covered, first_line, rejected_lines)
+
+    def _junk(
+        self, text: str, covered: list[tuple[int, int]], first_line: int, rejected_lines: set[int]
+    ) -> None:
+        """One rejection per line holding text outside every object (brackets and commas aside)."""
+        junk_lines: dict[int, str] = {}
+        gap_start, newlines, counted_to = 0, 0, 0
+        for start, end in [*covered, (len(text), len(text))]:
+            if start > gap_start:
+                gap = text[gap_start:start]
+                if gap.strip(_NOT_JUNK):
+                    newlines += text.count("\n", counted_to, gap_start)
+                    counted_to = gap_start
+                    for offset, piece in enumerate(gap.split("\n")):
+                        if piece.strip(_NOT_JUNK):
+                            junk_lines.setdefault(first_line + newlines + offset, piece)
+            gap_start = max(gap_start, end)
+        for line, piece in junk_lines.items():
+            if line in rejected_lines:
+                continue
+            piece = piece.strip()
+            try:  # a bare JSON scalar (42, null, "x") is JSON, just not an object
+                value = _LOADS(piece) if len(piece) < 256 else _NOT_PARSED
+            except (ValueError, RecursionError):
+                value = _NOT_PARSED
+            if value is _NOT_PARSED:
+                self.out.reject("junk", line, _short(piece, 40))
+            else:
+                self.out.reject("not_an_object", line, _short(value, 40))
+
+
+_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def _raw_lines(handle, remaining: int, result: SignalLogRead):
+    """The file's lines (bytes, without the newline) in chunks, up to `remaining` bytes."""
+    carry: list[bytes] = []  # the start of a line longer than a chunk
+    first = True
+    while remaining > 0:
+        chunk = handle.read(min(_CHUNK_BYTES, remaining))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+        result.bytes_read += len(chunk)
+        if first:
+            first = False
+            if chunk.startswith(b"\xef\xbb\xbf") and not result.skipped_head_bytes:
+                chunk = chunk[3:]  # a UTF-8 byte order mark
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            carry.append(chunk)
+            continue
+        lines = chunk[:cut].split(b"\n")
+        if carry:
+            carry.append(lines[0])
+            lines[0] = b"".join(carry)
+            carry = []
+        yield from lines
+        if cut + 1 < len(chunk):
+            carry.append(chunk[cut + 1 :])
+    if carry:
+        yield b"".join(carry)
+
+
+def read_signal_log(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_records: int | None = None,
+) -> SignalLogRead:
+    """Every usable prediction in the log at `path`, read tolerantly; never raises.
+
+    A missing file reads as empty (`exists` False). At most the last `max_bytes` of the file
+    are read (from the first line start in that window; line numbers in `examples` then count
+    from there), and only as much as the file held when it was opened, so a writer appending
+    meanwhile cannot keep the read going; `max_records` keeps only the last records in file
+    order.
+    """
+    try:
+        shown = os.fsdecode(path)
+    except TypeError:
+        shown = repr(path)
+    result = SignalLogRead(path=shown)
+    collector = _Collector(result, max_records)
+    reader = _Reader(collector)
+    pending: list[str] = []
+    pending_first = 0
+    if not isinstance(path, (str, bytes, os.PathLike)):  # open(3) would adopt a descriptor
+        result.error = f"TypeError: not a path: {type(path).__name__}"
+        return result
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return result
+    except (OSError, TypeError, ValueError) as error:
+        result.error = f"{type(error).__name__}: {error}"
+        return result
+    result.exists = True
+    try:
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            remaining = size
+            if max_bytes and size > max_bytes:
+                handle.seek(size - max_bytes)
+                head = handle.readline(max_bytes)  # the cut line: not ours to read
+                result.skipped_head_bytes = size - max_bytes + len(head)
+                result.bytes_read += len(head)
+                remaining = max_bytes - len(head)
+            scan_once = _DECODER.scan_once
+            number = 0
+            for raw in _raw_lines(handle, remaining, result):
+                number += 1
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    line = raw.decode("utf-8", "replace")
+                    result.invalid_utf8_lines += 1
+                stripped = line.strip()
+                if not stripped:
+                    if pending:
+                        pending.append("")
+                    continue
+                first, last = stripped[0], stripped[-1]
+                if (first == "{" and last == "}") or (first == "[" and last == "]"):
+                    try:
+                        value, end = scan_once(stripped, 0)
+                    except (StopIteration, ValueError, RecursionError):
+                        end = -1
+                    if end == len(stripped):
+                        if pending:
+                            reader.region(pending, pending_first, at_eof=False)
+                            pending = []
+                        collector.value(value, number)
+                        continue
+                if not pending:
+                    pending_first = number
+                pending.append(line.rstrip("\r\n"))
+    except OSError as error:  # the file vanished or a disk error mid-read: keep what we have
+        result.error = f"{type(error).__name__}: {error}"
+    except MemoryError:
+        result.error = "MemoryError: the file is too large for max_bytes"
+        pending = []
+    except Exception as error:  # defensive: reading is meant to be total
+        result.error = f"{type(error).__name__}: {error}"
+    try:
+        if pending:
+            reader.region(pending, pending_first, at_eof=True)
+    except Exception as error:  # defensive: the scanner is meant to be total
+        result.error = f"{type(error).__name__}: {error}"
+    result.records = list(collector.records)
+    return result
