@@ -1,6 +1,6 @@
-"""`make demo`: materialize the market data of the configured exchange (by default the
-bundled real Binance candles, offline) into DuckDB, on the persistent Dagster instance, and
-print what was built.
+"""`make demo`: materialize the market data, indicators and signals of the configured
+exchange (by default the bundled real Binance candles, offline) into DuckDB, in one run on
+the persistent Dagster instance, and print what was built and the newest signals.
 
     python -m tracer_assets.demo [--start 2024-01-01] [--end 2024-09-06]
 """
@@ -20,7 +20,7 @@ from dagster import BetaWarning, DagsterInstance
 warnings.filterwarnings("ignore", category=BetaWarning)
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from tracer_assets.definitions import MARKET_DATA_JOB, defs
+from tracer_assets.definitions import TICK_JOB, defs
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.settings import load_settings
 
@@ -54,9 +54,28 @@ def market_summary(database: str) -> str:
     return "\n".join(lines)
 
 
+def signals_summary(database: str) -> str:
+    """The newest signal per symbol and timeframe, as a table."""
+    with duckdb.connect(database, read_only=True) as connection:
+        rows = connection.execute(
+            """SELECT symbol, timeframe, ts, close, signal_quality, regime, regime_volatile, regime_confidence,
+                      conviction, ensemble_label, ensemble_confidence
+               FROM signals.signals"""
+        ).fetchall()
+    rows.sort(key=lambda r: (r[0], timeframe_seconds(r[1])))
+    header = f"  {'symbol':<10}{'tf':<5}{'candle (UTC)':<18}{'close':>12}{'quality':>9}  {'regime':<14}{'conf':>5}{'conviction':>11}  {'ensemble':<12}{'conf':>5}"
+    lines = ["newest signals:", header]
+    for symbol, tf, ts, close, quality, regime, volatile, rconf, conviction, label, lconf in rows:
+        regime_text = regime + (" volatile" if volatile else "")
+        lines.append(
+            f"  {symbol:<10}{tf:<5}{ts:%Y-%m-%d %H:%M}  {close:>12.6g}{quality:>9.2f}  {regime_text:<14}{rconf:>5.2f}{conviction:>11.2f}  {label:<12}{lconf:>5.2f}"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
-    job = defs.resolve_job_def(MARKET_DATA_JOB)
+    job = defs.resolve_job_def(TICK_JOB)
     partitions = job.partitions_def
     keys = partitions.get_partition_keys()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("DAGSTER_HOME"):
         parser.error("DAGSTER_HOME is not set: run `make demo`, or export DAGSTER_HOME=$PWD/.dagster")
     print(
-        f"Materializing {MARKET_DATA_JOB}: {len(settings.symbols)} symbols ({', '.join(settings.symbols)}), "
+        f"Materializing {TICK_JOB}: {len(settings.symbols)} symbols ({', '.join(settings.symbols)}), "
         f"{settings.base_timeframe} from {settings.exchange}, resampled to {', '.join(settings.timeframes)}, "
-        f"days {args.start} .. {args.end} in one run",
+        f"indicators and signals, days {args.start} .. {args.end} in one run",
         flush=True,
     )
     began = time.perf_counter()
@@ -89,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"\nRun {result.run_id} succeeded in {time.perf_counter() - began:.1f}s.\n")
     print(market_summary(str(settings.duckdb_path)))
+    print("\n" + signals_summary(str(settings.duckdb_path)))
     print(
         "\nOpen the UI on this instance with `make dev`, then http://127.0.0.1:3000 "
         "(Assets > market for lineage and checks, Runs for this run)."

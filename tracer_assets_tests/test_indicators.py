@@ -368,3 +368,13 @@ def test_random_walk_against_reference_with_gaps_in_order() -> None:
     want = reference(out)
     for column in INDICATOR_COLUMNS:
         assert_matches(column, out[column].to_list(), want[column], out["close"].to_list(), "PEPE 1h")
+
+
+def test_extra_columns_and_integer_values_come_back_unchanged() -> None:
+    base = bundled("ETH/USDT", "1h", rows=60)
+    odd = base.with_columns(pl.col("volume").round(0).cast(pl.Int64), pl.lit("binance").alias("source"))
+    out = compute_indicators(odd.reverse())
+    assert out.columns == [*odd.columns, *INDICATOR_COLUMNS]
+    assert_frame_equal(out.select(odd.columns), odd)
+    as_float = compute_indicators(odd.with_columns(pl.col("volume").cast(pl.Float64)))
+    assert_frame_equal(out.select(INDICATOR_COLUMNS), as_float.select(INDICATOR_COLUMNS), check_exact=True)

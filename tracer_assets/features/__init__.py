@@ -1,1 +1,1 @@
-"""Features computed from stored candles (pure polars, no Dagster)."""
+"""Features computed from stored candles."""

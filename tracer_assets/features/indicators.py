@@ -10,7 +10,8 @@ filled in, the indicator simply steps from the previous row present.
 Warm-up rows are null (never NaN, never a partially seeded value), exactly where TA-Lib has no
 output. Index i below is the 0-based position of a row within its (symbol, timeframe) series.
 
-Definitions (TA-Lib 0.4/0.6 C library, default compatibility, unstable period 0):
+Definitions (TA-Lib C library, default compatibility, unstable period 0; checked in the tests
+against the `ta-lib` 0.8.2 Python wheel, which reports TA-Lib C "0.8.1"):
 
 EMA(N), columns ema_12, ema_26, ema_50, ema_200 (TA_EMA)
     k = 2 / (N + 1). The first value, at i = N-1, is the simple mean of close[0..N-1]; then
@@ -32,7 +33,7 @@ RSI(14), column rsi_14 (TA_RSI, Wilder)
     rsi = 100 * avg_gain / (avg_gain + avg_loss), and 0.0 where avg_gain + avg_loss is zero
     (no change over the whole smoothing memory, e.g. a flat price series), as TA-Lib outputs.
     TA-Lib's "zero" has varied between versions (C 0.4.0: |sum| < 1e-8 absolute; 0.6: 1e-14;
-    the ta-lib 0.8 wheel tested against: exact zero). The absolute bands would zero the RSI of
+    the 0.8.2 wheel: exact zero, checked down to 1e-300 prices). The absolute bands would zero the RSI of
     sub-cent tokens, so this implements the exact test: results match any of those versions
     whenever the 14-bar average absolute close change is above their band. Null for i < 14.
 
@@ -54,7 +55,9 @@ realized_vol Sample std (ddof = 1) of the 20 log returns ending at i, i.e. of lo
 Inputs are expected validated (see `market.candles.validate_candles`): positive prices, no
 null/NaN values, no duplicate ts within a series.
 
-Implementation: one lazy query, one sort. Row-wise steps (previous close, true range, gains,
+Implementation: one lazy query. Rows are ordered by sorting ts, then gathering each series
+(group_by + explode), which polars 2.1 does ~3x faster than a sort on (symbol, timeframe, ts)
+with string keys. Row-wise steps (previous close, true range, gains,
 position in the series) are masked at each series' first row; every recursion is polars'
 `ewm_mean(adjust=False)` evaluated `.over()` the series, seeded exactly: its input is null before
 the seed index, the SMA at the seed index, the raw value after. With only leading nulls,
@@ -238,7 +241,17 @@ def compute_indicators(candles: pl.DataFrame) -> pl.DataFrame:
     if clash:
         raise ValueError(f"candles frame already has indicator columns {clash}")
     values = [c for c in ("open", "high", "low", "close", "volume") if c in candles.columns]
-    lazy = candles.lazy().sort([*KEYS, "ts"], maintain_order=True)
+    keys = list(KEYS)
+    # Same result as .sort([*KEYS, "ts"]), about 3x faster on shuffled rows in polars 2.1: sort
+    # the one temporal column, gather each series (in that order) and sort the few series.
+    lazy = (
+        candles.lazy()
+        .sort("ts", maintain_order=True)
+        .group_by(keys)
+        .agg(pl.all())
+        .sort(keys)
+        .explode(pl.exclude(keys))
+    )
     computed = _indicator_frame(lazy.with_columns(*[pl.col(c).cast(pl.Float64) for c in values]))
     # The input columns come back as they were (the float casts served the computation only).
     return pl.concat(

@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from tracer_assets.features.assets import INDICATORS_KEY, INDICATORS_TABLE, all_timeframes, read_with_warmup
-from tracer_assets.features.indicators import INDICATOR_COLUMNS, WARMUP_BARS, compute_indicators
+from tracer_assets.features.indicators import INDICATOR_COLUMNS, compute_indicators
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.policies import DUCKDB_POOL, loop_freshness
 from tracer_assets.resources.warehouse import TracerDuckDB, ensure_table
@@ -23,6 +23,7 @@ HISTORY_TABLE = "signals.signal_history"
 # Compared by the lookahead guard: what a decision reads.
 GUARDED_COLUMNS = (*INDICATOR_COLUMNS, "direction", "signal_quality", "regime", "regime_confidence", "rule_label")
 LOOKAHEAD_CUTS = (1, 25)  # bars before the newest, per symbol and timeframe
+LOOKAHEAD_BARS = VOLATILITY_LOOKBACK + 100
 
 
 def read_recent_indicators(connection, timeframes, bars: int) -> pl.DataFrame:
@@ -93,7 +94,9 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 connection.execute("ROLLBACK")
                 raise
             newest = latest["ts"].max()
-            candles = read_with_warmup(connection, timeframes, newest, newest + timedelta(days=1), WARMUP_BARS)
+            # Full and cut histories start at the same bar, so they need no convergence, only
+            # enough bars for every column to exist (EMA 200, the 500-bar volatility median).
+            candles = read_with_warmup(connection, timeframes, newest, newest + timedelta(days=1), LOOKAHEAD_BARS)
         samples = _lookahead_samples(candles)
         mismatches = lookahead_mismatches(candles, signal_pipeline, samples, GUARDED_COLUMNS)
         table = latest.select("symbol", "timeframe", "ts", "signal_quality", "regime", "conviction", "ensemble_label")
@@ -127,7 +130,7 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         with duckdb.get_connection() as connection:
             current = connection.sql(f"SELECT * FROM {SIGNALS_TABLE}").pl().with_columns(
                 pl.col("ts").dt.convert_time_zone("UTC"),
-                pl.lit(context.run_id).alias("run_id"),
+                pl.lit(context.run.run_id).alias("run_id"),
                 pl.lit(datetime.now(timezone.utc)).dt.cast_time_unit("us").alias("computed_at"),
             )
             ensure_table(connection, HISTORY_TABLE, current)
@@ -140,13 +143,10 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
 
 def _lookahead_samples(candles: pl.DataFrame) -> list[tuple]:
-    newest = candles.group_by("symbol", "timeframe").agg(pl.col("ts").sort().alias("ts"))
-    samples = []
-    for symbol, timeframe, stamps in newest.iter_rows():
-        for bars_back in LOOKAHEAD_CUTS:
-            if len(stamps) > bars_back:
-                samples.append((symbol, timeframe, stamps[-1 - bars_back]))
-    return samples
+    """(symbol, timeframe, ts) of the candles LOOKAHEAD_CUTS bars before each series' newest."""
+    bars_back = pl.col("ts").rank("ordinal", descending=True).over("symbol", "timeframe") - 1
+    picked = candles.select("symbol", "timeframe", "ts").filter(bars_back.is_in(list(LOOKAHEAD_CUTS)))
+    return picked.sort("symbol", "timeframe", "ts").rows()
 
 
 def _markdown(table: pl.DataFrame) -> str:

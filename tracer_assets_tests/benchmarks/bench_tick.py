@@ -1,0 +1,103 @@
+"""Benchmark: one trading tick (6 symbols x 4 timeframes: today's candles, resampled
+timeframes, indicators, signals, history) in-process, after 1 month and after 8 months of
+stored history.
+
+Targets on the 2-core reference machine: a tick in 1.5 s or less; the 8-month tick no
+more than 1.3 x the 1-month tick (the work is bounded by symbols x lookback, not by what
+is stored). Two figures per tick: the whole `execute_in_process` call on a SQLite Dagster
+instance (what the schedule pays), and the time inside the assets (our code, from the
+steps' durations), since Dagster's own event bookkeeping is a fixed cost per step.
+
+    .venv/bin/python tracer_assets_tests/benchmarks/bench_tick.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TICKS = 5
+TARGET_TICK_SECONDS = 1.5
+TARGET_RATIO = 1.3
+LAST_DAY = "2024-09-06"
+HISTORIES = {"1_month": "2024-08-06", "8_months": "2024-01-01"}
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def measure(history_start: str, scratch: Path) -> dict:
+    import dagster as dg
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from tracer_assets.definitions import TICK_JOB, build_definitions
+    from tracer_assets.settings import load_settings
+
+    home = scratch / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / ".dagster" / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ["TRACER_DUCKDB_PATH"] = str(scratch / "tracer.duckdb")
+    defs = build_definitions(load_settings())
+    job = defs.resolve_job_def(TICK_JOB)
+    with dg.DagsterInstance.get() as instance:
+        history = job.execute_in_process(
+            instance=instance, run_config=QUIET,
+            tags={ASSET_PARTITION_RANGE_START_TAG: history_start, ASSET_PARTITION_RANGE_END_TAG: "2024-09-05"},
+        )
+        assert history.success
+        walls, insides = [], []
+        for _ in range(TICKS + 1):  # the first tick warms caches and is not counted
+            began = time.perf_counter()
+            tick = job.execute_in_process(instance=instance, run_config=QUIET, partition_key=LAST_DAY)
+            walls.append(time.perf_counter() - began)
+            assert tick.success
+            insides.append(sum(
+                record.dagster_event.event_specific_data.duration_ms
+                for record in instance.all_logs(tick.run_id)
+                if record.dagster_event and record.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
+            ) / 1000)
+    return {"tick_seconds": statistics.median(walls[1:]), "assets_seconds": statistics.median(insides[1:])}
+
+
+def main() -> int:
+    warnings.filterwarnings("ignore")
+    for name in list(os.environ):
+        if name.startswith("TRACER_"):
+            del os.environ[name]
+    figures = {}
+    for name, start in HISTORIES.items():
+        with tempfile.TemporaryDirectory(prefix="tracer-bench-tick-") as scratch:
+            figures[name] = measure(start, Path(scratch))
+        print(f"{name:>9} of history: tick {figures[name]['tick_seconds']:.2f} s whole, "
+              f"{figures[name]['assets_seconds']:.2f} s inside the assets (median of {TICKS})")
+    ratio = figures["8_months"]["tick_seconds"] / figures["1_month"]["tick_seconds"]
+    ratio_assets = figures["8_months"]["assets_seconds"] / figures["1_month"]["assets_seconds"]
+    tick = figures["1_month"]["tick_seconds"]
+    print(f"8 months / 1 month: {ratio:.2f} whole, {ratio_assets:.2f} inside the assets (target <= {TARGET_RATIO})")
+    print(json.dumps({
+        "benchmark": "trading_tick_6x4",
+        "symbols": 6,
+        "timeframes": 4,
+        "tick_seconds_1_month": round(tick, 3),
+        "assets_seconds_1_month": round(figures["1_month"]["assets_seconds"], 3),
+        "tick_seconds_8_months": round(figures["8_months"]["tick_seconds"], 3),
+        "assets_seconds_8_months": round(figures["8_months"]["assets_seconds"], 3),
+        "ratio_8m_over_1m": round(ratio, 3),
+        "ratio_assets_8m_over_1m": round(ratio_assets, 3),
+        "target_tick_seconds": TARGET_TICK_SECONDS,
+        "target_ratio": TARGET_RATIO,
+        "tick_within_target": tick <= TARGET_TICK_SECONDS,
+        "ratio_within_target": ratio <= TARGET_RATIO,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,965 @@
+"""External predictions: the label table, the field normalizers, and the tolerant log reader
+on every kind of damaged file (truncated mid-write, binary garbage, pretty-printed, mixed,
+50 MB), plus random mutations of a valid file that must never raise."""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import random
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tracer_assets.signals.predictions import (
+    LABELS,
+    MAX_EXAMPLES,
+    SignalLogRead,
+    label_score,
+    latest_predictions,
+    normalize_label,
+    normalize_symbol,
+    normalize_timeframe,
+    parse_ts,
+    read_signal_log,
+    sanitize_record,
+)
+
+UTC = timezone.utc
+T0 = 1_700_000_000  # 2023-11-14 22:13:20 UTC
+RECORD_KEYS = {"symbol", "timeframe", "ts", "label", "raw_label", "confidence", "extra"}
+
+
+def rec(i: int = 0, **fields) -> dict:
+    record = {"symbol": "BTC/USDT", "timeframe": "1h", "ts": T0 + i * 3600, "label": "bull", "confidence": 0.7}
+    record.update(fields)
+    return record
+
+
+def jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)
+
+
+def write(tmp_path: Path, data: str | bytes, name: str = "macro_signal.log") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def assert_sane(result: SignalLogRead) -> None:
+    """What holds for any read, whatever the file held."""
+    assert isinstance(result, SignalLogRead)
+    assert result.rejected == sum(result.reasons.values())
+    assert len(result.examples) <= MAX_EXAMPLES
+    for record in result.records:
+        assert set(record) == RECORD_KEYS
+        assert "/" in record["symbol"] and record["symbol"] == record["symbol"].upper()
+        assert normalize_timeframe(record["timeframe"]) == record["timeframe"]
+        assert isinstance(record["ts"], datetime) and record["ts"].utcoffset() == timedelta(0)
+        assert record["label"] in LABELS
+        assert record["confidence"] is None or 0.0 <= record["confidence"] <= 1.0
+        assert isinstance(record["extra"], dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels
+# ---------------------------------------------------------------------------------------------
+
+LABEL_TABLE = [
+    # strings in any case and separator
+    ("STRONG_BULL", "strong_bull"),
+    ("Strong Bull", "strong_bull"),
+    ("strong-bull", "strong_bull"),
+    ("strongbull", "strong_bull"),
+    ("  strong   bull  ", "strong_bull"),
+    ("Strongly Bullish", "strong_bull"),
+    ("very bullish", "strong_bull"),
+    ("strong buy", "strong_bull"),
+    ("STRONG_BUY", "strong_bull"),
+    ("strong long", "strong_bull"),
+    (" bull ", "bull"),
+    ("BULL", "bull"),
+    ("Bullish", "bull"),
+    ("buy", "bull"),
+    ("Long", "bull"),
+    ("up", "bull"),
+    ("UP", "bull"),
+    ("true", "bull"),
+    ("bear", "bear"),
+    ("bearish", "bear"),
+    ("SELL", "bear"),
+    ("short", "bear"),
+    ("down", "bear"),
+    ("false", "bear"),
+    ("strong_bear", "strong_bear"),
+    ("Strong-Bear", "strong_bear"),
+    ("strong bearish", "strong_bear"),
+    ("strong sell", "strong_bear"),
+    ("strong short", "strong_bear"),
+    ("strong down", "strong_bear"),
+    # numbers: exact integers -2..2 only
+    (2, "strong_bull"),
+    (1, "bull"),
+    (0, "other"),
+    (-1, "bear"),
+    (-2, "strong_bear"),
+    (3, "other"),
+    (-3, "other"),
+    (10**40, "other"),
+    (2.0, "strong_bull"),
+    (1.0, "bull"),
+    (-1.0, "bear"),
+    (-2.0, "strong_bear"),
+    (0.0, "other"),
+    (-0.0, "other"),
+    (0.7, "other"),
+    (1.5, "other"),
+    (-1.5, "other"),
+    (float("nan"), "other"),
+    (float("inf"), "other"),
+    (float("-inf"), "other"),
+    # numeric strings
+    ("2", "strong_bull"),
+    ("+2", "strong_bull"),
+    ("2.0", "strong_bull"),
+    ("1", "bull"),
+    ("+1", "bull"),
+    (" 1 ", "bull"),
+    ("-1", "bear"),
+    ("-1.0", "bear"),
+    ("-2", "strong_bear"),
+    ("0", "other"),
+    ("1.5", "other"),
+    ("3", "other"),
+    ("1e0", "bull"),
+    ("nan", "other"),
+    ("NaN", "other"),
+    ("inf", "other"),
+    # booleans (before ints: bool is an int subclass)
+    (True, "bull"),
+    (False, "bear"),
+    # nothing, garbage, other types
+    (None, "other"),
+    ("", "other"),
+    ("   ", "other"),
+    ("neutral", "other"),
+    ("HOLD", "other"),
+    ("flat", "other"),
+    ("bull/bear", "other"),
+    ("not bull", "other"),
+    ("\x00\x01", "other"),
+    ("\ufffd\ufffd", "other"),
+    ("bull" * 100, "other"),
+    ([1], "other"),
+    ({"label": "bull"}, "other"),
+    (object(), "other"),
+    (b"bull", "bull"),
+    (b"\xff\xfe", "other"),
+    (Decimal("2"), "strong_bull"),
+    (Decimal("NaN"), "other"),
+    (Fraction(-2, 1), "strong_bear"),
+    (Fraction(1, 2), "other"),
+    (np.int64(-2), "strong_bear"),
+    (np.float64(1.0), "bull"),
+    (np.float64("nan"), "other"),
+    (np.bool_(True), "bull"),
+    (np.bool_(False), "bear"),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), LABEL_TABLE, ids=[repr(v)[:30] for v, _ in LABEL_TABLE])
+def test_normalize_label_table(value, expected):
+    assert normalize_label(value) == expected
+
+
+def test_normalize_label_never_raises_on_hostile_objects():
+    class Hostile(float):
+        def __float__(self):
+            raise RuntimeError("no")
+
+        def is_integer(self):
+            raise RuntimeError("no")
+
+    class BadRepr:
+        def __repr__(self):
+            raise RuntimeError("no")
+
+    for value in (Hostile(1.0), BadRepr(), Decimal("1e999999"), type, print, ..., range(3)):
+        assert normalize_label(value) in LABELS
+
+
+def test_labels_and_scores():
+    assert LABELS == ("strong_bull", "bull", "bear", "strong_bear", "other")
+    assert [label_score(label) for label in LABELS] == [2, 1, -1, -2, 0]
+    assert label_score("Strong Buy") == 2
+    assert label_score(-1) == -1
+    assert label_score(True) == 1
+    assert label_score(None) == 0
+    assert label_score(["unhashable"]) == 0
+    assert label_score(float("nan")) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Fields
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("BTC/USDT", "BTC/USDT"),
+        ("btc/usdt", "BTC/USDT"),
+        (" btc / usdt ", "BTC/USDT"),
+        ("BTC-USDT", "BTC/USDT"),
+        ("BTC_USDT", "BTC/USDT"),
+        ("btc usdt", "BTC/USDT"),
+        ("btcusdt", "BTC/USDT"),
+        ("BTCUSDT", "BTC/USDT"),
+        ("ETHUSDC", "ETH/USDC"),
+        ("BNBBUSD", "BNB/BUSD"),
+        ("BTCUSD", "BTC/USD"),
+        ("ETHBTC", "ETH/BTC"),
+        ("LINKETH", "LINK/ETH"),
+        ("BTCEUR", "BTC/EUR"),
+        ("1000PEPEUSDT", "1000PEPE/USDT"),
+        ("BINANCE:BTCUSDT", "BTC/USDT"),
+        ("BTC/USDT:USDT", "BTC/USDT:USDT"),
+        ("XBT-EUR", "XBT/EUR"),
+        ("USDT", None),
+        ("BTCXYZ", None),
+        ("BTC-USDT-SWAP", None),
+        ("BTC/", None),
+        ("/USDT", None),
+        ("BTC/US DT", None),
+        ("", None),
+        ("   ", None),
+        ("\x00BTCUSDT", None),
+        (42, None),
+        (None, None),
+        (["BTC/USDT"], None),
+        ("B" * 100, None),
+    ],
+)
+def test_normalize_symbol(raw, expected):
+    assert normalize_symbol(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1h", "1h"),
+        ("1H", "1h"),
+        ("15m", "15m"),
+        ("15min", "15m"),
+        ("15MIN", "15m"),
+        ("15 minutes", "15m"),
+        ("4 hours", "4h"),
+        ("4hours", "4h"),
+        ("4 Hr", "4h"),
+        ("60m", "1h"),
+        ("90m", "90m"),
+        ("24h", "1d"),
+        ("1d", "1d"),
+        ("1D", "1d"),
+        ("D", "1d"),
+        ("daily", "1d"),
+        ("hourly", "1h"),
+        ("7d", "1w"),
+        ("1w", "1w"),
+        ("1W", "1w"),
+        ("1M", "1M"),  # ccxt: upper-case M is a month
+        ("1m", "1m"),
+        ("1 month", "1M"),
+        ("30s", "30s"),
+        ("1y", "1y"),
+        ("M15", "15m"),  # MetaTrader
+        ("H4", "4h"),
+        ("D1", "1d"),
+        ("MN1", "1M"),
+        ("60", "1h"),  # TradingView: a bare number is minutes
+        ("240", "4h"),
+        (15, "15m"),
+        (240, "4h"),
+        (60.0, "1h"),
+        (" 1h ", "1h"),
+        ("0m", None),
+        ("-5m", None),
+        ("1.5h", None),
+        ("5x", None),
+        ("fortnight", None),
+        ("", None),
+        (None, None),
+        (True, None),
+        (0, None),
+        (1.5, None),
+        ("9" * 40, None),
+    ],
+)
+def test_normalize_timeframe(raw, expected):
+    assert normalize_timeframe(raw) == expected
+
+
+EXPECTED_T0 = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (T0, EXPECTED_T0),
+        (T0 * 1000, EXPECTED_T0),
+        (T0 * 1000 + 123, EXPECTED_T0 + timedelta(milliseconds=123)),
+        (T0 * 1_000_000 + 7, EXPECTED_T0 + timedelta(microseconds=7)),
+        (T0 * 1_000_000_000, EXPECTED_T0),
+        (float(T0), EXPECTED_T0),
+        (T0 + 0.5, EXPECTED_T0 + timedelta(milliseconds=500)),
+        (str(T0), EXPECTED_T0),
+        (str(T0 * 1000), EXPECTED_T0),
+        (f"{T0}.25", EXPECTED_T0 + timedelta(milliseconds=250)),
+        ("2023-11-14T22:13:20Z", EXPECTED_T0),
+        ("2023-11-14T22:13:20", EXPECTED_T0),  # no zone: UTC
+        ("2023-11-14 22:13:20", EXPECTED_T0),
+        ("2023-11-14T23:13:20+01:00", EXPECTED_T0),
+        ("2023-11-14T17:13:20-05:00", EXPECTED_T0),
+        ("2023-11-14T22:13:20.000+00:00", EXPECTED_T0),
+        ("2023-11-14T22:13:20.123456789Z", EXPECTED_T0 + timedelta(microseconds=123456)),
+        ("2023-11-14 22:13:20 UTC", EXPECTED_T0),
+        ("2023-11-14", datetime(2023, 11, 14, tzinfo=UTC)),
+        ("20231114", datetime(2023, 11, 14, tzinfo=UTC)),
+        (datetime(2023, 11, 14, 22, 13, 20), EXPECTED_T0),
+        (datetime(2023, 11, 14, 23, 13, 20, tzinfo=timezone(timedelta(hours=1))), EXPECTED_T0),
+        (0, None),  # 1970: a unit mistake, not a prediction
+        (-T0, None),
+        (5_000_000_000_000_000_000_000, None),
+        ("1999-12-31T23:59:59Z", None),
+        ("2100-01-01", None),
+        (float("nan"), None),
+        (float("inf"), None),
+        (10**400, None),
+        ("yesterday", None),
+        ("2023-13-45", None),
+        ("", None),
+        (None, None),
+        (True, None),
+        ([T0], None),
+    ],
+)
+def test_parse_ts(raw, expected):
+    moment = parse_ts(raw)
+    assert moment == expected
+    if moment is not None:
+        assert moment.tzinfo is not None and moment.utcoffset() == timedelta(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sanitizing
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sanitize_key_aliases_and_forms():
+    record, reason, _ = sanitize_record(
+        {
+            " Pair ": "eth-usdt",
+            "TF": "4 hours",
+            "Time-Stamp": "ignored: not an alias",
+            "ts": "2023-11-14T22:13:20Z",
+            "Signal": "Strong Sell",
+            "Probability": "85%",
+            "Model Name": "macro-v2",
+        }
+    )
+    assert reason is None
+    assert record == {
+        "symbol": "ETH/USDT",
+        "timeframe": "4h",
+        "ts": EXPECTED_T0,
+        "label": "strong_bear",
+        "raw_label": "Strong Sell",
+        "confidence": 0.85,
+        "extra": {"time_stamp": "ignored: not an alias", "model_name": "macro-v2"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("keys", "field"),
+    [
+        (("symbol", "pair", "ticker", "coin"), "symbol"),
+        (("timeframe", "tf", "interval", "time frame", "Time-Frame"), "timeframe"),
+        (("ts", "timestamp", "time", "datetime", "date", "TIMESTAMP"), "ts"),
+        (("label", "signal", "prediction", "direction", "Prediction"), "label"),
+        (("confidence", "prob", "probability", "score", "Confidence"), "confidence"),
+    ],
+)
+def test_every_alias_is_read(keys, field):
+    values = {"symbol": "BTCUSDT", "timeframe": "1h", "ts": T0, "label": "bull", "confidence": 0.5}
+    expected = {"symbol": "BTC/USDT", "timeframe": "1h", "ts": EXPECTED_T0, "label": "bull", "confidence": 0.5}
+    for key in keys:
+        raw = {name: value for name, value in values.items() if name != field}
+        raw[key] = values[field]
+        record, reason, _ = sanitize_record(raw)
+        assert reason is None, key
+        assert record[field] == expected[field], key
+
+
+def test_canonical_name_beats_alias_and_filled_beats_empty():
+    record, _, _ = sanitize_record(
+        {"pair": "ETHUSDT", "symbol": "BTCUSDT", "timeframe": "", "tf": "5m", "ts": T0, "prediction": 2, "label": "bear"}
+    )
+    assert record["symbol"] == "BTC/USDT"
+    assert record["timeframe"] == "5m"
+    assert record["label"] == "bear" and record["raw_label"] == "bear"
+    assert record["extra"] == {"pair": "ETHUSDT", "timeframe": "", "prediction": 2}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (0.0, 0.0),
+        (0.42, 0.42),
+        (1, 1.0),  # exactly 1 is certainty, not 1 %
+        (85, 0.85),  # above 1 up to 100: a percentage
+        (100, 1.0),
+        ("0.3", 0.3),
+        ("85%", 0.85),
+        ("0.5 %", 0.005),
+        (101, None),
+        (-0.1, None),
+        (float("nan"), None),
+        ("high", None),
+        (True, None),
+        (None, None),
+        ([0.5], None),
+    ],
+)
+def test_confidence_rules(raw, expected):
+    record, _, _ = sanitize_record(rec(confidence=raw))
+    assert record is not None  # a bad confidence never rejects the record
+    if expected is None:
+        assert record["confidence"] is None
+    else:
+        assert record["confidence"] == pytest.approx(expected)
+
+
+def test_label_kept_raw_and_missing_label_is_other():
+    record, _, _ = sanitize_record(rec(label=-1))
+    assert (record["label"], record["raw_label"]) == ("bear", -1)
+    raw = rec()
+    del raw["label"]
+    record, _, _ = sanitize_record(raw)
+    assert (record["label"], record["raw_label"]) == ("other", None)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"symbol": None}, "missing_symbol"),
+        ({"symbol": "  "}, "missing_symbol"),
+        ({"symbol": "BTCXYZ"}, "bad_symbol"),
+        ({"symbol": 7}, "bad_symbol"),
+        ({"timeframe": None}, "missing_timeframe"),
+        ({"timeframe": "7x"}, "bad_timeframe"),
+        ({"timeframe": "0h"}, "bad_timeframe"),
+        ({"ts": None}, "missing_ts"),
+        ({"ts": "soon"}, "bad_ts"),
+        ({"ts": 0}, "bad_ts"),
+    ],
+)
+def test_sanitize_rejects_with_a_reason(change, reason):
+    raw = rec(**change)
+    record, got, detail = sanitize_record(raw)
+    assert record is None and got == reason
+    assert len(detail) <= 40
+
+
+def test_sanitize_rejects_missing_fields_and_non_objects():
+    assert sanitize_record({"timeframe": "1h", "ts": T0})[1] == "missing_symbol"
+    assert sanitize_record({"symbol": "BTCUSDT", "ts": T0})[1] == "missing_timeframe"
+    assert sanitize_record({"symbol": "BTCUSDT", "tf": "1h"})[1] == "missing_ts"
+    assert sanitize_record([1, 2])[1] == "not_an_object"
+    assert sanitize_record({})[1] == "missing_symbol"
+    assert sanitize_record({1: "x", None: "y"})[1] == "missing_symbol"
+
+
+# ---------------------------------------------------------------------------------------------
+# latest_predictions
+# ---------------------------------------------------------------------------------------------
+
+
+def test_latest_per_symbol_and_timeframe(tmp_path):
+    lines = [
+        rec(0, symbol="BTCUSDT", label="bear"),
+        rec(5, symbol="BTC/USDT", label="strong_bull"),  # newest BTC 1h
+        rec(3, symbol="btc-usdt", label="bull"),  # later in the file, but older
+        rec(1, symbol="ETH/USDT", label="bull"),
+        rec(2, symbol="ETH/USDT", timeframe="4h", label="bear"),
+        rec(9, symbol="ETH/USDT", timeframe="240", label="strong_bear"),  # 240 minutes = 4h
+        rec(7, symbol="SOL/USDT", label="bull", ts=datetime.fromtimestamp(T0 + 7 * 3600, UTC).isoformat()),
+    ]
+    result = read_signal_log(write(tmp_path, jsonl(lines)))
+    latest = latest_predictions(result.records)
+    assert set(latest) == {("BTC/USDT", "1h"), ("ETH/USDT", "1h"), ("ETH/USDT", "4h"), ("SOL/USDT", "1h")}
+    assert latest[("BTC/USDT", "1h")]["label"] == "strong_bull"
+    assert latest[("ETH/USDT", "4h")]["label"] == "strong_bear"
+    assert latest[("SOL/USDT", "1h")]["ts"] == EXPECTED_T0 + timedelta(hours=7)
+
+
+def test_latest_ties_go_to_the_later_record_and_junk_is_skipped():
+    first, _, _ = sanitize_record(rec(1, label="bull"))
+    second, _, _ = sanitize_record(rec(1, label="bear"))
+    naive = dict(first, ts=first["ts"].replace(tzinfo=None) + timedelta(hours=1), label="strong_bull")
+    junk = [{}, {"symbol": "BTC/USDT"}, {"symbol": "BTC/USDT", "timeframe": "1h", "ts": "2024"}, None, 5]
+    assert latest_predictions([first, second, *junk])[("BTC/USDT", "1h")]["label"] == "bear"
+    assert latest_predictions([first, naive, second])[("BTC/USDT", "1h")]["label"] == "strong_bull"
+    assert latest_predictions([]) == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# The reader: files that are fine, empty or missing
+# ---------------------------------------------------------------------------------------------
+
+
+def test_missing_file_is_an_empty_result(tmp_path):
+    result = read_signal_log(tmp_path / "nope" / "macro_signal.log")
+    assert (result.records, result.rejected, result.bytes_read, result.exists) == ([], 0, 0, False)
+    assert result.error is None
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"\n\n   \n\t\r\n", b"\xef\xbb\xbf"])
+def test_empty_file(tmp_path, content):
+    result = read_signal_log(write(tmp_path, content))
+    assert result.exists and result.records == [] and result.rejected == 0
+    assert result.bytes_read == len(content)
+
+
+def test_unreadable_paths_do_not_raise(tmp_path):
+    assert read_signal_log(tmp_path).error  # a directory
+    assert read_signal_log(None).error
+    assert read_signal_log(3).error  # not adopted as a file descriptor
+    assert read_signal_log(str(tmp_path / "x.log")).exists is False
+    assert read_signal_log(bytes(tmp_path / "x.log")).exists is False
+
+
+def test_jsonl(tmp_path):
+    path = write(tmp_path, jsonl([rec(i) for i in range(10)]))
+    result = read_signal_log(path)
+    assert len(result.records) == 10 and result.rejected == 0
+    assert result.bytes_read == path.stat().st_size
+    assert [r["ts"] for r in result.records] == [EXPECTED_T0 + timedelta(hours=i) for i in range(10)]
+    assert not result.truncated_tail
+    assert_sane(result)
+
+
+def test_crlf_bom_blank_lines_and_two_objects_on_a_line(tmp_path):
+    text = "\r\n".join(json.dumps(rec(i)) for i in range(4)) + "\r\n\r\n\r\n"
+    text += json.dumps(rec(4)) + json.dumps(rec(5)) + "\n"
+    result = read_signal_log(write(tmp_path, b"\xef\xbb\xbf" + text.encode()))
+    assert len(result.records) == 6 and result.rejected == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole documents, pretty-printed, mixed
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_whole_json_list(tmp_path, indent):
+    result = read_signal_log(write(tmp_path, json.dumps([rec(i) for i in range(5)], indent=indent)))
+    assert len(result.records) == 5 and result.rejected == 0
+
+
+@pytest.mark.parametrize("indent", [None, 4])
+@pytest.mark.parametrize("key", ["signals", "predictions", "records", "data"])
+def test_wrapped_document(tmp_path, key, indent):
+    document = {"generated_at": "2024-01-01", key: [rec(i) for i in range(3)]}
+    result = read_signal_log(write(tmp_path, json.dumps(document, indent=indent)))
+    assert len(result.records) == 3 and result.rejected == 0
+
+
+def test_one_object_document(tmp_path):
+    result = read_signal_log(write(tmp_path, json.dumps(rec(), indent=2)))
+    assert len(result.records) == 1 and result.rejected == 0
+
+
+def test_pretty_printed_objects_with_braces_and_escapes_in_strings(tmp_path):
+    tricky = rec(note='a } and a { and a \\" quote "} {"', meta={"nested": {"deeper": [1, {"x": "}"}]}})
+    objects = [json.dumps(rec(i), indent=2) for i in range(3)] + [json.dumps(tricky, indent=2)]
+    result = read_signal_log(write(tmp_path, "\n".join(objects) + "\n"))
+    assert len(result.records) == 4 and result.rejected == 0
+    assert result.records[3]["extra"]["note"] == tricky["note"]
+    assert result.records[3]["extra"]["meta"] == tricky["meta"]
+
+
+def test_mixed_json_and_jsonl(tmp_path):
+    parts = [
+        json.dumps(rec(0)),
+        json.dumps(rec(1), indent=4),
+        json.dumps(rec(2)),
+        json.dumps([rec(3), rec(4)]),
+        json.dumps([rec(5), rec(6)], indent=1),
+        json.dumps({"signals": [rec(7)]}, indent=2),
+        json.dumps(rec(8)),
+    ]
+    result = read_signal_log(write(tmp_path, "\n".join(parts) + "\n"))
+    assert [r["ts"] for r in result.records] == [EXPECTED_T0 + timedelta(hours=i) for i in range(9)]
+    assert result.rejected == 0
+
+
+def test_non_objects_are_rejected(tmp_path):
+    text = "42\nnull\n\"bull\"\n[1, {\"symbol\": \"BTCUSDT\", \"tf\": \"1h\", \"ts\": %d}]\n" % T0
+    result = read_signal_log(write(tmp_path, text))
+    assert len(result.records) == 1
+    assert result.reasons == {"not_an_object": 4}
+
+
+# ---------------------------------------------------------------------------------------------
+# Truncated files: the writer is mid-write
+# ---------------------------------------------------------------------------------------------
+
+GOOD = jsonl([rec(i, label="strong bull", note="x") for i in range(5)])
+NEXT = json.dumps(rec(5, label="bear", note="the line being written"))
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        NEXT.index("bear") + 2,  # inside a string value
+        NEXT.index("note") + 2,  # inside a key
+        NEXT.index('"note"') + len('"note"'),  # after a key, before the colon
+        NEXT.index('"note"') + len('"note":'),  # after the colon
+        NEXT.index(str(T0 + 5 * 3600)) + 4,  # inside a number
+        NEXT.index(', "confidence"') + 1,  # after a comma
+        1,  # just the brace
+        len(NEXT) - 1,  # all but the closing brace
+    ],
+)
+def test_truncated_last_line_keeps_every_complete_record(tmp_path, cut):
+    result = read_signal_log(write(tmp_path, GOOD + NEXT[:cut]))
+    assert len(result.records) == 5
+    assert all(r["label"] == "strong_bull" for r in result.records)
+    assert result.truncated_tail
+    assert result.rejected == 1 and result.reasons == {"truncated_tail": 1}
+    assert result.examples[0].startswith("line 6: truncated_tail")
+
+
+def test_complete_last_line_without_newline_is_kept(tmp_path):
+    result = read_signal_log(write(tmp_path, GOOD + NEXT))
+    assert len(result.records) == 6 and result.rejected == 0 and not result.truncated_tail
+
+
+def test_line_cut_in_the_middle_of_the_file(tmp_path):
+    """A writer that died mid-line and a new one that appended after it."""
+    lines = GOOD.splitlines()
+    cut_string = NEXT[: NEXT.index("bear") + 2]
+    cut_value = NEXT[: NEXT.index('"ts":') + 5]
+    text = "\n".join([lines[0], cut_string, lines[1], cut_value, *lines[2:]]) + "\n"
+    result = read_signal_log(write(tmp_path, text))
+    assert len(result.records) == 5
+    assert result.reasons == {"unterminated_object": 2}
+    assert not result.truncated_tail
+    assert [e.split(":")[0] for e in result.examples] == ["line 2", "line 4"]
+
+
+@pytest.mark.parametrize("shape", ["list", "wrapper"])
+def test_truncated_pretty_document_salvages_complete_items(tmp_path, shape):
+    items = [rec(i, meta={"features": [1, 2, {"a": None}]}) for i in range(6)]
+    document = items if shape == "list" else {"signals": items}
+    text = json.dumps(document, indent=2)
+    cut = text.rindex('"symbol"')  # inside the last item
+    result = read_signal_log(write(tmp_path, text[:cut]))
+    assert len(result.records) == 5
+    assert result.truncated_tail and result.rejected == 1
+    assert result.records[4]["extra"]["meta"] == {"features": [1, 2, {"a": None}]}
+
+
+def test_truncation_at_every_position_keeps_every_complete_line(tmp_path):
+    lines = [json.dumps(rec(i, label=["bull", -2, True][i % 3])) + "\n" for i in range(6)]
+    text = "".join(lines)
+    ends = [sum(len(line) for line in lines[: k + 1]) for k in range(len(lines))]
+    rng = random.Random(11)
+    for cut in sorted(rng.sample(range(len(text) + 1), 120)) + [0, len(text)]:
+        result = read_signal_log(write(tmp_path, text[:cut]))
+        complete = sum(1 for end in ends if end - 1 <= cut)  # "}" written, newline maybe not
+        assert len(result.records) == complete, cut
+        assert result.rejected <= 1
+        assert_sane(result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Garbage
+# ---------------------------------------------------------------------------------------------
+
+
+def test_binary_garbage_lines_are_skipped_and_counted(tmp_path):
+    rng = random.Random(1234)
+    garbage = [rng.randbytes(rng.randint(1, 200)).replace(b"\n", b"") or b"\xff" for _ in range(40)]
+    garbage += [b"\x00" * 64, b"\x00", b"\x00{\x00}\x00", b"{\x00\"symbol\": 1}"]
+    valid = [json.dumps(rec(i)).encode() for i in range(len(garbage))]
+    data = b"".join(v + b"\n" + g + b"\n" for v, g in zip(valid, garbage))
+    result = read_signal_log(write(tmp_path, data))
+    assert len(result.records) == len(valid)
+    assert result.rejected >= len(garbage)
+    assert set(result.reasons) <= {"junk", "malformed_object", "unterminated_object", "not_an_object", "missing_symbol"}
+    assert result.reasons["junk"] > 0
+    assert len(result.examples) == MAX_EXAMPLES  # capped
+    assert result.bytes_read == len(data)
+    assert_sane(result)
+
+
+def test_nul_bytes(tmp_path):
+    text = GOOD.encode() + b"\x00\x00\x00\x00\n" + b"\x00" * 4096 + b"\n" + NEXT.encode() + b"\n"
+    result = read_signal_log(write(tmp_path, text))
+    assert len(result.records) == 6
+    assert result.reasons == {"junk": 2}
+
+
+def test_control_characters_python_strips_but_json_does_not(tmp_path):
+    """str.strip() removes \x1c-\x1f and \v; JSON calls them junk, glued to a record too."""
+    text = GOOD.encode() + b"\x1d\n\x1c\x1f \x0b\n" + NEXT.encode() + b"\x1e\n"
+    result = read_signal_log(write(tmp_path, text))
+    assert len(result.records) == 6
+    assert result.reasons == {"junk": 3}
+
+
+def test_a_file_of_nul_bytes_as_after_a_crash(tmp_path):
+    """A crash can leave a run of NULs where the last block was (ext4 delayed allocation)."""
+    result = read_signal_log(write(tmp_path, GOOD.encode() + b"\x00" * 10_000))
+    assert len(result.records) == 5 and result.reasons == {"junk": 1}
+
+
+def test_garbage_glued_to_a_record(tmp_path):
+    text = b"\xff\xfe\x00garbage" + json.dumps(rec(0)).encode() + b"\n" + json.dumps(rec(1)).encode() + b"trailing\n"
+    result = read_signal_log(write(tmp_path, text))
+    assert len(result.records) == 2
+    assert result.reasons == {"junk": 2}
+
+
+def test_invalid_utf8_is_replaced(tmp_path):
+    broken = json.dumps(rec(0, note="caf\u00e9")).encode().replace(b"\\u00e9", b"\xe9\xff")
+    result = read_signal_log(write(tmp_path, broken + b"\n" + json.dumps(rec(1)).encode() + b"\n"))
+    assert len(result.records) == 2
+    assert result.records[0]["extra"]["note"] == "caf\ufffd\ufffd"
+    assert result.invalid_utf8_lines == 1
+    bad_symbol = b'{"symbol": "BTC\xffUSDT", "tf": "1h", "ts": 1700000000}\n'
+    result = read_signal_log(write(tmp_path, bad_symbol))
+    assert result.reasons == {"bad_symbol": 1}
+
+
+def test_rejected_records_are_counted_with_reasons(tmp_path):
+    lines = [
+        rec(0),
+        rec(1, symbol="???"),
+        rec(2, timeframe="7 fortnights"),
+        rec(3, ts="not a time"),
+        {"timeframe": "1h", "ts": T0},
+        rec(4, tf="ignored alias: timeframe wins"),
+        "this is not json",
+        "{broken json}",
+        '{"unclosed": "string',
+        rec(5),
+    ]
+    text = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+    result = read_signal_log(write(tmp_path, text))
+    assert len(result.records) == 3
+    assert result.reasons == {
+        "bad_symbol": 1,
+        "bad_timeframe": 1,
+        "bad_ts": 1,
+        "missing_symbol": 1,
+        "junk": 2,
+        "unterminated_object": 1,
+    }
+    assert result.rejected == 7
+    assert result.examples[0] == "line 2: bad_symbol '???'"
+    assert "line 3: bad_timeframe '7 fortnights'" in result.examples
+    assert all(len(example) < 120 for example in result.examples)
+
+
+def test_broken_object_with_balanced_braces_is_malformed(tmp_path):
+    text = json.dumps(rec(0)) + "\n" + '{"symbol": "BTCUSDT", "tf": "1h", oops: 1}\n' + json.dumps(rec(1)) + "\n"
+    result = read_signal_log(write(tmp_path, text))
+    assert len(result.records) == 2 and result.reasons == {"malformed_object": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# Limits
+# ---------------------------------------------------------------------------------------------
+
+
+def test_max_bytes_reads_the_tail_from_a_line_start(tmp_path):
+    path = write(tmp_path, jsonl([rec(i) for i in range(100)]))
+    size = path.stat().st_size
+    result = read_signal_log(path, max_bytes=size // 4)
+    assert 0 < len(result.records) < 100 and result.rejected == 0
+    assert result.records[-1]["ts"] == EXPECTED_T0 + timedelta(hours=99)
+    assert result.skipped_head_bytes >= size - size // 4
+    assert result.bytes_read == size // 4
+
+
+def test_garbage_collector_state_is_restored(tmp_path):
+    path = write(tmp_path, jsonl([rec(i) for i in range(3)]))
+    assert gc.isenabled()
+    read_signal_log(path)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        read_signal_log(path)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_max_records_keeps_the_last(tmp_path):
+    result = read_signal_log(write(tmp_path, jsonl([rec(i) for i in range(50)])), max_records=10)
+    assert [r["ts"] for r in result.records] == [EXPECTED_T0 + timedelta(hours=i) for i in range(40, 50)]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{" * 200_000,
+        b"{\n" * 100_000,
+        b'{"' * 30_000,
+        b'{"a":[' * 20_000,
+        b"[" * 200_000,
+        b'"' * 200_000,
+        b'{"a": "\\' * 20_000,
+        b"}" * 200_000,
+    ],
+    ids=["braces", "brace-lines", "brace-quote", "open-lists", "brackets", "quotes", "escapes", "closes"],
+)
+def test_pathological_content_stays_linear(tmp_path, content):
+    result = read_signal_log(write(tmp_path, content))
+    assert result.records == [] and result.rejected >= 1
+    assert_sane(result)
+
+
+def test_50_mb_file(tmp_path):
+    """Many valid lines in the shapes producers write, a garbage line every 997."""
+    symbols = ["BTCUSDT", "ETH/USDT", "sol-usdt", "XRP_USDT", "binance:DOGEUSDT"]
+    timeframes = ["1H", "15min", "4 hours", "5m"]
+    labels = ['"Strong Bull"', '"bear"', "-1", "2", "true", '"neutral"', '"+1"']
+    rng = random.Random(50)
+    garbage = [rng.randbytes(120).replace(b"\n", b"") for _ in range(16)] + [b"\x00" * 100]
+    template = (
+        '{"pair": "%s", "tf": "%s", "timestamp": %d, "signal": %s, "confidence": %d, '
+        '"model": "macro-orchestrator-v2", "features": {"rsi": 41.5, "trend": "up"}}\n'
+    )
+    chunks: list[bytes] = []
+    size = valid = bad = 0
+    i = 0
+    target = 50 * 1024 * 1024
+    while size < target:
+        if i % 997 == 996:
+            line = garbage[bad % len(garbage)] + b"\n"
+            bad += 1
+        else:
+            line = (template % (
+                symbols[i % 5], timeframes[i % 4], (T0 + i) * 1000, labels[i % 7], i % 101,
+            )).encode()
+            valid += 1
+            newest = T0 + i
+        chunks.append(line)
+        size += len(line)
+        i += 1
+    path = tmp_path / "big.log"
+    path.write_bytes(b"".join(chunks))
+    del chunks
+
+    result = read_signal_log(path)
+
+    assert result.bytes_read == path.stat().st_size >= target
+    assert len(result.records) == valid > 250_000
+    assert result.rejected >= bad
+    assert set(result.reasons) <= {"junk", "malformed_object", "unterminated_object", "not_an_object"}
+    latest = latest_predictions(result.records)
+    assert len(latest) == 20  # 5 symbols x 4 timeframes
+    assert max(r["ts"] for r in latest.values()) == datetime.fromtimestamp(newest, UTC)
+    sample = result.records[:200] + result.records[-200:]
+    assert {r["label"] for r in sample} == {"strong_bull", "bear", "bull", "other"}
+    assert_sane(SignalLogRead(path="", records=sample))
+
+
+# ---------------------------------------------------------------------------------------------
+# Never an exception: random mutations of a valid file
+# ---------------------------------------------------------------------------------------------
+
+
+def _valid_file() -> bytes:
+    parts = [
+        jsonl([rec(i, label=["bull", -2, True, "Strong Sell"][i % 4]) for i in range(8)]),
+        json.dumps([rec(10), rec(11, symbol="ETH-USDT")], indent=2) + "\n",
+        json.dumps({"signals": [rec(12, tf="4 hours", timeframe=None)]}, indent=1) + "\n",
+        json.dumps(rec(13, note='braces } { and "quotes" \\ and \u00e9')) + "\n",
+    ]
+    return "".join(parts).encode()
+
+
+def _mutate(data: bytes, rng: random.Random) -> bytes:
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 6)):
+        kind = rng.randrange(8)
+        at = rng.randrange(len(data) + 1)
+        if kind == 0:  # truncate
+            del data[at:]
+        elif kind == 1:  # delete a slice
+            del data[at : at + rng.randint(1, 50)]
+        elif kind == 2:  # random bytes
+            data[at:at] = rng.randbytes(rng.randint(1, 40))
+        elif kind == 3:  # JSON's own characters, where they hurt
+            data[at:at] = bytes(rng.choice(b'{}[]":,\\\n\x00') for _ in range(rng.randint(1, 8)))
+        elif kind == 4 and data:  # flip bytes
+            for _ in range(rng.randint(1, 10)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif kind == 5:  # duplicate a slice elsewhere
+            piece = data[at : at + rng.randint(1, 200)]
+            where = rng.randrange(len(data) + 1)
+            data[where:where] = piece
+        elif kind == 6:  # an invalid UTF-8 sequence
+            data[at:at] = rng.choice([b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"])
+        elif data:  # swap two halves: objects out of order, cut in odd places
+            data = data[at:] + data[:at]
+    return bytes(data)
+
+
+def test_valid_file_reads_whole(tmp_path):
+    result = read_signal_log(write(tmp_path, _valid_file()))
+    assert len(result.records) == 12 and result.rejected == 0
+    assert result.records[10]["timeframe"] == "4h"  # "tf" filled beats "timeframe": null
+    assert result.records[11]["extra"]["note"] == 'braces } { and "quotes" \\ and \u00e9'
+
+
+def test_random_mutations_never_raise(tmp_path):
+    rng = random.Random(20240601)
+    valid = _valid_file()
+    path = tmp_path / "mutated.log"
+    for round_ in range(400):
+        data = _mutate(valid, rng)
+        path.write_bytes(data)
+        result = read_signal_log(path)
+        assert_sane(result)
+        assert result.error is None, round_
+        assert result.bytes_read == len(data)
+        assert len(result.records) <= 12 * 4  # duplication can repeat records, not invent many
+        latest_predictions(result.records)
+        for record in result.records:
+            assert label_score(record["label"]) in (-2, -1, 0, 1, 2)
+
+
+def test_random_values_never_raise():
+    rng = random.Random(99)
+    pool = [None, True, False, 0, -1, 2, 1.5, math.nan, math.inf, "", " ", "bull", "1h", "BTCUSDT", "\x00",
+            "2024-01-01", "9" * 30, [], {}, [1], {"a": 1}, b"\xff", -(10**30), 10**30]
+    keys = ["symbol", "pair", "tf", "timeframe", "ts", "time", "label", "signal", "confidence", "score", "x", ""]
+    for _ in range(2000):
+        raw = {rng.choice(keys): rng.choice(pool) for _ in range(rng.randint(0, 8))}
+        record, reason, _ = sanitize_record(raw)
+        assert (record is None) != (reason is None)
+        for value in raw.values():
+            assert normalize_label(value) in LABELS
+            normalize_symbol(value)
+            normalize_timeframe(value)
+            parse_ts(value)
