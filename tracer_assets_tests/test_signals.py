@@ -111,12 +111,7 @@ def test_external_predictions_join_the_ensemble_and_a_damaged_log_never_breaks_t
 
 
 def _two_series() -> pl.DataFrame:
-    frames = []
-    for symbol in ("BTC/USDT", "ETH/USDT"):
-        raw = bundled_frame(symbol).tail(3200)
-        rows = raw.select(pl.col("date").dt.epoch("ms"), "open", "high", "low", "close", "volume").rows()
-        frames.append(candles_from_rows([list(r) for r in rows], symbol, "5m"))
-    return pl.concat(frames)
+    return pl.concat([_series_of(symbol, 3200) for symbol in ("BTC/USDT", "ETH/USDT")])
 
 
 def test_lookahead_guard_catches_a_leaking_indicator():
@@ -138,7 +133,7 @@ def test_lookahead_guard_catches_a_leaking_indicator():
 def test_warmup_guard_catches_too_short_a_window():
     candles = _two_series()
     assert warmup_mismatches(candles, compute_indicators, 1000, INDICATOR_COLUMNS) != []  # EMA 200 not converged
-    long_history = pl.concat([_series_of(s, 2 * WARMUP_BARS + 10) for s in ("BTC/USDT",)])
+    long_history = _series_of("BTC/USDT", 2 * WARMUP_BARS + 10)
     assert warmup_mismatches(long_history, compute_indicators, WARMUP_BARS, INDICATOR_COLUMNS) == []
 
 

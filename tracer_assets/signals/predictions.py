@@ -524,27 +524,16 @@ def sanitize_record(raw: Any) -> tuple[dict[str, Any] | None, str | None, str]:
         else:
             extra[info[0]] = value
 
-    entry = chosen.get("symbol")
-    raw_symbol = entry[2] if entry else None
-    if _blank(raw_symbol):
-        return None, "missing_symbol", ""
-    symbol = normalize_symbol(raw_symbol)
-    if symbol is None:
-        return None, "bad_symbol", _short(raw_symbol)
-    entry = chosen.get("timeframe")
-    raw_timeframe = entry[2] if entry else None
-    if _blank(raw_timeframe):
-        return None, "missing_timeframe", ""
-    timeframe = normalize_timeframe(raw_timeframe)
-    if timeframe is None:
-        return None, "bad_timeframe", _short(raw_timeframe)
-    entry = chosen.get("ts")
-    raw_ts = entry[2] if entry else None
-    if _blank(raw_ts):
-        return None, "missing_ts", ""
-    ts = parse_ts(raw_ts)
-    if ts is None:
-        return None, "bad_ts", _short(raw_ts)
+    required = {}
+    for field_name, normalize in (("symbol", normalize_symbol), ("timeframe", normalize_timeframe), ("ts", parse_ts)):
+        entry = chosen.get(field_name)
+        raw = entry[2] if entry else None
+        if _blank(raw):
+            return None, f"missing_{field_name}", ""
+        required[field_name] = normalize(raw)
+        if required[field_name] is None:
+            return None, f"bad_{field_name}", _short(raw)
+    symbol, timeframe, ts = required["symbol"], required["timeframe"], required["ts"]
     entry = chosen.get("label")
     raw_label = entry[2] if entry else None
     entry = chosen.get("confidence")
