@@ -178,13 +178,19 @@ def binance_1h() -> pl.DataFrame:
     )
 
 
-def _resample(models, candles: pl.DataFrame, timezone_setting: str = "UTC") -> pl.DataFrame:
+def _candles_db(candles: pl.DataFrame, timezone_setting: str = "UTC") -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB holding `candles` as market.candles."""
     con = duckdb.connect()
+    con.execute(f"SET TimeZone = '{timezone_setting}'")
+    con.execute("CREATE SCHEMA market")
+    con.register("incoming", candles.to_arrow())
+    con.execute("CREATE TABLE market.candles AS SELECT * FROM incoming")
+    return con
+
+
+def _resample(models, candles: pl.DataFrame, timezone_setting: str = "UTC") -> pl.DataFrame:
+    con = _candles_db(candles, timezone_setting)
     try:
-        con.execute(f"SET TimeZone = '{timezone_setting}'")
-        con.execute("CREATE SCHEMA market")
-        con.register("incoming", candles.to_arrow())
-        con.execute("CREATE TABLE market.candles AS SELECT * FROM incoming")
         sql = render_model(models[("market", "candles_resampled")], VARIABLES, WINDOW)
         out = con.sql(sql).pl()
     finally:
@@ -267,11 +273,7 @@ def test_a_bucket_with_a_missing_5m_candle_is_not_emitted(models, btc_5m, binanc
 
 
 def test_the_window_limits_what_is_read(models, btc_5m):
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("CREATE SCHEMA market")
-    con.register("incoming", btc_5m.to_arrow())
-    con.execute("CREATE TABLE market.candles AS SELECT * FROM incoming")
+    con = _candles_db(btc_5m)
     day_two = (literal(START + timedelta(days=1)), literal(END))
     out = con.sql(render_model(models[("market", "candles_resampled")], VARIABLES, day_two)).pl()
     con.close()
@@ -280,11 +282,7 @@ def test_the_window_limits_what_is_read(models, btc_5m):
 
 
 def test_ohlcv_view_unions_base_and_resampled(models, btc_5m):
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("CREATE SCHEMA market")
-    con.register("incoming", btc_5m.to_arrow())
-    con.execute("CREATE TABLE market.candles AS SELECT * FROM incoming")
+    con = _candles_db(btc_5m)
     resampled = models[("market", "candles_resampled")]
     for statement in materialize_statements(resampled, render_model(resampled, VARIABLES, WINDOW)):
         con.execute(statement)
@@ -306,11 +304,8 @@ def test_whole_2024_btc_5m_resampled_equals_binances_1h_file_in_shared(models):
         pytest.skip(f"optional real data not present: {folder} (../shared/data beside the checkout, or TRACER_SHARED_DATA)")
     raw = read_candle_file(folder / "BTC_USDT-5m.feather")
     candles = candles_from_rows([list(r) for r in raw.rows()], "BTC/USDT", "5m")
-    con = duckdb.connect()
+    con = _candles_db(candles)
     try:
-        con.execute("CREATE SCHEMA market")
-        con.register("incoming", candles.to_arrow())
-        con.execute("CREATE TABLE market.candles AS SELECT * FROM incoming")
         sql = render_model(models[("market", "candles_resampled")], VARIABLES)
         ours = con.sql(f"SELECT * FROM ({sql}) WHERE timeframe = '1h' ORDER BY ts").pl()
     finally:

@@ -11,11 +11,12 @@ import dagster as dg
 import polars as pl
 
 from tracer_assets.features.indicators import INDICATOR_COLUMNS, WARMUP_BARS, compute_indicators
+from tracer_assets.market.assets import check_result
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.policies import DUCKDB_POOL, SINGLE_RUN_BACKFILL
 from tracer_assets.resources.warehouse import TracerDuckDB, replace_window
 from tracer_assets.settings import Settings
-from tracer_assets.signals.guards import warmup_mismatches
+from tracer_assets.signals.guards import guard_outcome, warmup_mismatches
 
 INDICATORS_KEY = dg.AssetKey(["features", "indicators"])
 INDICATORS_TABLE = "features.indicators"
@@ -103,12 +104,7 @@ def build_indicators_asset(settings: Settings, partitions: dg.PartitionsDefiniti
                 "candles_read": candles.height,
             },
             check_results=[
-                dg.AssetCheckResult(
-                    asset_key=INDICATORS_KEY,
-                    check_name="warmup_is_enough",
-                    passed=not mismatches,
-                    metadata={"symbol": guarded[0], "mismatches": len(mismatches), "examples": [str(m) for m in mismatches[:5]]},
-                )
+                check_result(guard_outcome("warmup_is_enough", mismatches, symbol=guarded[0]), INDICATORS_KEY)
             ],
         )
 

@@ -65,6 +65,18 @@ def table_exists(connection: duckdb.DuckDBPyConnection, table: str) -> bool:
     return found[0][0] > 0
 
 
+@contextmanager
+def transaction(connection: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT, or ROLLBACK on any error: the writes inside land together or not at all."""
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        yield connection
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
 def ensure_table(connection: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
     """Create `table` with the frame's columns if it is not there yet.
 
@@ -92,8 +104,7 @@ def replace_window(
     """
     for table, frame, _, _ in writes:
         ensure_table(connection, table, frame)
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection):
         for table, frame, time_column, symbols in writes:
             connection.register("incoming", frame.to_arrow())
             if symbols:
@@ -103,7 +114,3 @@ def replace_window(
                 )
             connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
             connection.unregister("incoming")
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise

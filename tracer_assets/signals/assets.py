@@ -8,11 +8,12 @@ import polars as pl
 
 from tracer_assets.features.assets import INDICATORS_KEY, INDICATORS_TABLE, all_timeframes, read_with_warmup
 from tracer_assets.features.indicators import INDICATOR_COLUMNS, compute_indicators
+from tracer_assets.market.assets import check_result
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.policies import DUCKDB_POOL, loop_freshness
-from tracer_assets.resources.warehouse import TracerDuckDB, ensure_table
+from tracer_assets.resources.warehouse import TracerDuckDB, ensure_table, transaction
 from tracer_assets.settings import Settings
-from tracer_assets.signals.guards import lookahead_mismatches
+from tracer_assets.signals.guards import guard_outcome, lookahead_mismatches
 from tracer_assets.signals.predictions import latest_predictions, read_signal_log
 from tracer_assets.signals.scoring import VOLATILITY_LOOKBACK, score_history, score_latest
 
@@ -84,15 +85,10 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             recent = read_recent_indicators(connection, timeframes, VOLATILITY_LOOKBACK + 1)
             latest = score_latest(recent, predictions)
             ensure_table(connection, SIGNALS_TABLE, latest)
-            connection.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(connection):
                 connection.execute(f"DELETE FROM {SIGNALS_TABLE}")
                 connection.register("latest_signals", latest.to_arrow())
                 connection.execute(f"INSERT INTO {SIGNALS_TABLE} BY NAME SELECT * FROM latest_signals")
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
             newest = latest["ts"].max()
             # Full and cut histories start at the same bar, so they need no convergence, only
             # enough bars for every column to exist (EMA 200, the 500-bar volatility median).
@@ -108,14 +104,7 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "external_predictions": len(predictions),
                 "signal_log_rejected_lines": log.rejected,
             },
-            check_results=[
-                dg.AssetCheckResult(
-                    asset_key=SIGNALS_KEY,
-                    check_name="no_lookahead",
-                    passed=not mismatches,
-                    metadata={"samples": len(samples), "mismatches": len(mismatches), "examples": [str(m) for m in mismatches[:5]]},
-                )
-            ],
+            check_results=[check_result(guard_outcome("no_lookahead", mismatches, samples=len(samples)), SIGNALS_KEY)],
         )
 
     @dg.asset(

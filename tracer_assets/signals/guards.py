@@ -19,6 +19,8 @@ from datetime import datetime
 
 import polars as pl
 
+from tracer_assets.market.checks import CheckOutcome
+
 _KEY = ["symbol", "timeframe", "ts"]
 
 
@@ -110,3 +112,10 @@ def warmup_mismatches(
     reference = newest.filter(~pl.col("symbol").str.contains("@short"))
     candidate = _untag(newest.filter(pl.col("symbol").str.contains("@short")))
     return _compare(reference, candidate, columns, rel_tol)
+
+
+def guard_outcome(name: str, mismatches: Sequence[Mismatch], **metadata) -> CheckOutcome:
+    """A guard's verdict in the shape every check of the project reports."""
+    return CheckOutcome(
+        name, not mismatches, {**metadata, "mismatches": len(mismatches), "examples": [str(m) for m in mismatches[:5]]}
+    )

@@ -4,10 +4,11 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from tracer_assets.market.assets import check_result
 from tracer_assets.market.checks import CHECK_DESCRIPTIONS, candle_checks
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.policies import DUCKDB_POOL, SINGLE_RUN_BACKFILL, loop_freshness
-from tracer_assets.resources.warehouse import TracerDuckDB
+from tracer_assets.resources.warehouse import TracerDuckDB, transaction
 from tracer_assets.settings import Settings
 from tracer_assets.sql.models import (
     SqlModel,
@@ -79,16 +80,11 @@ def build_sql_asset(
                 connection.execute(statement)
             if incremental:
                 column = model.config["time_column"]
-                connection.execute("BEGIN TRANSACTION")
-                try:
+                with transaction(connection):
                     connection.execute(
                         f"DELETE FROM {model.table} WHERE {column} >= {window[0]} AND {column} < {window[1]}"
                     )
                     connection.execute(f"INSERT INTO {model.table} BY NAME {sql}")
-                    connection.execute("COMMIT")
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
             metadata: dict = {"table": model.table}
             where = f"WHERE {model.config['time_column']} >= {window[0]} AND {model.config['time_column']} < {window[1]}" if incremental else ""
             if incremental and "timeframe" in _columns(connection, model.table):
@@ -101,10 +97,7 @@ def build_sql_asset(
             if checks:
                 start, end = context.partition_time_window
                 now = datetime.now(timezone.utc)
-                results = [
-                    dg.AssetCheckResult(asset_key=key, check_name=o.name, passed=o.passed, metadata=o.metadata)
-                    for o in candle_checks(connection, model.table, start, end, now)
-                ]
+                results = [check_result(o, key) for o in candle_checks(connection, model.table, start, end, now)]
         return dg.MaterializeResult(metadata=metadata, check_results=results)
 
     return sql_model
