@@ -7,19 +7,34 @@ all see the same graph for the same environment.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import dagster as dg
 
 from tracer_assets.features.assets import build_indicators_asset
 from tracer_assets.market.assets import CANDLES_KEY, build_candles_asset, candle_partitions
 from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.warehouse import DuckDBPolarsIOManager, TracerDuckDB
-from tracer_assets.schedules import TICK_JOB, build_tick
+from tracer_assets.schedules import TICK_GROUPS, TICK_JOB, build_tick
 from tracer_assets.settings import Settings, load_settings
 from tracer_assets.signals.assets import build_signal_assets
 from tracer_assets.sql.assets import build_sql_assets
 
 MARKET_DATA_JOB = "market_data_job"
-__all__ = ["defs", "build_definitions", "MARKET_DATA_JOB", "TICK_JOB"]
+__all__ = ["defs", "build_definitions", "tick_inputs", "MARKET_DATA_JOB", "TICK_JOB"]
+
+
+def tick_inputs(assets: Iterable[dg.AssetsDefinition]) -> tuple[list[dg.AssetKey], dict[dg.AssetKey, str | None]]:
+    """The tick's asset keys (its groups), and the SQL views among them with their code versions."""
+    assets = list(assets)
+    tick_keys = [key for asset in assets for key in asset.keys if asset.group_names_by_key[key] in TICK_GROUPS]
+    views = {
+        key: asset.code_versions_by_key[key]
+        for asset in assets
+        for key in asset.keys
+        if key in tick_keys and asset.metadata_by_key[key].get("materialized") == "view"
+    }
+    return tick_keys, views
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -28,7 +43,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     sql_assets = build_sql_assets(settings, partitions, {tuple(CANDLES_KEY.path)})
     indicators = build_indicators_asset(settings, partitions)
     signal_assets = build_signal_assets(settings)
-    tick_job, tick_schedule = build_tick(settings, partitions)
+    assets = [candles, *sql_assets, indicators, *signal_assets]
+    tick_job, tick_schedule = build_tick(settings, partitions, *tick_inputs(assets))
     market_data_job = dg.define_asset_job(
         MARKET_DATA_JOB,
         selection=dg.AssetSelection.groups("market"),
@@ -36,7 +52,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     database = str(settings.duckdb_path)
     return dg.Definitions(
-        assets=[candles, *sql_assets, indicators, *signal_assets],
+        assets=assets,
         jobs=[market_data_job, tick_job],
         schedules=[tick_schedule],
         # Steps run in the run's own process: no per-step interpreter start-up, and DuckDB's

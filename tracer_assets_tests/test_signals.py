@@ -102,7 +102,7 @@ def test_external_predictions_join_the_ensemble_and_a_damaged_log_never_breaks_t
     monkeypatch.setenv("TRACER_SIGNAL_LOG", str(log))
     tick = backfill_then_tick()
     assert tick.success
-    metadata = tick.asset_materializations_for_node("signals__signals")[0].metadata
+    metadata = tick.asset_materializations_for_node("signals")[0].metadata
     assert metadata["external_predictions"].value == 2
     assert metadata["signal_log_rejected_lines"].value == 2
     signals = signals_table(tracer_env["TRACER_DUCKDB_PATH"])
@@ -178,7 +178,9 @@ def test_the_tick_schedule_asks_for_the_exchanges_day(tracer_env, monkeypatch):
     schedule = defs.resolve_schedule_def("trading_tick")
     assert schedule.cron_schedule == "*/3 * * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    with dg.build_schedule_context(resources={"exchange": defs.resources["exchange"]}, repository_def=defs.get_repository_def()) as context:
+    with dg.build_schedule_context(
+        instance=dg.DagsterInstance.get(), resources={"exchange": defs.resources["exchange"]}, repository_def=defs.get_repository_def()
+    ) as context:
         request = schedule.evaluate_tick(context).run_requests[0]
     assert request.partition_key == "2024-09-06"  # the stopped replay clock: the end of the data
 
@@ -188,6 +190,36 @@ def test_the_tick_schedule_asks_for_the_exchanges_day(tracer_env, monkeypatch):
     monkeypatch.setenv("TRACER_REPLAY_SPEED", "60")
     monkeypatch.setenv("TRACER_REPLAY_ANCHOR", anchor.isoformat())
     defs = build_definitions(load_settings())
-    with dg.build_schedule_context(resources={"exchange": defs.resources["exchange"]}, repository_def=defs.get_repository_def()) as context:
+    with dg.build_schedule_context(
+        instance=dg.DagsterInstance.get(), resources={"exchange": defs.resources["exchange"]}, repository_def=defs.get_repository_def()
+    ) as context:
         request = defs.resolve_schedule_def("trading_tick").evaluate_tick(context).run_requests[0]
     assert request.partition_key == "2024-06-03"
+
+
+def test_a_tick_leaves_existing_views_be_and_recreates_missing_ones(tracer_env):
+    defs = build_definitions(load_settings())
+    schedule = defs.resolve_schedule_def("trading_tick")
+    ohlcv = dg.AssetKey(["market", "ohlcv"])
+
+    def requested(instance):
+        with dg.build_schedule_context(
+            instance=instance, resources={"exchange": defs.resources["exchange"]}, repository_def=defs.get_repository_def()
+        ) as context:
+            return schedule.evaluate_tick(context).run_requests[0]
+
+    with dg.DagsterInstance.get() as instance:
+        first = requested(instance)
+        assert ohlcv in first.asset_selection  # never created: the tick creates it
+        assert backfill_then_tick().success
+        request = requested(instance)
+        assert ohlcv not in request.asset_selection
+        assert {k.to_user_string() for k in request.asset_selection} == {
+            "market/candles", "market/candles_resampled", "features/indicators", "signals/signals", "signals/signal_history"
+        }
+        tick = defs.resolve_job_def(TICK_JOB).execute_in_process(
+            instance=instance, run_config=QUIET, partition_key=request.partition_key, asset_selection=request.asset_selection
+        )
+    assert tick.success
+    materialized = {event.asset_key.to_user_string() for event in tick.get_asset_materialization_events()}
+    assert materialized == {k.to_user_string() for k in request.asset_selection}

@@ -8,6 +8,7 @@ by stored history; a backfill of a range (one run) recomputes the range the same
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import duckdb
 import polars as pl
 
 from tracer_assets.features.indicators import INDICATOR_COLUMNS, WARMUP_BARS, compute_indicators
@@ -35,7 +36,13 @@ def read_ohlcv(connection, timeframe: str, start: datetime, end: datetime, symbo
     if symbols:
         sql += " AND list_contains(?, symbol)"
         params.append(list(symbols))
-    frame = connection.sql(sql + " ORDER BY symbol, ts", params=params).pl()
+    try:
+        frame = connection.sql(sql + " ORDER BY symbol, ts", params=params).pl()
+    except duckdb.CatalogException as exc:  # e.g. a new DuckDB file under an instance that knew the view
+        raise LookupError(
+            "market.ohlcv does not exist in this DuckDB file: materialize market/ohlcv "
+            "(`dagster asset materialize --select market/ohlcv -m tracer_assets.definitions`, or `make demo`)"
+        ) from exc
     return frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
 
 

@@ -86,10 +86,14 @@ def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefini
         window = context.partition_time_window
         start, end = window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
         client = exchange.client()
-        context.log.info(
-            f"fetching {settings.base_timeframe} candles of {len(exchange.symbols)} symbols from {exchange.exchange} "
-            f"for {start:%Y-%m-%d} .. {end - timedelta(seconds=1):%Y-%m-%d}"
-        )
+        # Progress per symbol on long windows (backfills); one line on a tick, where every log
+        # line is another event the instance has to store.
+        long_window = end - start > timedelta(days=1)
+        if long_window:
+            context.log.info(
+                f"fetching {settings.base_timeframe} candles of {len(exchange.symbols)} symbols from "
+                f"{exchange.exchange} for {start:%Y-%m-%d} .. {end - timedelta(seconds=1):%Y-%m-%d}"
+            )
         download = fetch_candles_for_symbols(
             client,
             exchange.symbols,
@@ -98,9 +102,12 @@ def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefini
             end,
             page_limit=exchange.page_limit,
             policy=exchange.retry_policy(),
-            progress=context.log.info,
+            progress=context.log.info if long_window else None,
         )
         fetched = [s for s in exchange.symbols if s not in download.failures]
+        if not long_window:
+            counts = ", ".join(f"{symbol} {rows}" for symbol, rows in download.pages_rows.items())
+            context.log.info(f"{settings.base_timeframe} candles from {exchange.exchange} for {start:%Y-%m-%d}: {counts}")
         if not fetched:
             raise dg.Failure(
                 "no symbol could be downloaded; nothing was written",

@@ -11,6 +11,7 @@ No Dagster here.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -71,6 +72,18 @@ class _Series:
     ms: np.ndarray  # int64 open times, in file order
     values: np.ndarray  # float64 [n, 5]: open, high, low, close, volume
     sorted: bool
+
+
+@functools.lru_cache(maxsize=64)
+def _load_series(path: Path, mtime_ns: int, size: int) -> _Series:
+    """One file's candles, kept for the process: every run builds a new ReplayExchange, and
+    re-reading the files cost a tick 0.1 s. Keyed by mtime and size, so a changed file is re-read."""
+    frame = read_candle_file(path)
+    ms = frame["ms"].to_numpy()
+    values = frame.select("open", "high", "low", "close", "volume").to_numpy()
+    ms.setflags(write=False)  # shared between exchanges: nobody may change them in place
+    values.setflags(write=False)
+    return _Series(ms=ms, values=values, sorted=bool(np.all(np.diff(ms) > 0)))
 
 
 class ReplayClock:
@@ -165,13 +178,9 @@ class ReplayExchange:
                     if not any(s == symbol for s, _ in self._files):
                         raise ccxt.BadSymbol(f"replay has no market {symbol}")
                     raise ccxt.BadRequest(f"replay has no {timeframe} candles for {symbol}")
-                frame = read_candle_file(self._files[key])
-                ms = frame["ms"].to_numpy()
-                self._cache[key] = _Series(
-                    ms=ms,
-                    values=frame.select("open", "high", "low", "close", "volume").to_numpy(),
-                    sorted=bool(np.all(np.diff(ms) > 0)),
-                )
+                path = self._files[key]
+                stat = path.stat()
+                self._cache[key] = _load_series(path, stat.st_mtime_ns, stat.st_size)
             return self._cache[key]
 
     # --- ccxt's market-data surface -------------------------------------------------

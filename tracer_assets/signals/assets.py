@@ -50,19 +50,36 @@ def signal_pipeline(candles: pl.DataFrame) -> pl.DataFrame:
 def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     timeframes = all_timeframes(settings)
 
-    @dg.asset(
-        key=SIGNALS_KEY,
-        deps=[INDICATORS_KEY],
-        description=(
-            "One row per symbol and timeframe for the newest closed candle: signal_quality (0-10), "
-            "regime (Bull/Bear/Flat, volatile flag, confidence), conviction (0-10) and the ensemble "
-            "label over every prediction available (rules + external predictions). Definitions in "
-            "tracer_assets/signals/scoring.py."
-        ),
+    # One step publishes the signals and appends them to the history: the history can neither
+    # miss a publication nor record one twice, and a tick pays for one step, not two.
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                SIGNALS_KEY,
+                deps=[INDICATORS_KEY],
+                description=(
+                    "One row per symbol and timeframe for the newest closed candle: signal_quality (0-10), "
+                    "regime (Bull/Bear/Flat, volatile flag, confidence), conviction (0-10) and the ensemble "
+                    "label over every prediction available (rules + external predictions). Definitions in "
+                    "tracer_assets/signals/scoring.py."
+                ),
+                group_name="signals",
+                kinds={"duckdb", "polars"},
+                freshness_policy=loop_freshness(settings),
+            ),
+            dg.AssetSpec(
+                HISTORY_KEY,
+                deps=[SIGNALS_KEY],
+                description=(
+                    "Every signal ever published, appended with the run that computed it (in the same step "
+                    "that publishes it): never updated or deleted."
+                ),
+                group_name="signals",
+                kinds={"duckdb"},
+            ),
+        ],
+        name="signals",
         pool=DUCKDB_POOL,
-        group_name="signals",
-        kinds={"duckdb", "polars"},
-        freshness_policy=loop_freshness(settings),
         check_specs=[
             dg.AssetCheckSpec(
                 "no_lookahead",
@@ -84,11 +101,19 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         with duckdb.get_connection() as connection:
             recent = read_recent_indicators(connection, timeframes, VOLATILITY_LOOKBACK + 1)
             latest = score_latest(recent, predictions)
+            appended = latest.with_columns(
+                pl.lit(context.run.run_id).alias("run_id"),
+                pl.lit(datetime.now(timezone.utc)).dt.cast_time_unit("us").alias("computed_at"),
+            )
             ensure_table(connection, SIGNALS_TABLE, latest)
+            ensure_table(connection, HISTORY_TABLE, appended)
             with transaction(connection):
                 connection.execute(f"DELETE FROM {SIGNALS_TABLE}")
                 connection.register("latest_signals", latest.to_arrow())
                 connection.execute(f"INSERT INTO {SIGNALS_TABLE} BY NAME SELECT * FROM latest_signals")
+                connection.register("appended_signals", appended.to_arrow())
+                connection.execute(f"INSERT INTO {HISTORY_TABLE} BY NAME SELECT * FROM appended_signals")
+            history_rows = connection.execute(f"SELECT count(*) FROM {HISTORY_TABLE}").fetchall()[0][0]
             newest = latest["ts"].max()
             # Full and cut histories start at the same bar, so they need no convergence, only
             # enough bars for every column to exist (EMA 200, the 500-bar volatility median).
@@ -96,7 +121,8 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         samples = _lookahead_samples(candles)
         mismatches = lookahead_mismatches(candles, signal_pipeline, samples, GUARDED_COLUMNS)
         table = latest.select("symbol", "timeframe", "ts", "signal_quality", "regime", "conviction", "ensemble_label")
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
+            asset_key=SIGNALS_KEY,
             metadata={
                 "dagster/row_count": latest.height,
                 "newest_candle": newest.isoformat() if newest else "none",
@@ -106,29 +132,11 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             },
             check_results=[check_result(guard_outcome("no_lookahead", mismatches, samples=len(samples)), SIGNALS_KEY)],
         )
+        yield dg.MaterializeResult(
+            asset_key=HISTORY_KEY, metadata={"appended": appended.height, "dagster/row_count": history_rows}
+        )
 
-    @dg.asset(
-        key=HISTORY_KEY,
-        deps=[SIGNALS_KEY],
-        description="Every signal ever published, appended with the run that computed it: never updated or deleted.",
-        pool=DUCKDB_POOL,
-        group_name="signals",
-        kinds={"duckdb"},
-    )
-    def signal_history(context: dg.AssetExecutionContext, duckdb: TracerDuckDB):
-        with duckdb.get_connection() as connection:
-            current = connection.sql(f"SELECT * FROM {SIGNALS_TABLE}").pl().with_columns(
-                pl.col("ts").dt.convert_time_zone("UTC"),
-                pl.lit(context.run.run_id).alias("run_id"),
-                pl.lit(datetime.now(timezone.utc)).dt.cast_time_unit("us").alias("computed_at"),
-            )
-            ensure_table(connection, HISTORY_TABLE, current)
-            connection.register("appended", current.to_arrow())
-            connection.execute(f"INSERT INTO {HISTORY_TABLE} BY NAME SELECT * FROM appended")
-            total = connection.execute(f"SELECT count(*) FROM {HISTORY_TABLE}").fetchall()[0][0]
-        return dg.MaterializeResult(metadata={"appended": current.height, "dagster/row_count": total})
-
-    return [signals, signal_history]
+    return [signals]
 
 
 def _lookahead_samples(candles: pl.DataFrame) -> list[tuple]:
