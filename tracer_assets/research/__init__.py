@@ -1,0 +1,1 @@
+"""Strategy research: strategies as data (specs, rules), backtests."""

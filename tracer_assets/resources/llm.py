@@ -1,0 +1,85 @@
+"""The Anthropic client as a Dagster resource, for the LLM decider (TRACER_DECIDER=llm).
+
+The key comes through `EnvVar("ANTHROPIC_API_KEY")`: Dagster resolves it when the run starts,
+shows only the variable's name in the UI, and this class keeps it out of its repr. Nothing here
+logs it; `decide_with_llm` also redacts it from every reason it records.
+
+Retries are off by default (`max_retries=0`): a tick must not stall behind the SDK's backoff
+(2 retries of up to 8 s each by default) when the API is down; the next tick asks again.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from dagster import ConfigurableResource, EnvVar
+from pydantic import Field
+
+from tracer_assets.trading.llm_decision import DecisionContext, LlmOutcome, decide_with_llm
+
+# A current Sonnet: in anthropic 2.11's model list and not in its DEPRECATED_MODELS.
+DEFAULT_MODEL = "claude-sonnet-4-6"
+API_KEY_VARIABLE = "ANTHROPIC_API_KEY"
+
+
+class AnthropicResource(ConfigurableResource):
+    """Builds `anthropic.Anthropic` clients; `decide(ctx)` runs one LLM decision."""
+
+    api_key: str = Field(repr=False, description=f"the API key; pass EnvVar({API_KEY_VARIABLE!r}), never a literal")
+    model: str = Field(default=DEFAULT_MODEL, description="Claude model id")
+    base_url: str | None = Field(default=None, description="another Messages API origin (a local server, a proxy)")
+    timeout_seconds: float = Field(default=20.0, description="per request; a timeout means HOLD")
+    max_tokens: int = Field(default=512, description="answer length cap; an answer cut there means HOLD")
+    max_retries: int = Field(default=0, description="SDK retries; 0 so a failing API cannot stall a tick")
+
+    @classmethod
+    def from_env_key(cls, **config) -> AnthropicResource:
+        """The resource with its key from ANTHROPIC_API_KEY (resolved at run time, masked in the UI)."""
+        return cls(api_key=EnvVar(API_KEY_VARIABLE), **config)
+
+    def _check(self) -> None:
+        # Messages name the setting, never the key's value.
+        if not self.api_key or not self.api_key.strip():
+            raise ValueError(f"the Anthropic API key is empty: set {API_KEY_VARIABLE}")
+        if not self.model.strip():
+            raise ValueError("the Anthropic model id is empty")
+        if not self.timeout_seconds > 0:
+            raise ValueError(f"timeout_seconds must be > 0, got {self.timeout_seconds}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.base_url is not None:
+            parts = urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"base_url must be an http(s) URL, got {self.base_url!r}")
+
+    def client(self):
+        """A new `anthropic.Anthropic` for this configuration (the key passed explicitly, so
+        the SDK reads no credential files or other environment variables)."""
+        import anthropic
+
+        self._check()
+        return anthropic.Anthropic(
+            api_key=self.api_key,
+            base_url=self.base_url or None,
+            timeout=self.timeout_seconds,
+            max_retries=self.max_retries,
+        )
+
+    def decide(self, ctx: DecisionContext) -> LlmOutcome:
+        """One decision; HOLD with the reason on any failure (a bad configuration included)."""
+        try:
+            client = self.client()
+        except Exception as error:
+            return LlmOutcome(
+                action="HOLD", symbol=None, confidence=None, position_size_quote=None, stop_loss=None,
+                take_profit=None, reason=_without(f"LLM client not configured: {error}"[:300], self.api_key), raw_text=None,
+                latency_s=0.0, ok=False, model=self.model,
+            )
+        with client:
+            return decide_with_llm(client, self.model, ctx, self.timeout_seconds, self.max_tokens)
+
+
+def _without(text: str, secret: str | None) -> str:
+    return text.replace(secret, "[redacted]") if secret and len(secret) >= 8 else text
