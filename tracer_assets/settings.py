@@ -69,6 +69,24 @@ SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
     ("SIM_PRICE", "(none: market price)", "Paper broker: a fixed fill price, for tests."),
     ("SIM_BASE_BALANCE", "0", "Paper broker: starting base-currency balance."),
     ("SIM_QUOTE_BALANCE", "10000", "Paper broker: starting quote-currency balance."),
+    ("MACRO_BACKTEST_JSON_PATH", ".tracer/backtest/backtest_results.json", "Where the backtests are exported in the macro orchestrator's shape (`totalPNL`, `winRate`, trades, drawdown per strategy variant and timeframe)."),
+    ("TRACER_BACKTEST_FEE", "0.001", "Backtests: taker fee on every fill, as a fraction of the notional."),
+    ("TRACER_BACKTEST_SLIPPAGE_BPS", "5", "Backtests: adverse slippage on every fill, in basis points."),
+    ("TRACER_DECIDER", "rules", "`rules` (thresholds `TB_MIN_SIGNAL_QUALITY`, `TB_MIN_CONVICTION_SCORE`) or `llm` (the anthropic client; key from `ANTHROPIC_API_KEY` through Dagster's `EnvVar`)."),
+    ("TRACER_ANTHROPIC_MODEL", "claude-sonnet-4-6", "The model the `llm` decider asks."),
+    ("TRACER_ANTHROPIC_BASE_URL", "(none: Anthropic's API)", "Another Messages API endpoint for the `llm` decider (a proxy, a local server)."),
+    ("TRACER_LLM_TIMEOUT_SECONDS", "20", "The `llm` decider's time limit; past it the decision is HOLD."),
+    ("TRACER_SANDBOX", "0", "1: live orders go to the exchange's sandbox (testnet) through ccxt's sandbox mode."),
+    ("TRACER_LOG_DIR", ".tracer/logs", "The seed's audit files: `macro_ccxt_orders.log` (tab-separated), `macro_ccxt_orders_audit.jsonl`, `macro_diagnostics.json`."),
+    ("TRACER_FEE_RATE", "0.001", "Paper broker: fee on every fill, as a fraction of the notional, taken in the quote currency."),
+    ("TRACER_SLIPPAGE_BPS", "5", "Paper broker: adverse slippage on every fill, in basis points."),
+    ("TRACER_MAX_OPEN_POSITIONS", "3", "Risk: most positions open at once."),
+    ("TRACER_MAX_SYMBOL_EXPOSURE", "MAX_ORDER_AMOUNT", "Risk: most quote currency held in one symbol (at cost)."),
+    ("TRACER_MAX_TOTAL_EXPOSURE", "3 x MAX_ORDER_AMOUNT", "Risk: most quote currency held over all symbols (at cost)."),
+    ("TRACER_DAILY_TRADE_LIMIT", "8", "Risk: most new positions per UTC day."),
+    ("TRACER_DAILY_LOSS_LIMIT", "50", "Risk: realized loss in a UTC day (quote currency) at which new risk halts; positions can still close."),
+    ("TRACER_LOSS_COOLDOWN_MINUTES", "30", "Risk: no new position this long after a losing trade."),
+    ("TRACER_KELLY_FRACTION", "0.5", "Risk: the fraction of the Kelly bet used when a strategy's win rate and payoff are known."),
 )
 
 
@@ -110,6 +128,24 @@ class Settings:
     sim_price: Decimal | None
     sim_base_balance: Decimal
     sim_quote_balance: Decimal
+    backtest_json_path: Path
+    backtest_fee: float
+    backtest_slippage_bps: float
+    decider: str
+    anthropic_model: str
+    anthropic_base_url: str | None
+    llm_timeout_seconds: float
+    sandbox: bool
+    log_dir: Path
+    fee_rate: Decimal
+    slippage_bps: Decimal
+    max_open_positions: int
+    max_symbol_exposure: Decimal
+    max_total_exposure: Decimal
+    daily_trade_limit: int
+    daily_loss_limit: Decimal
+    loss_cooldown_minutes: float
+    kelly_fraction: Decimal
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -165,6 +201,24 @@ def _not_negative(name: str, value):
     if value < 0:
         raise SettingsError(f"{name}={value}: must be 0 or more")
     return value
+
+
+def _fraction(env: Mapping[str, str], name: str, default: str, kind: type):
+    value = _number(env, name, default, kind)
+    if not 0 <= value <= 1:
+        raise SettingsError(f"{name}={value}: must lie in [0, 1]")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _text(env, name, default).lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str, default: str) -> Path:
+    return Path(_text(env, name, default)).expanduser().absolute()
 
 
 def _instant(env: Mapping[str, str], name: str) -> datetime | None:
@@ -229,6 +283,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     replay_dir = Path(_text(env, "TRACER_REPLAY_DIR", str(BUNDLED_REPLAY_DIR))).expanduser()
 
+    max_order = _positive("MAX_ORDER_AMOUNT", _number(env, "MAX_ORDER_AMOUNT", "100", Decimal))
     settings = Settings(
         duckdb_path=Path(_text(env, "TRACER_DUCKDB_PATH", ".tracer/tracer.duckdb")).expanduser().absolute(),
         exchange=exchange,
@@ -268,8 +323,41 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         else _positive("SIM_PRICE", _number(env, "SIM_PRICE", "0", Decimal)),
         sim_base_balance=_not_negative("SIM_BASE_BALANCE", _number(env, "SIM_BASE_BALANCE", "0", Decimal)),
         sim_quote_balance=_not_negative("SIM_QUOTE_BALANCE", _number(env, "SIM_QUOTE_BALANCE", "10000", Decimal)),
+        backtest_json_path=_path(env, "MACRO_BACKTEST_JSON_PATH", ".tracer/backtest/backtest_results.json"),
+        backtest_fee=_fraction(env, "TRACER_BACKTEST_FEE", "0.001", float),
+        backtest_slippage_bps=_not_negative(
+            "TRACER_BACKTEST_SLIPPAGE_BPS", _number(env, "TRACER_BACKTEST_SLIPPAGE_BPS", "5", float)
+        ),
+        decider=_choice(env, "TRACER_DECIDER", "rules", ("rules", "llm")),
+        anthropic_model=_text(env, "TRACER_ANTHROPIC_MODEL", "claude-sonnet-4-6"),
+        anthropic_base_url=_text(env, "TRACER_ANTHROPIC_BASE_URL", None),
+        llm_timeout_seconds=_positive(
+            "TRACER_LLM_TIMEOUT_SECONDS", _number(env, "TRACER_LLM_TIMEOUT_SECONDS", "20", float)
+        ),
+        sandbox=_flag(env, "TRACER_SANDBOX", False),
+        log_dir=_path(env, "TRACER_LOG_DIR", ".tracer/logs"),
+        fee_rate=_fraction(env, "TRACER_FEE_RATE", "0.001", Decimal),
+        slippage_bps=_not_negative("TRACER_SLIPPAGE_BPS", _number(env, "TRACER_SLIPPAGE_BPS", "5", Decimal)),
+        max_open_positions=_positive("TRACER_MAX_OPEN_POSITIONS", _number(env, "TRACER_MAX_OPEN_POSITIONS", "3", int)),
+        max_symbol_exposure=_positive(
+            "TRACER_MAX_SYMBOL_EXPOSURE", _number(env, "TRACER_MAX_SYMBOL_EXPOSURE", str(max_order), Decimal)
+        ),
+        max_total_exposure=_positive(
+            "TRACER_MAX_TOTAL_EXPOSURE", _number(env, "TRACER_MAX_TOTAL_EXPOSURE", str(3 * max_order), Decimal)
+        ),
+        daily_trade_limit=_not_negative("TRACER_DAILY_TRADE_LIMIT", _number(env, "TRACER_DAILY_TRADE_LIMIT", "8", int)),
+        daily_loss_limit=_positive("TRACER_DAILY_LOSS_LIMIT", _number(env, "TRACER_DAILY_LOSS_LIMIT", "50", Decimal)),
+        loss_cooldown_minutes=_not_negative(
+            "TRACER_LOSS_COOLDOWN_MINUTES", _number(env, "TRACER_LOSS_COOLDOWN_MINUTES", "30", float)
+        ),
+        kelly_fraction=_fraction(env, "TRACER_KELLY_FRACTION", "0.5", Decimal),
         environ=env,
     )
+    if settings.max_symbol_exposure > settings.max_total_exposure:
+        raise SettingsError(
+            f"TRACER_MAX_SYMBOL_EXPOSURE={settings.max_symbol_exposure} is above "
+            f"TRACER_MAX_TOTAL_EXPOSURE={settings.max_total_exposure}"
+        )
     if settings.min_allowed_order_amount > settings.max_order_amount:
         raise SettingsError(
             f"MIN_ALLOWED_ORDER_AMOUNT={settings.min_allowed_order_amount} is above "

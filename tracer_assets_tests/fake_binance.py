@@ -1,8 +1,8 @@
 """A local stand-in for Binance's public REST API, so tests can drive ccxt's real `binance` client.
 
 It answers what ccxt 4.5.90 sends for `load_markets`, `fetch_ohlcv`, `fetch_time`,
-`fetch_open_interest` and `fetch_funding_rate` (no signed endpoint exists here), serves real
-candles from the bundled files, records every request, and fails on demand:
+`fetch_open_interest` and `fetch_funding_rate`, serves real candles from the bundled files,
+records every request, and fails on demand:
 
     with FakeBinance() as server:
         exchange = make_ccxt_exchange("binance", api_urls={"*": server.url})
@@ -13,16 +13,34 @@ candles from the bundled files, records every request, and fails on demand:
 
 The server's clock stands still at `now_ms` (by default the end of the bundled BTC candles,
 2024-09-06 04:45 UTC): klines opening after it do not exist yet.
+
+Signed spot endpoints (what ccxt sends for `create_order`, `fetch_order`, `fetch_orders`,
+`fetch_open_orders`, `cancel_order`, `fetch_balance`, `fetch_my_trades`) keep one account:
+
+    with FakeBinance(balances={"USDT": "1000"}, api_keys={"key": "secret"}) as server:
+        exchange.apiKey, exchange.secret = "key", "secret"
+        server.crash_after_accepting("/api/v3/order")   # store the next order, drop the reply
+        ...
+        server.orders()                                   # every order the account holds
+
+They require the `X-MBX-APIKEY` header, `timestamp` and `signature` (and check the HMAC when
+`api_keys` maps the key to its secret). A MARKET order fills at once at the close of the
+symbol's newest 5m candle up to `now_ms`, taker fee 0.1% taken from the asset received (Binance's
+default without BNB); a LIMIT order rests. As on Binance, `newClientOrderId` must be unique among
+OPEN orders only: reusing the id of a filled order is accepted and makes a second order.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import ROUND_DOWN, Decimal
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -107,12 +125,77 @@ class _Fault:
     body: bytes
     content_type: str
     remaining: int | None  # None: forever
+    method: str | None = None  # None: any method
+
+
+@dataclass
+class _Crash:
+    """Accept (store) the next matching request, then fail to answer it."""
+
+    path: str
+    method: str
+    mode: str  # "drop": close the connection without a reply; "503": a gateway error page
+    remaining: int
+    outage_after: int = 0  # then this many requests for the same symbol fail with 503
+
+
+TAKER_FEE = Decimal("0.001")
+OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
+
+
+@dataclass
+class FakeOrder:
+    """One spot order on the fake account, in Binance's terms."""
+
+    order_id: int
+    client_order_id: str
+    symbol: str  # Binance id, e.g. BTCUSDT
+    side: str  # BUY / SELL
+    type: str  # MARKET / LIMIT
+    orig_qty: Decimal
+    price: Decimal  # limit price; 0 for market orders, as Binance writes it
+    time_ms: int
+    status: str = "NEW"
+    executed_qty: Decimal = Decimal(0)
+    cummulative_quote_qty: Decimal = Decimal(0)
+    update_ms: int = 0
+    time_in_force: str = "GTC"
+    fills: list[dict] = field(default_factory=list)
+
+    def as_binance(self) -> dict:
+        """The order as GET /api/v3/order answers."""
+        return {
+            "symbol": self.symbol,
+            "orderId": self.order_id,
+            "orderListId": -1,
+            "clientOrderId": self.client_order_id,
+            "price": _dec(self.price),
+            "origQty": _dec(self.orig_qty),
+            "executedQty": _dec(self.executed_qty),
+            "cummulativeQuoteQty": _dec(self.cummulative_quote_qty),
+            "status": self.status,
+            "timeInForce": self.time_in_force,
+            "type": self.type,
+            "side": self.side,
+            "stopPrice": "0.00000000",
+            "icebergQty": "0.00000000",
+            "time": self.time_ms,
+            "updateTime": self.update_ms or self.time_ms,
+            "isWorking": True,
+            "workingTime": self.time_ms,
+            "origQuoteOrderQty": "0.00000000",
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+        }
 
 
 class _BinanceError(Exception):
     def __init__(self, status: int, code: int, msg: str):
         super().__init__(msg)
         self.status, self.body = status, {"code": code, "msg": msg}
+
+
+def _dec(value: Decimal) -> str:
+    return f"{value:.8f}"  # Binance's 8 decimals, written from a Decimal without float rounding
 
 
 def _symbol_id(symbol: str) -> str:
@@ -132,8 +215,21 @@ class FakeBinance:
         data_dir: Path = BUNDLED_DATA,
         now_ms: int = DATA_END_MS,
         perpetuals: tuple[Perpetual, ...] = DEFAULT_PERPETUALS,
+        balances: Mapping[str, str | Decimal] | None = None,
+        api_keys: Mapping[str, str] | None = None,
     ):
+        """`balances`: the spot account's free balances (default 10,000 USDT); `api_keys`: key ->
+        secret, checked with the HMAC when given (otherwise any key and signature pass)."""
         self.now_ms = now_ms
+        self._balances: dict[str, Decimal] = {
+            asset: Decimal(str(amount)) for asset, amount in (balances or {"USDT": "10000"}).items()
+        }
+        self._locked: dict[str, Decimal] = {}
+        self._api_keys = dict(api_keys) if api_keys is not None else None
+        self._orders: list[FakeOrder] = []
+        self._next_order_id = 1
+        self._next_trade_id = 1
+        self._crashes: list[_Crash] = []
         self.perpetuals = {p.id: p for p in perpetuals}
         self._files: dict[tuple[str, str], Path] = {}
         self._assets: dict[str, tuple[str, str]] = {}  # symbol id -> (base, quote)
@@ -174,15 +270,42 @@ class FakeBinance:
 
     # --- what tests control and inspect ------------------------------------------------
 
-    def fail_next(self, match: str, status: int = 429, times: int = 1, body: object = None) -> None:
-        """The next `times` requests to a path ('/api/v3/klines') or for a symbol ('ETH/USDT') fail."""
-        self._add_fault(match, status, times, body)
+    def fail_next(
+        self, match: str, status: int = 429, times: int = 1, body: object = None, method: str | None = None
+    ) -> None:
+        """The next `times` requests to a path ('/api/v3/klines') or for a symbol ('ETH/USDT') fail
+        (only those of `method`, e.g. "GET", when given)."""
+        self._add_fault(match, status, times, body, method)
 
-    def fail_always(self, match: str, status: int = 503, body: object = None) -> None:
+    def fail_always(self, match: str, status: int = 503, body: object = None, method: str | None = None) -> None:
         """Every request to a path or for a symbol fails from now on."""
-        self._add_fault(match, status, None, body)
+        self._add_fault(match, status, None, body, method)
 
-    def _add_fault(self, match: str, status: int, times: int | None, body: object) -> None:
+    def crash_after_accepting(
+        self, path: str = "/api/v3/order", method: str = "POST", mode: str = "drop", times: int = 1, outage_after: int = 0
+    ) -> None:
+        """The next `times` matching requests are carried out (an order is stored), but the reply
+        is lost: "drop" closes the connection without an answer, "503" sends a gateway error page.
+        That is a crash between the exchange accepting an order and the caller recording it.
+        `outage_after`: the next that many requests for the same symbol then fail with 503
+        (the exchange stays unreachable while the caller tries to find out what happened)."""
+        if mode not in ("drop", "503"):
+            raise ValueError(f"mode={mode!r}: expected 'drop' or '503'")
+        with self._lock:
+            self._crashes.append(_Crash(path, method.upper(), mode, times, outage_after))
+
+    def orders(self, symbol: str | None = None) -> list[FakeOrder]:
+        """Every order the account holds, oldest first (optionally one symbol's)."""
+        with self._lock:
+            found = list(self._orders)
+        return found if symbol is None else [o for o in found if o.symbol == _symbol_id(symbol)]
+
+    def balances(self) -> dict[str, Decimal]:
+        """Free balance per asset (locked amounts of resting orders excluded)."""
+        with self._lock:
+            return dict(self._balances)
+
+    def _add_fault(self, match: str, status: int, times: int | None, body: object, method: str | None = None) -> None:
         if body is None:
             body = TOO_MANY_REQUESTS if status == 429 else _gateway_page(status)
         if isinstance(body, str):
@@ -191,7 +314,7 @@ class FakeBinance:
             payload, content_type = json.dumps(body).encode(), "application/json;charset=UTF-8"
         match = match if match.startswith("/") else _symbol_id(match)
         with self._lock:
-            self._faults.append(_Fault(match, status, payload, content_type, times))
+            self._faults.append(_Fault(match, status, payload, content_type, times, method and method.upper()))
 
     def requests(self, path: str | None = None, symbol: str | None = None) -> list[Request]:
         """Every request received so far, oldest first, optionally only one path / symbol."""
@@ -205,9 +328,11 @@ class FakeBinance:
 
     # --- serving ---------------------------------------------------------------------
 
-    def _take_fault(self, path: str, query: Mapping[str, str]) -> _Fault | None:
+    def _take_fault(self, path: str, query: Mapping[str, str], method: str = "GET") -> _Fault | None:
         with self._lock:
             for fault in self._faults:
+                if fault.method not in (None, method):
+                    continue
                 if fault.match in (path, query.get("symbol")) and fault.remaining != 0:
                     if fault.remaining is not None:
                         fault.remaining -= 1
@@ -400,6 +525,247 @@ class FakeBinance:
             "time": self.now_ms,
         }
 
+    # --- signed spot endpoints (one account) -------------------------------------------
+
+    _SIGNED_ROUTES = {
+        ("POST", "/api/v3/order"): "_new_order",
+        ("GET", "/api/v3/order"): "_query_order",
+        ("DELETE", "/api/v3/order"): "_cancel_order",
+        ("GET", "/api/v3/openOrders"): "_open_orders",
+        ("GET", "/api/v3/allOrders"): "_all_orders",
+        ("GET", "/api/v3/account"): "_account",
+        ("GET", "/api/v3/myTrades"): "_my_trades",
+        # ccxt's load_markets asks for the coin list and the margin pairs once keys are set
+        # (not in sandbox mode); this account trades spot only, so it has no margin pairs.
+        ("GET", "/sapi/v1/capital/config/getall"): "_coins",
+        ("GET", "/sapi/v1/margin/allPairs"): "_no_margin_pairs",
+        ("GET", "/sapi/v1/margin/isolated/allPairs"): "_no_margin_pairs",
+    }
+
+    def _is_signed(self, method: str, path: str) -> bool:
+        return (method, path) in self._SIGNED_ROUTES
+
+    def _signed(self, method: str, path: str, query: Mapping[str, str], api_key: str | None, payload: str) -> object:
+        """Authenticate like Binance, then run the endpoint under the account lock."""
+        if not api_key:
+            raise _BinanceError(401, -2014, "API-key format invalid.")
+        if self._api_keys is not None and api_key not in self._api_keys:
+            raise _BinanceError(401, -2015, "Invalid API-key, IP, or permissions for action.")
+        _required(query, "timestamp")
+        if not query.get("signature"):
+            raise _BinanceError(400, -1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+        if self._api_keys is not None:
+            # The signature covers the query string (or body) before '&signature='.
+            signed_part = payload.rsplit("&signature=", 1)[0]
+            expected = hmac.new(self._api_keys[api_key].encode(), signed_part.encode(), hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(expected, query["signature"]):
+                raise _BinanceError(400, -1022, "Signature for this request is not valid.")
+        if (method, path) == ("POST", "/api/v3/order") and (query.get("symbol"), "5m") in self._files:
+            self._candles(query["symbol"], "5m")  # loads the price series; takes the lock itself
+        with self._lock:
+            return getattr(self, self._SIGNED_ROUTES[(method, path)])(query)
+
+    def _last_price(self, symbol_id: str) -> Decimal:
+        """The close of the symbol's newest 5m candle up to now_ms: the price a market order gets."""
+        if (symbol_id, "5m") not in self._series:  # no 5m file: nothing to price the order with
+            raise _BinanceError(400, -1121, "Invalid symbol.")
+        ms, values = self._series[(symbol_id, "5m")]
+        if not len(ms):
+            raise _BinanceError(400, -1121, "Invalid symbol.")
+        return Decimal(_price(values[-1, 3]))
+
+    def _decimal_param(self, query: Mapping[str, str], name: str) -> Decimal | None:
+        if name not in query:
+            return None
+        try:
+            value = Decimal(query[name])
+        except ArithmeticError:
+            raise _BinanceError(400, -1100, f"Illegal characters found in parameter '{name}'.") from None
+        if not value.is_finite() or value <= 0:
+            raise _BinanceError(400, -1100, f"Illegal characters found in parameter '{name}'.")
+        return value
+
+    def _find_order(self, query: Mapping[str, str]) -> FakeOrder:
+        symbol_id = _required(query, "symbol")
+        if "orderId" in query:
+            order_id = _int_param(query, "orderId", None)
+            found = [o for o in self._orders if o.order_id == order_id and o.symbol == symbol_id]
+        elif query.get("origClientOrderId"):
+            found = [o for o in self._orders if o.client_order_id == query["origClientOrderId"] and o.symbol == symbol_id]
+        else:
+            raise _BinanceError(400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+        if not found:
+            raise _BinanceError(400, -2013, "Order does not exist.")
+        return found[-1]  # a client id reused after a fill names the newest order
+
+    def _new_order(self, query: Mapping[str, str]) -> dict:
+        symbol_id = _required(query, "symbol")
+        if symbol_id not in self._assets:
+            raise _BinanceError(400, -1121, "Invalid symbol.")
+        side = _required(query, "side")
+        order_type = _required(query, "type")
+        if side not in ("BUY", "SELL"):
+            raise _BinanceError(400, -1102, "Mandatory parameter 'side' was not sent, was empty/null, or malformed.")
+        if order_type not in ("MARKET", "LIMIT"):
+            raise _BinanceError(400, -1116, "Invalid orderType.")
+        client_id = query.get("newClientOrderId") or f"fake-{self._next_order_id}"
+        if not re.fullmatch(r"[\.A-Z\:/a-z0-9_-]{1,36}", client_id):
+            raise _BinanceError(400, -1100, "Illegal characters found in parameter 'newClientOrderId'; legal range is '^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.")
+        # Binance: the id must be unique among OPEN orders; a filled order's id may be reused.
+        if any(o.client_order_id == client_id and o.status in OPEN_STATUSES for o in self._orders):
+            raise _BinanceError(400, -2010, "Duplicate order sent.")
+        last = self._last_price(symbol_id)
+        quantity = self._decimal_param(query, "quantity")
+        quote_qty = self._decimal_param(query, "quoteOrderQty")
+        tick, step, max_qty = (Decimal(v) for v in _SPOT_FILTERS.get(symbol_id, _DEFAULT_SPOT_FILTERS))
+        if order_type == "MARKET":
+            if quantity is None and quote_qty is None:
+                raise _BinanceError(400, -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!")
+            if quantity is None:
+                quantity = (quote_qty / last).quantize(step, rounding=ROUND_DOWN)
+            price = last
+            limit_price = Decimal(0)
+        else:
+            price = limit_price = self._decimal_param(query, "price")
+            if quantity is None or price is None:
+                raise _BinanceError(400, -1102, "Mandatory parameter 'quantity' or 'price' was not sent, was empty/null, or malformed.")
+            if price % tick:
+                raise _BinanceError(400, -1013, "Filter failure: PRICE_FILTER")
+        if quantity < step or quantity > max_qty or quantity % step:
+            raise _BinanceError(400, -1013, "Filter failure: LOT_SIZE")
+        if quantity * price < Decimal(5):
+            raise _BinanceError(400, -1013, "Filter failure: NOTIONAL")
+        base, quote = self._assets[symbol_id]
+        spend_asset, spend = (quote, quantity * price) if side == "BUY" else (base, quantity)
+        if self._balances.get(spend_asset, Decimal(0)) < spend:
+            raise _BinanceError(400, -2010, "Account has insufficient balance for requested action.")
+        order = FakeOrder(self._next_order_id, client_id, symbol_id, side, order_type, quantity, limit_price, self.now_ms,
+                          time_in_force="GTC")
+        self._next_order_id += 1
+        if order_type == "MARKET" or (side == "BUY" and limit_price >= last) or (side == "SELL" and limit_price <= last):
+            self._fill(order, last, base, quote)
+        else:
+            # A resting limit order locks what it would spend.
+            self._balances[spend_asset] -= spend
+            self._locked[spend_asset] = self._locked.get(spend_asset, Decimal(0)) + spend
+        self._orders.append(order)
+        response_type = query.get("newOrderRespType", "FULL")
+        answer = {
+            "symbol": symbol_id, "orderId": order.order_id, "orderListId": -1,
+            "clientOrderId": client_id, "transactTime": self.now_ms,
+        }
+        if response_type in ("RESULT", "FULL"):
+            answer.update({k: v for k, v in order.as_binance().items()
+                           if k not in ("stopPrice", "icebergQty", "time", "updateTime", "isWorking")})
+        if response_type == "FULL":
+            answer["fills"] = [{k: f[k] for k in ("price", "qty", "commission", "commissionAsset", "tradeId")}
+                               for f in order.fills]
+        return answer
+
+    def _fill(self, order: FakeOrder, price: Decimal, base: str, quote: str) -> None:
+        """Fill the whole order at `price`; the fee comes out of the asset received."""
+        quote_qty = order.orig_qty * price
+        if order.side == "BUY":
+            commission, asset = (order.orig_qty * TAKER_FEE).quantize(Decimal("1e-8")), base
+            self._balances[quote] = self._balances.get(quote, Decimal(0)) - quote_qty
+            self._balances[base] = self._balances.get(base, Decimal(0)) + order.orig_qty - commission
+        else:
+            commission, asset = (quote_qty * TAKER_FEE).quantize(Decimal("1e-8")), quote
+            self._balances[base] = self._balances.get(base, Decimal(0)) - order.orig_qty
+            self._balances[quote] = self._balances.get(quote, Decimal(0)) + quote_qty - commission
+        order.status, order.executed_qty, order.cummulative_quote_qty = "FILLED", order.orig_qty, quote_qty
+        order.update_ms = self.now_ms
+        order.fills.append({
+            "price": _dec(price), "qty": _dec(order.orig_qty), "commission": _dec(commission),
+            "commissionAsset": asset, "tradeId": self._next_trade_id,
+        })
+        self._next_trade_id += 1
+
+    def _query_order(self, query: Mapping[str, str]) -> dict:
+        return self._find_order(query).as_binance()
+
+    def _cancel_order(self, query: Mapping[str, str]) -> dict:
+        order = self._find_order(query)
+        if order.status not in OPEN_STATUSES:
+            raise _BinanceError(400, -2011, "Unknown order sent.")
+        base, quote = self._assets[order.symbol]
+        asset, amount = (quote, order.orig_qty * order.price) if order.side == "BUY" else (base, order.orig_qty)
+        self._locked[asset] -= amount
+        self._balances[asset] = self._balances.get(asset, Decimal(0)) + amount
+        order.status, order.update_ms = "CANCELED", self.now_ms
+        answer = order.as_binance()
+        answer["origClientOrderId"] = order.client_order_id
+        answer["clientOrderId"] = f"cancel-{order.order_id}"
+        answer["transactTime"] = self.now_ms
+        return answer
+
+    def _open_orders(self, query: Mapping[str, str]) -> list[dict]:
+        symbol_id = query.get("symbol")
+        return [o.as_binance() for o in self._orders
+                if o.status in OPEN_STATUSES and symbol_id in (None, o.symbol)]
+
+    def _all_orders(self, query: Mapping[str, str]) -> list[dict]:
+        symbol_id = _required(query, "symbol")
+        start = _int_param(query, "startTime", None)
+        limit = _int_param(query, "limit", 500)
+        found = [o for o in self._orders if o.symbol == symbol_id and (start is None or o.time_ms >= start)]
+        return [o.as_binance() for o in found[-limit:]]
+
+    def _account(self, query: Mapping[str, str]) -> dict:
+        assets = sorted(set(self._balances) | set(self._locked))
+        return {
+            "makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
+            "commissionRates": {"maker": "0.00100000", "taker": "0.00100000", "buyer": "0.00000000", "seller": "0.00000000"},
+            "canTrade": True, "canWithdraw": True, "canDeposit": True, "brokered": False,
+            "requireSelfTradePrevention": False, "preventSor": False, "updateTime": self.now_ms,
+            "accountType": "SPOT",
+            "balances": [{"asset": a, "free": _dec(self._balances.get(a, Decimal(0))),
+                          "locked": _dec(self._locked.get(a, Decimal(0)))} for a in assets],
+            "permissions": ["SPOT"], "uid": 1,
+        }
+
+    def _my_trades(self, query: Mapping[str, str]) -> list[dict]:
+        symbol_id = _required(query, "symbol")
+        order_id = _int_param(query, "orderId", None)
+        trades = []
+        for o in self._orders:
+            if o.symbol != symbol_id or (order_id is not None and o.order_id != order_id):
+                continue
+            for f in o.fills:
+                trades.append({
+                    "symbol": o.symbol, "id": f["tradeId"], "orderId": o.order_id, "orderListId": -1,
+                    "price": f["price"], "qty": f["qty"],
+                    "quoteQty": _dec(Decimal(f["price"]) * Decimal(f["qty"])),
+                    "commission": f["commission"], "commissionAsset": f["commissionAsset"],
+                    "time": o.update_ms, "isBuyer": o.side == "BUY", "isMaker": False, "isBestMatch": True,
+                })
+        return trades
+
+    def _coins(self, query: Mapping[str, str]) -> list[dict]:
+        coins = sorted({asset for pair in self._assets.values() for asset in pair} | set(self._balances))
+        return [{
+            "coin": coin, "name": coin, "depositAllEnable": True, "withdrawAllEnable": True,
+            "free": _dec(self._balances.get(coin, Decimal(0))), "locked": _dec(self._locked.get(coin, Decimal(0))),
+            "freeze": "0", "withdrawing": "0", "ipoing": "0", "ipoable": "0", "storage": "0",
+            "isLegalMoney": False, "trading": True,
+            "networkList": [{
+                "network": coin, "coin": coin, "name": coin, "isDefault": True, "depositEnable": True,
+                "withdrawEnable": True, "withdrawFee": "0.00000000", "withdrawMin": "0.00000000",
+                "withdrawMax": "9999999999.00000000", "withdrawIntegerMultiple": "0.00000001",
+            }],
+        } for coin in coins]
+
+    def _no_margin_pairs(self, query: Mapping[str, str]) -> list[dict]:
+        return []
+
+    def _take_crash(self, method: str, path: str) -> _Crash | None:
+        with self._lock:
+            for crash in self._crashes:
+                if crash.path == path and crash.method == method and crash.remaining > 0:
+                    crash.remaining -= 1
+                    return crash
+        return None
+
 
 def _required(query: Mapping[str, str], name: str) -> str:
     if not query.get(name):
@@ -429,17 +795,36 @@ class _Handler(BaseHTTPRequestHandler):
         fake: FakeBinance = self.server.fake
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query))
-        fault = fake._take_fault(parts.path, query)
+        # Signed POSTs carry their parameters form-encoded in the body, as ccxt sends them.
+        length = int(self.headers.get("Content-Length") or 0)
+        payload = self.rfile.read(length).decode() if length else parts.query
+        if length:
+            query.update(parse_qsl(payload))
+        fault = fake._take_fault(parts.path, query, self.command)
+        crash = None
         if fault is not None:
             status, body, content_type = fault.status, fault.body, fault.content_type
         else:
             content_type = "application/json;charset=UTF-8"
             try:
-                status, body = 200, json.dumps(fake._route(self.command, parts.path, query)).encode()
+                if fake._is_signed(self.command, parts.path):
+                    answer = fake._signed(self.command, parts.path, query, self.headers.get("X-MBX-APIKEY"), payload)
+                    crash = fake._take_crash(self.command, parts.path)  # only once the request was carried out
+                    if crash is not None and crash.outage_after and query.get("symbol"):
+                        fake._add_fault(query["symbol"], 503, crash.outage_after, None)
+                else:
+                    answer = fake._route(self.command, parts.path, query)
+                status, body = 200, json.dumps(answer).encode()
             except _BinanceError as exc:
                 status, body = exc.status, json.dumps(exc.body).encode()
             except LookupError:
                 status, body, content_type = 404, b"<html><body><h2>404 Not found</h2></body></html>", "text/html"
+        if crash is not None and crash.mode == "drop":
+            fake._record(Request(self.command, parts.path, query, 0))  # 0: no reply was sent
+            self.close_connection = True
+            return
+        if crash is not None:
+            status, body, content_type = 503, _gateway_page(503).encode(), "text/html"
         fake._record(Request(self.command, parts.path, query, status))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
