@@ -19,9 +19,11 @@ from tracer_assets.schedules import TICK_GROUPS, TICK_JOB, build_tick
 from tracer_assets.settings import Settings, load_settings
 from tracer_assets.signals.assets import build_signal_assets
 from tracer_assets.sql.assets import build_sql_assets
+from tracer_assets.trading.assets import build_trading_assets
+from tracer_assets.trading.sensors import DECISION_JOB, build_decision_job, build_signal_sensor
 
 MARKET_DATA_JOB = "market_data_job"
-__all__ = ["defs", "build_definitions", "tick_inputs", "MARKET_DATA_JOB", "TICK_JOB"]
+__all__ = ["defs", "build_definitions", "tick_inputs", "MARKET_DATA_JOB", "TICK_JOB", "DECISION_JOB"]
 
 
 def tick_inputs(assets: Iterable[dg.AssetsDefinition]) -> tuple[list[dg.AssetKey], dict[dg.AssetKey, str | None]]:
@@ -37,14 +39,29 @@ def tick_inputs(assets: Iterable[dg.AssetsDefinition]) -> tuple[list[dg.AssetKey
     return tick_keys, views
 
 
+def llm_resources(settings: Settings) -> dict:
+    """The anthropic client only when the LLM decides: its key (EnvVar) must not be required otherwise."""
+    if settings.decider != "llm":
+        return {}
+    from tracer_assets.resources.llm import AnthropicResource
+
+    return {
+        "llm": AnthropicResource.from_env_key(
+            model=settings.anthropic_model, base_url=settings.anthropic_base_url, timeout_seconds=settings.llm_timeout_seconds
+        )
+    }
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = candle_partitions(settings)
     candles = build_candles_asset(settings, partitions)
     sql_assets = build_sql_assets(settings, partitions, {tuple(CANDLES_KEY.path)})
     indicators = build_indicators_asset(settings, partitions)
     signal_assets = build_signal_assets(settings)
-    assets = [candles, *sql_assets, indicators, *signal_assets]
+    trading_assets = build_trading_assets(settings)
+    assets = [candles, *sql_assets, indicators, *signal_assets, *trading_assets]
     tick_job, tick_schedule = build_tick(settings, partitions, *tick_inputs(assets))
+    decision_job = build_decision_job([key for asset in trading_assets for key in asset.keys])
     market_data_job = dg.define_asset_job(
         MARKET_DATA_JOB,
         selection=dg.AssetSelection.groups("market"),
@@ -53,8 +70,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     database = str(settings.duckdb_path)
     return dg.Definitions(
         assets=assets,
-        jobs=[market_data_job, tick_job],
+        jobs=[market_data_job, tick_job, decision_job],
         schedules=[tick_schedule],
+        sensors=[build_signal_sensor(decision_job)],
         # Steps run in the run's own process: no per-step interpreter start-up, and DuckDB's
         # single writer is guarded by the "duckdb" pool either way.
         executor=dg.in_process_executor,
@@ -62,6 +80,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "exchange": ExchangeResource.from_settings(settings),
             "duckdb": TracerDuckDB(database=database),
             "io_manager": DuckDBPolarsIOManager(database=database),
+            **llm_resources(settings),
         },
     )
 

@@ -1,0 +1,461 @@
+"""trading/decisions -> trading/orders -> trading/positions, trading/portfolio: what the
+signal sensor's decision job materializes for one signals/signals materialization.
+
+Exactly once: a decision's id derives from (signal storage id, symbol) and an order's client
+id from (signal storage id, symbol, side); a re-run of the same signal event reuses the
+decisions already recorded (no second LLM call) and the brokers return the order already
+placed under that client id instead of placing another.
+"""
+
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import dagster as dg
+import polars as pl
+
+from tracer_assets.features.assets import INDICATORS_TABLE
+from tracer_assets.market.timeframes import timeframe_seconds
+from tracer_assets.policies import DUCKDB_POOL
+from tracer_assets.resources.exchange import ExchangeResource
+from tracer_assets.resources.warehouse import TracerDuckDB, table_exists, transaction
+from tracer_assets.settings import Settings
+from tracer_assets.signals.assets import HISTORY_TABLE, SIGNALS_KEY
+from tracer_assets.trading import audit as audit_files
+from tracer_assets.trading.decide import Decision, decision_id, macro_selection, rules_decision
+from tracer_assets.trading.llm_decision import PortfolioState, context_from_frames
+from tracer_assets.trading.llm_decision import Position as LlmPosition
+from tracer_assets.trading.paper import OrderTicket, PaperBroker, client_order_id
+from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, RiskState, assess
+from tracer_assets.trading.risk import Position as RiskPosition
+from tracer_assets.trading.state import dump_broker, load_broker
+
+DECISIONS_KEY = dg.AssetKey(["trading", "decisions"])
+ORDERS_KEY = dg.AssetKey(["trading", "orders"])
+POSITIONS_KEY = dg.AssetKey(["trading", "positions"])
+PORTFOLIO_KEY = dg.AssetKey(["trading", "portfolio"])
+BACKTESTS_TABLE = "research.backtests"
+SIGNAL_STORAGE_TAG = "tracer/signal_storage_id"
+QUOTE = "USDT"
+# Replay has no exchange filters: amounts to 1e-8, prices to 1e-8, and Binance's 5 USDT
+# minimum notional, so a paper order on replay is never one a real exchange would refuse.
+REPLAY_MARKET = dict(amount_step=Decimal("1e-8"), price_tick=Decimal("1e-8"), min_amount=None, max_amount=None,
+                     min_cost=Decimal(5))
+
+DDL = (
+    """CREATE TABLE IF NOT EXISTS trading.decisions (
+        decision_id VARCHAR PRIMARY KEY, signal_storage_id BIGINT, run_id VARCHAR, ts TIMESTAMPTZ,
+        decided_at TIMESTAMPTZ, symbol VARCHAR, timeframe VARCHAR, action VARCHAR, confidence DOUBLE,
+        source VARCHAR, reason VARCHAR, mode VARCHAR, price DECIMAL(38, 18), stop_loss DECIMAL(38, 18),
+        take_profit DECIMAL(38, 18), size_quote DECIMAL(38, 18), config_hash VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS trading.orders (
+        client_order_id VARCHAR PRIMARY KEY, decision_id VARCHAR, signal_storage_id BIGINT, run_id VARCHAR,
+        mode VARCHAR, symbol VARCHAR, side VARCHAR, amount DECIMAL(38, 18), price DECIMAL(38, 18),
+        status VARCHAR, fee DECIMAL(38, 18), ts TIMESTAMPTZ, updated_at TIMESTAMPTZ, reason VARCHAR,
+        risk_checks VARCHAR, config_hash VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS trading.positions (
+        position_id VARCHAR, mode VARCHAR, symbol VARCHAR, amount DECIMAL(38, 18), entry_price DECIMAL(38, 18),
+        cost_basis DECIMAL(38, 18), stop_loss DECIMAL(38, 18), take_profit DECIMAL(38, 18), opened_at TIMESTAMPTZ,
+        closed_at TIMESTAMPTZ, realized_pnl DECIMAL(38, 18), fees_paid DECIMAL(38, 18))""",
+    """CREATE TABLE IF NOT EXISTS trading.portfolio (
+        ts TIMESTAMPTZ, run_id VARCHAR, signal_storage_id BIGINT, mode VARCHAR, quote_balance DECIMAL(38, 18),
+        positions_value DECIMAL(38, 18), equity DECIMAL(38, 18), realized_pnl DECIMAL(38, 18),
+        unrealized_pnl DECIMAL(38, 18), open_positions INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS trading.paper_state (
+        saved_at TIMESTAMPTZ, run_id VARCHAR, signal_storage_id BIGINT, state VARCHAR)""",
+)
+
+
+def create_trading_tables(connection) -> None:
+    connection.execute("CREATE SCHEMA IF NOT EXISTS trading")
+    for statement in DDL:
+        connection.execute(statement)
+
+
+def signal_event(context) -> tuple[int, str]:
+    """(storage id, run id) of the signals materialization this run answers: the sensor's tag,
+    else (a run launched by hand) the newest one."""
+    tag = context.run.tags.get(SIGNAL_STORAGE_TAG)
+    records_filter = dg.AssetRecordsFilter(asset_key=SIGNALS_KEY, storage_ids=[int(tag)] if tag else None)
+    records = context.instance.fetch_materializations(records_filter, limit=1).records
+    if not records:
+        what = f"materialization {tag} of signals/signals" if tag else "any materialization of signals/signals"
+        raise dg.Failure(f"no {what}: materialize the signals first (the trading tick does)")
+    return records[0].storage_id, records[0].run_id
+
+
+def exchange_now(exchange: ExchangeResource) -> datetime:
+    return datetime.fromtimestamp(exchange.client().milliseconds() / 1000, tz=timezone.utc)
+
+
+def risk_limits(settings: Settings) -> RiskLimits:
+    return RiskLimits(
+        min_order_quote=settings.min_allowed_order_amount,
+        max_order_quote=settings.max_order_amount,
+        max_symbol_exposure_quote=settings.max_symbol_exposure,
+        max_total_exposure_quote=settings.max_total_exposure,
+        daily_loss_limit_quote=settings.daily_loss_limit,
+        loss_cooldown=timedelta(minutes=settings.loss_cooldown_minutes),
+        max_open_positions=settings.max_open_positions,
+        daily_trade_limit=settings.daily_trade_limit,
+        kelly_fraction=settings.kelly_fraction,
+    )
+
+
+def trading_config(settings: Settings) -> dict:
+    """The settings a decision or an order depends on: their hash goes into every audit row."""
+    names = (
+        "exchange", "symbols", "base_timeframe", "timeframes", "decider", "anthropic_model", "dry_run", "force_dry",
+        "enable_live", "is_live", "sandbox", "order_amount", "min_allowed_order_amount", "max_order_amount",
+        "macro_min_win_rate", "tb_min_signal_quality", "tb_min_conviction_score", "fee_rate", "slippage_bps",
+        "max_open_positions", "max_symbol_exposure", "max_total_exposure", "daily_trade_limit", "daily_loss_limit",
+        "loss_cooldown_minutes", "kelly_fraction",
+    )
+    return {name: str(getattr(settings, name)) for name in names}
+
+
+def backtest_stats(connection) -> dict[tuple[str, str], dict]:
+    """Per (symbol, timeframe): the out-of-sample stats of the best-scoring active strategy,
+    in the macro orchestrator's terms (totalPNL, winRate, trades, drawdown)."""
+    if not table_exists(connection, BACKTESTS_TABLE):
+        return {}
+    rows = connection.sql(
+        f"""SELECT symbol, timeframe, pnl, win_rate, trades, max_drawdown, strategy_id FROM {BACKTESTS_TABLE}
+            WHERE "window" = 'out_of_sample'
+            QUALIFY row_number() OVER (PARTITION BY symbol, timeframe ORDER BY score DESC NULLS LAST) = 1"""
+    ).fetchall()
+    return {
+        (symbol, timeframe): {"totalPNL": pnl, "winRate": win_rate, "trades": trades, "drawdown": drawdown, "strategy_id": sid}
+        for symbol, timeframe, pnl, win_rate, trades, drawdown, sid in rows
+    }
+
+
+def _rows_by(frame: pl.DataFrame, *keys: str) -> dict:
+    return {tuple(row[k] for k in keys) if len(keys) > 1 else row[keys[0]]: row for row in frame.iter_rows(named=True)}
+
+
+def _dec(value) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    timeframes = (settings.base_timeframe, *settings.timeframes)
+    mode = "LIVE" if settings.live_flags_on else "DRY"
+    config_hash = audit_files.config_hash(trading_config(settings))
+
+    def decide(context, duckdb: TracerDuckDB, exchange: ExchangeResource, llm) -> dg.MaterializeResult:
+        storage_id, signals_run = signal_event(context)
+        with duckdb.get_connection() as connection:
+            create_trading_tables(connection)
+            done = connection.sql("SELECT * FROM trading.decisions WHERE signal_storage_id = ?", params=[storage_id]).pl()
+            if not done.is_empty():
+                context.log.info(f"signal event {storage_id} was decided already: {done.height} decisions reused")
+                return dg.MaterializeResult(metadata={"signal_storage_id": storage_id, "reused": True, "decisions": done.height})
+            signals = connection.sql(f"SELECT * FROM {HISTORY_TABLE} WHERE run_id = ?", params=[signals_run]).pl()
+            if signals.is_empty():
+                raise dg.Failure(f"signals.signal_history has no rows of run {signals_run} (signal event {storage_id})")
+            newest = signals["ts"].max()
+            indicators = connection.sql(
+                f"SELECT * FROM {INDICATORS_TABLE} WHERE ts > ?::TIMESTAMPTZ - INTERVAL 30 DAY AND ts <= ?::TIMESTAMPTZ",
+                params=[newest, newest],
+            ).pl()
+            stats = backtest_stats(connection)
+            broker = _load_paper_broker(connection, settings)
+            bought_on = dict(connection.execute(
+                """SELECT o.client_order_id, d.timeframe FROM trading.orders o
+                   JOIN trading.decisions d USING (decision_id) WHERE o.side = 'buy'"""
+            ).fetchall())
+        held = {p.symbol: p for p in broker.positions.values()}
+        # The timeframe a position was bought on ("" if unknown): its label decides the exit.
+        held_timeframes = {symbol: bought_on.get(p.position_id) or "" for symbol, p in held.items()}
+        newest_indicators = indicators.sort("ts").group_by("symbol", "timeframe").last()
+        by_symbol_tf = _rows_by(newest_indicators, "symbol", "timeframe")
+        now = datetime.now(timezone.utc)
+        rows, decided = [], []
+        for symbol in settings.symbols:
+            mine = signals.filter(pl.col("symbol") == symbol)
+            signals_tf = {row["timeframe"]: row for row in mine.iter_rows(named=True)}
+            indicators_tf = {tf: by_symbol_tf[(symbol, tf)] for tf in timeframes if (symbol, tf) in by_symbol_tf}
+            prices = {tf: _dec(row["close"]) for tf, row in indicators_tf.items()}
+            selection = macro_selection(
+                symbol, signals_tf, {tf: stats[(symbol, tf)] for tf in timeframes if (symbol, tf) in stats},
+                timeframes, settings.macro_min_win_rate,
+            )
+            decision = rules_decision(
+                selection, signals_tf, indicators_tf, prices, held_timeframes.get(symbol), settings.base_timeframe,
+                settings.tb_min_signal_quality, settings.tb_min_conviction_score,
+            )
+            source = "rules"
+            if llm is not None and (selection.timeframe is not None or symbol in held):
+                decision, source = _ask_llm(llm, symbol, selection, decision, indicators, signals, broker, settings), "llm"
+            signal_ts = signals_tf.get(decision.timeframe or settings.base_timeframe, {}).get("ts", newest)
+            rows.append({
+                "decision_id": decision_id(storage_id, symbol), "signal_storage_id": storage_id,
+                "run_id": context.run.run_id, "ts": signal_ts, "decided_at": now, "symbol": symbol,
+                "timeframe": decision.timeframe, "action": decision.action, "confidence": decision.confidence,
+                "source": source, "reason": decision.reason, "mode": mode, "price": decision.price,
+                "stop_loss": decision.stop_loss, "take_profit": decision.take_profit,
+                "size_quote": decision.size_quote if decision.size_quote is not None else settings.order_amount,
+                "config_hash": config_hash,
+            })
+            decided.append(decision)
+        with duckdb.get_connection() as connection:
+            with transaction(connection):
+                _insert(connection, "trading.decisions", rows)
+        log = audit_files.AuditLog(settings.log_dir, secrets=_secrets(settings))
+        for row in rows:
+            log.record_decision(row)
+        actions = {a: sum(d.action == a for d in decided) for a in ("BUY", "SELL", "HOLD")}
+        table = "\n".join(f"| {d.symbol} | {d.timeframe or '-'} | {d.action} | {d.reason[:120]} |" for d in decided)
+        return dg.MaterializeResult(metadata={
+            "signal_storage_id": storage_id, "mode": mode, "decider": settings.decider, **actions,
+            "decisions": dg.MetadataValue.md("| symbol | timeframe | action | reason |\n|---|---|---|---|\n" + table),
+        })
+
+    common = dict(
+        key=DECISIONS_KEY,
+        deps=[SIGNALS_KEY],
+        description=(
+            "One decision per symbol for each new signals/signals materialization: the macro selection over "
+            "the timeframes (Bull backtest regime + strong_bull ensemble, highest total PnL), then the rules "
+            "or the LLM decider (TRACER_DECIDER); HOLD with the reason whenever in doubt. Append-only."
+        ),
+        pool=DUCKDB_POOL,
+        group_name="trading",
+        kinds={"duckdb"},
+    )
+    if settings.decider == "llm":
+        from tracer_assets.resources.llm import AnthropicResource
+
+        @dg.asset(**common)
+        def decisions(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource, llm: AnthropicResource):
+            return decide(context, duckdb, exchange, llm)
+    else:
+
+        @dg.asset(**common)
+        def decisions(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource):
+            return decide(context, duckdb, exchange, None)
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(ORDERS_KEY, deps=[DECISIONS_KEY], group_name="trading", kinds={"duckdb"},
+                         description="Every order, keyed by its client order id (derived from the signal event): "
+                                     "status, fill price, fee, the risk checks and the config hash."),
+            dg.AssetSpec(POSITIONS_KEY, deps=[ORDERS_KEY], group_name="trading", kinds={"duckdb"},
+                         description="Every position, open and closed, with stop, target and realized PnL."),
+            dg.AssetSpec(PORTFOLIO_KEY, deps=[POSITIONS_KEY], group_name="trading", kinds={"duckdb"},
+                         description="One row per decision run: balances, positions marked to the last close, equity."),
+        ],
+        name="execution",
+        pool=DUCKDB_POOL,
+    )
+    def execution(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource):
+        storage_id, _ = signal_event(context)
+        if mode == "LIVE":
+            raise dg.Failure(
+                "live execution is switched on (ENABLE_LIVE, IS_LIVE, DRY_RUN=0) but this build only places paper "
+                "orders from the decision job; nothing was sent. See docs/trading.md, Brokers."
+            )
+        now = exchange_now(exchange)
+        log = audit_files.AuditLog(settings.log_dir, secrets=_secrets(settings))
+        with duckdb.get_connection() as connection:
+            create_trading_tables(connection)
+            broker = _load_paper_broker(connection, settings)
+            decisions_now = connection.sql(
+                "SELECT * FROM trading.decisions WHERE signal_storage_id = ? AND action <> 'HOLD' ORDER BY symbol",
+                params=[storage_id],
+            ).pl()
+            known = {row[0] for row in connection.execute("SELECT client_order_id FROM trading.orders").fetchall()}
+            last = {row["symbol"]: row["ts"] for row in broker.snapshot()["candles"]}
+            candles = _new_candles(connection, settings, last, now)
+        fills = _feed(broker, candles.filter(pl.col("ts") < now))
+        audit_rows = []
+        for decision in decisions_now.iter_rows(named=True):
+            side = "buy" if decision["action"] == "BUY" else "sell"
+            cid = client_order_id(storage_id, decision["symbol"], side)
+            if cid in known:  # this signal's order exists: never a second one
+                continue
+            verdict = assess(
+                OrderRequest(decision["symbol"], side, _dec(decision["price"]) or _last_close(broker, decision["symbol"]),
+                             confidence=decision["confidence"]),
+                _risk_state(broker, now),
+                _capped(risk_limits(settings), _dec(decision["size_quote"])),
+                MarketRules(symbol=decision["symbol"], **REPLAY_MARKET),
+            )
+            row = {
+                "client_order_id": cid, "decision_id": decision["decision_id"], "signal_storage_id": storage_id,
+                "run_id": context.run.run_id, "mode": mode, "symbol": decision["symbol"], "side": side,
+                "amount": verdict.amount, "price": verdict.price, "status": "rejected", "fee": None, "ts": now,
+                "updated_at": now, "reason": verdict.reason, "risk_checks": json.dumps(verdict.as_record()["checks"]),
+                "config_hash": config_hash,
+            }
+            if verdict.approved:
+                ticket = OrderTicket(
+                    cid, decision["symbol"], side, verdict.amount, verdict.price,
+                    _dec(decision["stop_loss"]) if side == "buy" else None,
+                    _dec(decision["take_profit"]) if side == "buy" else None,
+                    decision["decision_id"], storage_id,
+                )
+                order = broker.submit(ticket, now)
+                row.update(status=order.status, reason=order.reason or verdict.reason)
+            audit_rows.append(row)
+        fills += _feed(broker, candles.filter(pl.col("ts") >= now))
+        updates = _order_updates(broker, now)
+        marks = {symbol: _last_close(broker, symbol) for symbol in settings.symbols}
+        marks = {s: p for s, p in marks.items() if p is not None}
+        portfolio = _portfolio_row(broker, marks, now, context.run.run_id, storage_id, mode)
+        with duckdb.get_connection() as connection:
+            with transaction(connection):
+                _insert(connection, "trading.orders", audit_rows)
+                for update in updates:
+                    connection.execute(
+                        """UPDATE trading.orders SET status = ?, price = coalesce(?, price), fee = coalesce(?, fee),
+                           updated_at = ?, reason = coalesce(?, reason) WHERE client_order_id = ? AND status <> ?""",
+                        [update["status"], update["price"], update["fee"], now, update["reason"], update["client_order_id"],
+                         update["status"]],
+                    )
+                connection.execute("DELETE FROM trading.positions WHERE mode = ?", [mode])
+                _insert(connection, "trading.positions", [
+                    {**{k: v for k, v in p.__dict__.items()}, "mode": mode} for p in broker.position_history
+                ])
+                _insert(connection, "trading.portfolio", [portfolio])
+                _insert(connection, "trading.paper_state", [{
+                    "saved_at": now, "run_id": context.run.run_id, "signal_storage_id": storage_id, "state": dump_broker(broker),
+                }])
+            orders_total = connection.execute("SELECT count(*) FROM trading.orders").fetchall()[0][0]
+            positions_total = connection.execute("SELECT count(*) FROM trading.positions").fetchall()[0][0]
+        for row in audit_rows:
+            log.record_order(row)
+        log.update_diagnostics(cycle_ok=True, last_decision=audit_rows[-1] if audit_rows else None, last_error=None)
+        yield dg.MaterializeResult(asset_key=ORDERS_KEY, metadata={
+            "new_orders": len(audit_rows), "fills": len(fills), "dagster/row_count": orders_total, "mode": mode,
+        })
+        yield dg.MaterializeResult(asset_key=POSITIONS_KEY, metadata={
+            "open": len(broker.positions), "dagster/row_count": positions_total,
+        })
+        yield dg.MaterializeResult(asset_key=PORTFOLIO_KEY, metadata={
+            "equity": float(portfolio["equity"]), "quote_balance": float(portfolio["quote_balance"]),
+            "realized_pnl": float(portfolio["realized_pnl"]), "unrealized_pnl": float(portfolio["unrealized_pnl"]),
+        })
+
+    return [decisions, execution]
+
+
+def _secrets(settings: Settings) -> list[str]:
+    names = ("ANTHROPIC_API_KEY", "TRACER_EXCHANGE_API_KEY", "TRACER_EXCHANGE_SECRET", "DISCORD_WEBHOOK_URL",
+             "TELEGRAM_BOT_TOKEN")
+    return [settings.environ[n] for n in names if settings.environ.get(n)]
+
+
+def _load_paper_broker(connection, settings: Settings) -> PaperBroker:
+    if table_exists(connection, "trading.paper_state"):
+        row = connection.execute("SELECT state FROM trading.paper_state ORDER BY saved_at DESC, rowid DESC LIMIT 1").fetchall()
+        if row:
+            return load_broker(row[0][0])
+    bases = {symbol.split("/")[0]: settings.sim_base_balance for symbol in settings.symbols} if settings.sim_base_balance else {}
+    return PaperBroker(QUOTE, settings.sim_quote_balance, bases, settings.fee_rate, settings.slippage_bps)
+
+
+def _new_candles(connection, settings: Settings, last: dict, now: datetime) -> pl.DataFrame:
+    """Base-timeframe candles the broker has not seen. A new broker starts from `now`: there
+    is nothing of its own to fill or watch in the past."""
+    frames = []
+    for symbol in settings.symbols:
+        since = last.get(symbol)
+        frame = connection.sql(
+            "SELECT symbol, ts, open, high, low, close FROM market.candles WHERE symbol = ? AND ts > ? AND ts >= ? ORDER BY ts",
+            params=[symbol, since or now - timedelta(seconds=timeframe_seconds(settings.base_timeframe)), since or now],
+        ).pl()
+        frames.append(frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC")))
+    return pl.concat(frames).sort("ts", "symbol") if frames else pl.DataFrame()
+
+
+def _feed(broker: PaperBroker, candles: pl.DataFrame) -> list:
+    fills = []
+    for symbol, ts, o, h, low, c in candles.iter_rows():
+        fills += broker.on_candle(symbol, ts, o, h, low, c)
+    return fills
+
+
+def _last_close(broker: PaperBroker, symbol: str) -> Decimal | None:
+    for row in broker.snapshot()["candles"]:
+        if row["symbol"] == symbol:
+            return row["close"]
+    return None
+
+
+def _risk_state(broker: PaperBroker, now: datetime) -> RiskState:
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    history = broker.position_history
+    closed_today = [p for p in history if p.closed_at is not None and p.closed_at >= day]
+    losses = [p.closed_at for p in history if p.closed_at is not None and p.realized_pnl < 0]
+    return RiskState(
+        positions=tuple(RiskPosition(p.symbol, p.amount, p.entry_price, p.opened_at) for p in broker.positions.values()),
+        trades_today=sum(1 for p in history if p.opened_at >= day),
+        realized_pnl_today=sum((p.realized_pnl for p in closed_today), Decimal(0)),
+        last_loss_at=max(losses) if losses else None,
+        now=now,
+        free_quote=broker.available(QUOTE),
+    )
+
+
+def _capped(limits: RiskLimits, requested: Decimal | None) -> RiskLimits:
+    """The decider's size (ORDER_AMOUNT for rules, the LLM's for llm) caps the risk manager's:
+    sizing scales within the smaller of the two, never above what was asked for."""
+    if requested is None or requested >= limits.max_order_quote:
+        return limits
+    from dataclasses import replace
+
+    return replace(limits, max_order_quote=max(requested, limits.min_order_quote))
+
+
+def _order_updates(broker: PaperBroker, now: datetime) -> list[dict]:
+    return [
+        {"client_order_id": o.client_order_id, "status": o.status, "price": o.fill_price, "fee": o.fee, "reason": o.reason}
+        for o in broker.orders
+    ]
+
+
+def _portfolio_row(broker: PaperBroker, marks: dict, now, run_id, storage_id, mode) -> dict:
+    positions = broker.positions
+    value = sum((p.amount * marks[s] for s, p in positions.items() if s in marks), Decimal(0))
+    unrealized = sum((p.unrealized_pnl(marks[s]) for s, p in positions.items() if s in marks), Decimal(0))
+    quote = broker.balances.get(QUOTE, Decimal(0))
+    return {
+        "ts": now, "run_id": run_id, "signal_storage_id": storage_id, "mode": mode, "quote_balance": quote,
+        "positions_value": value, "equity": quote + value, "realized_pnl": broker.realized_pnl(),
+        "unrealized_pnl": unrealized, "open_positions": len(positions),
+    }
+
+
+def _insert(connection, table: str, rows: list[dict]) -> None:
+    if not rows:
+        return
+    columns = list(rows[0])
+    connection.executemany(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+        [[row[c] for c in columns] for row in rows],
+    )
+
+
+def _ask_llm(llm, symbol, selection, fallback: Decision, indicators, signals, broker: PaperBroker, settings) -> Decision:
+    timeframe = selection.timeframe or settings.base_timeframe
+    held = broker.positions.get(symbol)
+    portfolio = PortfolioState(
+        QUOTE, broker.available(QUOTE),
+        {symbol: LlmPosition(held.amount, held.entry_price)} if held else {},
+    )
+    try:
+        ctx = context_from_frames(
+            [symbol], indicators, signals, {}, portfolio, settings.min_allowed_order_amount, settings.max_order_amount, timeframe,
+        )
+    except ValueError as exc:
+        return Decision(symbol, timeframe, "HOLD", 0.0, f"LLM not asked: {exc}")
+    outcome = llm.decide(ctx)
+    if not outcome.ok or outcome.action == "HOLD":
+        return Decision(symbol, timeframe, "HOLD", outcome.confidence or 0.0, f"LLM: {outcome.reason}")
+    price = ctx.markets[symbol].price
+    return Decision(
+        symbol, timeframe, outcome.action, float(outcome.confidence or 0.0), f"LLM ({outcome.model}): {outcome.reason}",
+        price=price, stop_loss=outcome.stop_loss, take_profit=outcome.take_profit, size_quote=outcome.position_size_quote,
+    )

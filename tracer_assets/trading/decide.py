@@ -1,0 +1,158 @@
+"""What to do about a new signal, per symbol: the macro selection, then the rules decider.
+
+Pure (no Dagster, no I/O). The decisions asset feeds it the new `signals.signals` rows, the
+backtest stats per symbol and timeframe, the newest indicators and what is held.
+
+The macro selection (the macro orchestrator's rule), per symbol over the configured timeframes:
+a timeframe is a candidate when its backtest stats read as a `Bull` regime
+(`research.macro.regime_from_stats` against MACRO_MIN_WIN_RATE) AND its ensemble label is
+`strong_bull`. Among candidates the one whose stats have the highest total PnL wins. No
+candidate: HOLD, with the reason of every timeframe recorded.
+
+The rules decider (TRACER_DECIDER=rules), on the winning timeframe's signal:
+- BUY when nothing is held in the symbol, signal_quality >= TB_MIN_SIGNAL_QUALITY and
+  conviction >= TB_MIN_CONVICTION_SCORE; stop-loss 2 ATR below the price, take-profit 3 ATR
+  above it (ATR 14 of that timeframe), confidence = conviction / 10.
+- SELL (close the long) when the symbol is held and the ensemble label of the timeframe it was
+  bought on (else the base timeframe) turned `bear` or `strong_bear`, whatever the selection.
+- HOLD otherwise, with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from tracer_assets.research.macro import regime_from_stats
+
+STOP_ATR = Decimal(2)
+TARGET_ATR = Decimal(3)
+BEARISH = ("bear", "strong_bear")
+_DECISION_NAMESPACE = uuid.UUID("6f1c2a5e-3b7d-4c1e-9a53-8d0e2f4b7a19")
+
+
+def decision_id(signal_storage_id: int, symbol: str) -> str:
+    """The same signal event and symbol always give the same id, so a re-run finds its decision."""
+    return str(uuid.uuid5(_DECISION_NAMESPACE, f"{signal_storage_id}:{symbol}"))
+
+
+@dataclass(frozen=True)
+class Selection:
+    symbol: str
+    timeframe: str | None  # the winner, or None: HOLD
+    reasons: dict[str, str] = field(default_factory=dict)  # timeframe -> why it is or is not a candidate
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(f"{tf}: {why}" for tf, why in self.reasons.items())
+
+
+@dataclass(frozen=True)
+class Decision:
+    symbol: str
+    timeframe: str | None
+    action: str  # BUY, SELL, HOLD
+    confidence: float
+    reason: str
+    price: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    size_quote: Decimal | None = None
+
+
+def macro_selection(
+    symbol: str,
+    signals_by_timeframe: Mapping[str, Mapping],
+    stats_by_timeframe: Mapping[str, Mapping],
+    timeframes: Sequence[str],
+    min_win_rate: float,
+) -> Selection:
+    reasons: dict[str, str] = {}
+    candidates: list[tuple[float, str]] = []
+    for timeframe in timeframes:
+        signal = signals_by_timeframe.get(timeframe)
+        stats = stats_by_timeframe.get(timeframe)
+        if signal is None:
+            reasons[timeframe] = "no signal"
+            continue
+        if stats is None:
+            reasons[timeframe] = "no backtest stats"
+            continue
+        regime = regime_from_stats(stats, min_win_rate)
+        label = signal["ensemble_label"]
+        described = f"backtest regime {regime} (totalPNL {stats.get('totalPNL'):.2f}, winRate {_rate(stats.get('winRate'))}), ensemble {label}"
+        if regime != "Bull" or label != "strong_bull":
+            reasons[timeframe] = f"not a candidate: {described}"
+            continue
+        reasons[timeframe] = f"candidate: {described}"
+        candidates.append((float(stats["totalPNL"]), timeframe))
+    if not candidates:
+        return Selection(symbol, None, reasons)
+    # Highest total PnL wins; ties go to the first configured timeframe (max keeps the first).
+    best = max(candidates, key=lambda c: c[0])[1]
+    reasons[best] = reasons[best].replace("candidate:", "selected:", 1)
+    return Selection(symbol, best, reasons)
+
+
+def rules_decision(
+    selection: Selection,
+    signals_by_timeframe: Mapping[str, Mapping],
+    indicators_by_timeframe: Mapping[str, Mapping],
+    prices: Mapping[str, Decimal],
+    held_timeframe: str | None,
+    base_timeframe: str,
+    min_signal_quality: float,
+    min_conviction: float,
+) -> Decision:
+    """`held_timeframe`: the timeframe the open position was bought on, "" if unknown, None if flat."""
+    symbol = selection.symbol
+    if held_timeframe is not None:
+        watched = held_timeframe if held_timeframe in signals_by_timeframe else base_timeframe
+        signal = signals_by_timeframe.get(watched)
+        if signal is not None and signal["ensemble_label"] in BEARISH:
+            return Decision(
+                symbol, watched, "SELL", _confidence(signal),
+                f"held, and the {watched} ensemble label turned {signal['ensemble_label']}",
+                price=prices.get(watched),
+            )
+        return Decision(symbol, watched, "HOLD", 0.0, f"held; {watched} label not bearish; {selection.reason}")
+    if selection.timeframe is None:
+        return Decision(symbol, None, "HOLD", 0.0, f"no timeframe selected: {selection.reason}")
+    timeframe = selection.timeframe
+    signal = signals_by_timeframe[timeframe]
+    quality, conviction = float(signal["signal_quality"]), float(signal["conviction"])
+    if quality < min_signal_quality or conviction < min_conviction:
+        return Decision(
+            symbol, timeframe, "HOLD", 0.0,
+            f"{timeframe} selected but signal_quality {quality:.2f} (min {min_signal_quality:g}) or "
+            f"conviction {conviction:.2f} (min {min_conviction:g}) too low",
+        )
+    price = prices.get(timeframe)
+    atr = _decimal_or_none(indicators_by_timeframe.get(timeframe, {}).get("atr_14"))
+    if price is None or atr is None or atr <= 0:
+        return Decision(symbol, timeframe, "HOLD", 0.0, f"{timeframe}: no price or ATR to set the stop from")
+    stop = price - STOP_ATR * atr
+    if stop <= 0:
+        return Decision(symbol, timeframe, "HOLD", 0.0, f"{timeframe}: a 2-ATR stop would be at or below zero")
+    return Decision(
+        symbol, timeframe, "BUY", _confidence(signal),
+        f"{timeframe} selected: signal_quality {quality:.2f}, conviction {conviction:.2f}; {selection.reason}",
+        price=price, stop_loss=stop, take_profit=price + TARGET_ATR * atr,
+    )
+
+
+def _confidence(signal: Mapping) -> float:
+    return max(0.0, min(1.0, float(signal["conviction"]) / 10))
+
+
+def _rate(value) -> str:
+    return "n/a" if value is None else f"{float(value):.2f}"
+
+
+def _decimal_or_none(value) -> Decimal | None:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return Decimal(str(value))
