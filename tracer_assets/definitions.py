@@ -13,6 +13,7 @@ import dagster as dg
 
 from tracer_assets.features.assets import build_indicators_asset
 from tracer_assets.market.assets import CANDLES_KEY, build_candles_asset, candle_partitions
+from tracer_assets.research.assets import build_research_assets
 from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.warehouse import DuckDBPolarsIOManager, TracerDuckDB
 from tracer_assets.schedules import TICK_GROUPS, TICK_JOB, build_tick
@@ -23,7 +24,8 @@ from tracer_assets.trading.assets import build_trading_assets
 from tracer_assets.trading.sensors import DECISION_JOB, build_decision_job, build_signal_sensor
 
 MARKET_DATA_JOB = "market_data_job"
-__all__ = ["defs", "build_definitions", "tick_inputs", "MARKET_DATA_JOB", "TICK_JOB", "DECISION_JOB"]
+RESEARCH_JOB = "research_job"
+__all__ = ["defs", "build_definitions", "tick_inputs", "MARKET_DATA_JOB", "TICK_JOB", "DECISION_JOB", "RESEARCH_JOB"]
 
 
 def tick_inputs(assets: Iterable[dg.AssetsDefinition]) -> tuple[list[dg.AssetKey], dict[dg.AssetKey, str | None]]:
@@ -58,8 +60,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     sql_assets = build_sql_assets(settings, partitions, {tuple(CANDLES_KEY.path)})
     indicators = build_indicators_asset(settings, partitions)
     signal_assets = build_signal_assets(settings)
+    research_assets = build_research_assets(settings)
     trading_assets = build_trading_assets(settings)
-    assets = [candles, *sql_assets, indicators, *signal_assets, *trading_assets]
+    assets = [candles, *sql_assets, indicators, *signal_assets, *research_assets, *trading_assets]
     tick_job, tick_schedule = build_tick(settings, partitions, *tick_inputs(assets))
     decision_job = build_decision_job([key for asset in trading_assets for key in asset.keys])
     market_data_job = dg.define_asset_job(
@@ -67,11 +70,24 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         selection=dg.AssetSelection.groups("market"),
         description="Candles of the selected days, their resampled timeframes and the market.ohlcv view.",
     )
+    research_job = dg.define_asset_job(
+        RESEARCH_JOB,
+        selection=dg.AssetSelection.groups("research"),
+        description="The daily research pipeline: strategy registry, walk-forward backtests, backtest_results.json.",
+    )
+    research_schedule = dg.ScheduleDefinition(
+        name="daily_research",
+        cron_schedule="0 0 * * *",
+        execution_timezone="UTC",
+        job=research_job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Research at 00:00 UTC over the candles stored so far.",
+    )
     database = str(settings.duckdb_path)
     return dg.Definitions(
         assets=assets,
-        jobs=[market_data_job, tick_job, decision_job],
-        schedules=[tick_schedule],
+        jobs=[market_data_job, tick_job, decision_job, research_job],
+        schedules=[tick_schedule, research_schedule],
         sensors=[build_signal_sensor(decision_job)],
         # Steps run in the run's own process: no per-step interpreter start-up, and DuckDB's
         # single writer is guarded by the "duckdb" pool either way.

@@ -28,3 +28,8 @@ def tick_interval(settings: Settings) -> timedelta:
 def loop_freshness(settings: Settings) -> FreshnessPolicy:
     """Fresh within two ticks of the trading loop (candles, signals)."""
     return FreshnessPolicy.time_window(fail_window=2 * tick_interval(settings))
+
+
+# Research outputs (strategies, backtests, models, rankings, reports): the daily pipeline
+# runs at 00:00 UTC, so anything older than a day and two hours missed a run.
+DAILY_FRESHNESS = FreshnessPolicy.time_window(fail_window=timedelta(hours=26))

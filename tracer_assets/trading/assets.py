@@ -17,6 +17,7 @@ import polars as pl
 from tracer_assets.features.assets import INDICATORS_TABLE
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.policies import DUCKDB_POOL
+from tracer_assets.research.assets import BACKTESTS_KEY
 from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.warehouse import TracerDuckDB, table_exists, transaction
 from tracer_assets.settings import Settings
@@ -214,7 +215,7 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
     common = dict(
         key=DECISIONS_KEY,
-        deps=[SIGNALS_KEY],
+        deps=[SIGNALS_KEY, BACKTESTS_KEY],
         description=(
             "One decision per symbol for each new signals/signals materialization: the macro selection over "
             "the timeframes (Bull backtest regime + strong_bull ensemble, highest total PnL), then the rules "

@@ -1,0 +1,161 @@
+"""research/strategies (the spec registry) and research/backtests + research/equity_curves
+(every active strategy x symbol x timeframe, walk-forward), plus the macro orchestrator's
+backtest_results.json."""
+
+import time
+from datetime import datetime, timezone
+
+import dagster as dg
+import polars as pl
+
+from tracer_assets.features.assets import all_timeframes
+from tracer_assets.policies import DAILY_FRESHNESS, DUCKDB_POOL
+from tracer_assets.research.backtest import backtest_strategy
+from tracer_assets.research.engine import FillRules
+from tracer_assets.research.macro import write_backtest_results
+from tracer_assets.research.metrics import METRIC_COLUMNS
+from tracer_assets.research.registry import STRATEGY_COLUMNS, sync_builtins
+from tracer_assets.research.spec import builtin_specs, load_spec
+from tracer_assets.resources.warehouse import TracerDuckDB, table_exists, transaction
+from tracer_assets.settings import Settings
+
+STRATEGIES_KEY = dg.AssetKey(["research", "strategies"])
+BACKTESTS_KEY = dg.AssetKey(["research", "backtests"])
+EQUITY_KEY = dg.AssetKey(["research", "equity_curves"])
+OHLCV_KEY = dg.AssetKey(["market", "ohlcv"])
+
+STRATEGIES_DDL = """CREATE TABLE IF NOT EXISTS research.strategies (
+    strategy_id VARCHAR PRIMARY KEY, name VARCHAR, version INTEGER, spec VARCHAR, content_hash VARCHAR,
+    origin VARCHAR, parent VARCHAR, status VARCHAR, status_reason VARCHAR, created_at TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ)"""
+
+
+def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    timeframes = all_timeframes(settings)
+
+    @dg.asset(
+        key=STRATEGIES_KEY,
+        description=(
+            "Every strategy spec (schema-validated JSON, docs/strategies.md) with its content hash, version, "
+            "origin (builtin, designed, tuned), parent, status (active, archived) and the reason for its status."
+        ),
+        pool=DUCKDB_POOL,
+        group_name="research",
+        kinds={"duckdb"},
+        freshness_policy=DAILY_FRESHNESS,
+    )
+    def strategies(context: dg.AssetExecutionContext, duckdb: TracerDuckDB):
+        now = datetime.now(timezone.utc)
+        with duckdb.get_connection() as connection:
+            connection.execute("CREATE SCHEMA IF NOT EXISTS research")
+            connection.execute(STRATEGIES_DDL)
+            stored = connection.sql(f"SELECT {', '.join(STRATEGY_COLUMNS)} FROM research.strategies").pl().to_dicts()
+            inserts, updates = sync_builtins(stored, builtin_specs(), now)
+            with transaction(connection):
+                if inserts:
+                    connection.executemany(
+                        f"INSERT INTO research.strategies ({', '.join(STRATEGY_COLUMNS)}) VALUES ({', '.join('?' * len(STRATEGY_COLUMNS))})",
+                        [[row[c] for c in STRATEGY_COLUMNS] for row in inserts],
+                    )
+                for update in updates:
+                    connection.execute(
+                        "UPDATE research.strategies SET status = ?, status_reason = ?, updated_at = ? WHERE strategy_id = ?",
+                        [update["status"], update["status_reason"], update["updated_at"], update["strategy_id"]],
+                    )
+            counts = dict(connection.execute("SELECT status, count(*) FROM research.strategies GROUP BY 1").fetchall())
+        return dg.MaterializeResult(metadata={
+            "inserted": len(inserts), "archived": len(updates), "active": counts.get("active", 0),
+            "dagster/row_count": sum(counts.values()),
+        })
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                BACKTESTS_KEY, deps=[STRATEGIES_KEY, OHLCV_KEY], group_name="research", kinds={"duckdb"},
+                freshness_policy=DAILY_FRESHNESS,
+                description=(
+                    "Every active strategy x symbol x timeframe: the full run at default parameters, and a rolling "
+                    "walk-forward (parameters chosen in sample, measured out of sample). Metrics and the ranking "
+                    "score in docs/backtesting.md; the score that ranks is the out_of_sample row's. Also written "
+                    "to MACRO_BACKTEST_JSON_PATH in the macro orchestrator's shape."
+                ),
+            ),
+            dg.AssetSpec(
+                EQUITY_KEY, deps=[BACKTESTS_KEY], group_name="research", kinds={"duckdb"},
+                description="Equity (starting at 1.0) of each full backtest, at most 500 points per curve.",
+            ),
+        ],
+        name="backtests",
+        pool=DUCKDB_POOL,
+    )
+    def backtests(context: dg.AssetExecutionContext, duckdb: TracerDuckDB):
+        rules = FillRules(fee=settings.backtest_fee, slippage_bps=settings.backtest_slippage_bps)
+        with duckdb.get_connection() as connection:
+            specs = [
+                (sid, load_spec(spec))
+                for sid, spec in connection.execute(
+                    "SELECT strategy_id, spec FROM research.strategies WHERE status = 'active' ORDER BY name"
+                ).fetchall()
+            ]
+            candles = {
+                tf: connection.sql(
+                    "SELECT symbol, ts, open, high, low, close, volume FROM market.ohlcv WHERE timeframe = ? ORDER BY symbol, ts",
+                    params=[tf],
+                ).pl()
+                for tf in timeframes
+            }
+        if not specs:
+            raise dg.Failure("research.strategies has no active strategy: materialize research/strategies first")
+        total, done, began = len(specs) * len(settings.symbols) * len(timeframes), 0, time.perf_counter()
+        rows, curves = [], []
+        for symbol in settings.symbols:
+            for tf in timeframes:
+                series = candles[tf].filter(pl.col("symbol") == symbol)
+                if series.is_empty():
+                    continue
+                for sid, spec in specs:
+                    result = backtest_strategy(spec, series, tf, rules)
+                    keys = [pl.lit(sid).alias("strategy_id"), pl.lit(spec.name).alias("name"),
+                            pl.lit(symbol).alias("symbol"), pl.lit(tf).alias("timeframe")]
+                    rows.append(result.rows.with_columns(keys))
+                    curves.append(result.equity.with_columns(keys))
+                    done += 1
+                context.log.info(f"[{done}/{total}] {symbol} {tf}: {len(specs)} strategies, {series.height} bars "
+                                 f"({time.perf_counter() - began:.1f} s)")
+        if not rows:
+            raise dg.Failure("market.ohlcv has no candles of the configured symbols: materialize market data first")
+        table = pl.concat(rows).with_columns(pl.lit(datetime.now(timezone.utc)).alias("computed_at"))
+        table = table.select("strategy_id", "name", "symbol", "timeframe", "window", "parameters", *METRIC_COLUMNS, "computed_at")
+        equity = pl.concat(curves)
+        with duckdb.get_connection() as connection:
+            for name, frame in (("research.backtests", table), ("research.equity_curves", equity)):
+                connection.register("incoming", frame.to_arrow())
+                if not table_exists(connection, name):
+                    connection.execute(f"CREATE TABLE {name} AS SELECT * FROM incoming LIMIT 0")
+                with transaction(connection):
+                    connection.execute(f"DELETE FROM {name}")
+                    connection.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
+                connection.unregister("incoming")
+        oos = table.filter(pl.col("window") == "out_of_sample")
+        exported = oos.select(
+            (pl.col("name") + ":" + pl.col("symbol")).alias("variant"), "timeframe", "pnl", "win_rate", "trades", "max_drawdown"
+        )
+        write_backtest_results(settings.backtest_json_path, exported)
+        best = oos.sort("score", descending=True, nulls_last=True).head(10)
+        yield dg.MaterializeResult(asset_key=BACKTESTS_KEY, metadata={
+            "dagster/row_count": table.height,
+            "backtests": done,
+            "seconds": round(time.perf_counter() - began, 2),
+            "backtest_results_json": str(settings.backtest_json_path),
+            "best_out_of_sample": dg.MetadataValue.md(_markdown(best.select("name", "symbol", "timeframe", "score", "total_return", "trades"))),
+        })
+        yield dg.MaterializeResult(asset_key=EQUITY_KEY, metadata={"dagster/row_count": equity.height})
+
+    return [strategies, backtests]
+
+
+def _markdown(frame: pl.DataFrame) -> str:
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    for row in frame.iter_rows():
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)
