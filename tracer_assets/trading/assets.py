@@ -15,7 +15,6 @@ import dagster as dg
 import polars as pl
 
 from tracer_assets.features.assets import INDICATORS_TABLE
-from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.policies import DUCKDB_POOL
 from tracer_assets.research.assets import BACKTESTS_KEY
 from tracer_assets.resources.exchange import ExchangeResource
@@ -103,18 +102,6 @@ def risk_limits(settings: Settings) -> RiskLimits:
     )
 
 
-def trading_config(settings: Settings) -> dict:
-    """The settings a decision or an order depends on: their hash goes into every audit row."""
-    names = (
-        "exchange", "symbols", "base_timeframe", "timeframes", "decider", "anthropic_model", "dry_run", "force_dry",
-        "enable_live", "is_live", "sandbox", "order_amount", "min_allowed_order_amount", "max_order_amount",
-        "macro_min_win_rate", "tb_min_signal_quality", "tb_min_conviction_score", "fee_rate", "slippage_bps",
-        "max_open_positions", "max_symbol_exposure", "max_total_exposure", "daily_trade_limit", "daily_loss_limit",
-        "loss_cooldown_minutes", "kelly_fraction",
-    )
-    return {name: str(getattr(settings, name)) for name in names}
-
-
 def backtest_stats(connection) -> dict[tuple[str, str], dict]:
     """Per (symbol, timeframe): the out-of-sample stats of the best-scoring active strategy,
     in the macro orchestrator's terms (totalPNL, winRate, trades, drawdown)."""
@@ -142,7 +129,7 @@ def _dec(value) -> Decimal | None:
 def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     timeframes = (settings.base_timeframe, *settings.timeframes)
     mode = "LIVE" if settings.live_flags_on else "DRY"
-    config_hash = audit_files.config_hash(trading_config(settings))
+    config_hash = audit_files.config_hash(audit_files.trading_config(settings))
 
     def decide(context, duckdb: TracerDuckDB, exchange: ExchangeResource, llm) -> dg.MaterializeResult:
         storage_id, signals_run = signal_event(context)
@@ -267,8 +254,7 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 params=[storage_id],
             ).pl()
             known = {row[0] for row in connection.execute("SELECT client_order_id FROM trading.orders").fetchall()}
-            last = {row["symbol"]: row["ts"] for row in broker.snapshot()["candles"]}
-            candles = _new_candles(connection, settings, last, now)
+            candles = _new_candles(connection, settings, broker, now)
         fills = _feed(broker, candles.filter(pl.col("ts") < now))
         audit_rows = []
         for decision in decisions_now.iter_rows(named=True):
@@ -357,18 +343,27 @@ def _load_paper_broker(connection, settings: Settings) -> PaperBroker:
     return PaperBroker(QUOTE, settings.sim_quote_balance, bases, settings.fee_rate, settings.slippage_bps)
 
 
-def _new_candles(connection, settings: Settings, last: dict, now: datetime) -> pl.DataFrame:
-    """Base-timeframe candles the broker has not seen. A new broker starts from `now`: there
-    is nothing of its own to fill or watch in the past."""
+def _new_candles(connection, settings: Settings, broker: PaperBroker, now: datetime) -> pl.DataFrame:
+    """Base-timeframe candles the broker has not seen yet, oldest first. For a symbol it has
+    never seen, from its oldest pending order (that order's next open), else from `now`:
+    before that there is nothing of the broker's own to fill or watch."""
+    last = {row["symbol"]: row["ts"] for row in broker.snapshot()["candles"]}
+    pending: dict[str, datetime] = {}
+    for order in broker.orders:
+        if order.status == "pending":
+            pending[order.symbol] = min(order.submitted_at, pending.get(order.symbol, order.submitted_at))
     frames = []
     for symbol in settings.symbols:
-        since = last.get(symbol)
+        if symbol in last:
+            condition, since = "ts > ?", last[symbol]
+        else:
+            condition, since = "ts >= ?", pending.get(symbol, now)
         frame = connection.sql(
-            "SELECT symbol, ts, open, high, low, close FROM market.candles WHERE symbol = ? AND ts > ? AND ts >= ? ORDER BY ts",
-            params=[symbol, since or now - timedelta(seconds=timeframe_seconds(settings.base_timeframe)), since or now],
+            f"SELECT symbol, ts, open, high, low, close FROM market.candles WHERE symbol = ? AND {condition} ORDER BY ts",
+            params=[symbol, since],
         ).pl()
         frames.append(frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC")))
-    return pl.concat(frames).sort("ts", "symbol") if frames else pl.DataFrame()
+    return pl.concat(frames).sort("ts", "symbol")
 
 
 def _feed(broker: PaperBroker, candles: pl.DataFrame) -> list:

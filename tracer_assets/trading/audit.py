@@ -1,0 +1,507 @@
+"""The seed's audit files, the config hash, and the redaction that keeps secrets out of both.
+
+Three files under TRACER_LOG_DIR (default .tracer/logs), as the macro orchestrator wrote them:
+- `macro_ccxt_orders.log`: tab-separated, a header line, then one line per order with
+  `ORDER_LOG_FIELDS`. Tabs, newlines and other control characters inside a value are escaped
+  (`\\t`, `\\n`, `\\r`, `\\\\`, `\\xNN`), so one record is always exactly one line.
+- `macro_ccxt_orders_audit.jsonl`: one JSON object per line, `"type": "order"` or
+  `"type": "decision"`, the whole row (risk checks included). Decimals are written as exact
+  strings without exponent, datetimes as ISO 8601 in UTC.
+- `macro_diagnostics.json`: a snapshot rewritten atomically at the end of every cycle
+  (cycles, successful cycles, last error, last decision); the counts survive restarts.
+
+No secret reaches any of them: values under secret-looking keys (`SECRET_KEY_PATTERN`) are
+replaced by "[redacted]", and every registered secret value (`AuditLog(secrets=...)`: the
+exchange keys, the Anthropic key, webhook URLs, the Telegram token) is cut out of every string,
+so a key echoed inside an exception message is removed too.
+
+Appends are line-atomic: each record is one `os.write` on a file opened with O_APPEND, under
+an advisory `flock` (POSIX) that also makes "write the header when the file is new" safe when
+two processes start at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path, PurePath
+from urllib.parse import quote, urlsplit
+
+try:  # POSIX; elsewhere appends rely on O_APPEND alone
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+ORDERS_LOG = "macro_ccxt_orders.log"
+AUDIT_JSONL = "macro_ccxt_orders_audit.jsonl"
+DIAGNOSTICS_JSON = "macro_diagnostics.json"
+
+ORDER_LOG_FIELDS: tuple[str, ...] = (
+    "ts", "mode", "symbol", "side", "amount", "price", "status",
+    "client_order_id", "decision_id", "signal_storage_id", "reason",
+)
+MODES: tuple[str, ...] = ("DRY", "LIVE")
+REDACTED = "[redacted]"
+
+# A key whose name contains any of these words (any case, anywhere in the name) holds a
+# secret: `api_key`, `ANTHROPIC_API_KEY`, `secret`, `telegram_bot_token`, `password`,
+# `passphrase`, `discord_webhook_url`, `credentials`, `Authorization`. Deliberately broad
+# (`max_tokens`, `sort_key` match too): a harmless value hidden costs less than a key shown.
+SECRET_KEY_PATTERN = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSPHRASE|WEBHOOK|CREDENTIAL|AUTHORIZATION", re.IGNORECASE)
+# A registered secret shorter than this is refused: cutting a 3-character string out of every
+# text would mangle the log, and no real key, token or webhook URL is that short.
+MIN_SECRET_LENGTH = 8
+# Path segments / query values of a secret URL at least this long are secrets on their own
+# (a Discord webhook token, a Telegram bot token), because error texts often quote only the path.
+MIN_URL_PART_LENGTH = 16
+
+# The Settings attributes that change what trading does; `trading_config` picks them. Paths,
+# fetch tuning, the replay clock and DEBUG are left out: they do not change a decision.
+TRADING_CONFIG_FIELDS: tuple[str, ...] = (
+    "exchange", "symbols", "base_timeframe", "timeframes", "sandbox",
+    "dry_run", "force_dry", "enable_live", "is_live",
+    "order_amount", "min_allowed_order_amount", "max_order_amount",
+    "macro_min_win_rate", "tb_min_signal_quality", "tb_min_conviction_score",
+    "sim_price", "sim_base_balance", "sim_quote_balance",
+    "decider", "anthropic_model", "llm_timeout_seconds",
+    "fee_rate", "slippage_bps", "max_open_positions", "max_symbol_exposure", "max_total_exposure",
+    "daily_trade_limit", "daily_loss_limit", "loss_cooldown_minutes", "kelly_fraction",
+)
+
+MAX_ERROR_CHARS = 2000  # of last_error kept in the diagnostics snapshot
+_KEPT_UNDER_SECRET_KEY = (type(None), bool, int, float, Decimal)  # not secrets: counts, flags
+
+
+def is_secret_key(key: object) -> bool:
+    """True when a mapping key's name marks its value as a secret (SECRET_KEY_PATTERN)."""
+    return isinstance(key, str) and SECRET_KEY_PATTERN.search(key) is not None
+
+
+# --- JSON conversion --------------------------------------------------------------------------
+
+
+def decimal_text(value: Decimal) -> str:
+    """The exact decimal string, never in exponent form (Decimal('1E-8') -> '0.00000001')."""
+    return format(value, "f")
+
+
+def utc_iso(value: datetime, field: str = "datetime") -> str:
+    """ISO 8601 in UTC; a naive datetime is refused (its zone would be a guess)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{field}={value.isoformat()}: naive datetime, give it a time zone (UTC)")
+    return value.astimezone(timezone.utc).isoformat()
+
+
+def to_jsonable(value: object, field: str = "row") -> object:
+    """A copy made of dict/list/str/int/float/bool/None only, ready for `json.dumps`.
+
+    Decimal -> exact string; datetime -> ISO UTC; date, Path, Enum -> text; non-finite floats
+    -> "NaN"/"Infinity" (JSON has no such numbers); objects with `as_record()` (RiskVerdict)
+    and dataclasses -> dicts; exceptions -> "TypeName: message". Anything else is refused with
+    a TypeError naming the field.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    if isinstance(value, datetime):
+        return utc_iso(value, field)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return to_jsonable(value.value, field)
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v, f"{field}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v, f"{field}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (set, frozenset)):
+        items = [to_jsonable(v, f"{field}[]") for v in value]
+        return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+    as_record = getattr(value, "as_record", None)
+    if callable(as_record):
+        return to_jsonable(as_record(), field)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name), f"{field}.{f.name}") for f in dataclasses.fields(value)}
+    raise TypeError(f"{field}: cannot write a {type(value).__name__} to the audit trail")
+
+
+# --- config hash -------------------------------------------------------------------------------
+
+
+def trading_config(settings: object) -> dict[str, object]:
+    """The trading-relevant settings (TRADING_CONFIG_FIELDS) of a `Settings`-like object or
+    mapping, for `config_hash`. Fields the object does not have are skipped."""
+    if isinstance(settings, Mapping):
+        return {name: settings[name] for name in TRADING_CONFIG_FIELDS if name in settings}
+    return {name: getattr(settings, name) for name in TRADING_CONFIG_FIELDS if hasattr(settings, name)}
+
+
+def _canonical(value: object, field: str) -> object:
+    """Secret keys dropped; every number (int, float, Decimal) as its normalized decimal string,
+    so 10, 10.0 and Decimal('10.00') hash alike; bools stay bools."""
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v, f"{field}.{k}") for k, v in value.items() if not is_secret_key(str(k))}
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, Decimal)):
+        number = value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else value)
+        if not number.is_finite():
+            return str(number)
+        text = decimal_text(number.normalize())
+        return "0" if text in ("-0", "0") else text
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v, f"{field}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (set, frozenset)):
+        items = [_canonical(v, f"{field}[]") for v in value]
+        return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+    return _canonical(to_jsonable(value, field), field)
+
+
+def config_hash(settings_like: Mapping[str, object]) -> str:
+    """The first 16 hex digits of sha256 over the canonical JSON (sorted keys, no spaces) of the
+    settings, with every secret-looking key (SECRET_KEY_PATTERN) removed at any depth.
+
+    Pass `trading_config(settings)` for the settings that change trading. The same values in
+    any key order give the same hash; a secret's value never changes it (it is not hashed).
+    """
+    if not isinstance(settings_like, Mapping):
+        raise TypeError(f"config_hash needs a mapping of settings, got {type(settings_like).__name__}")
+    canonical = json.dumps(_canonical(settings_like, "settings"), sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+# --- redaction ---------------------------------------------------------------------------------
+
+
+def secret_variants(secret: str) -> set[str]:
+    """The forms in which a secret may show up in a text: itself, URL-encoded, and for a URL
+    its path (with query) and every long path segment or query value (a webhook's token)."""
+    variants = {secret, quote(secret, safe=""), quote(secret)}
+    parts = urlsplit(secret)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        tail = parts.path + (f"?{parts.query}" if parts.query else "")
+        variants.add(tail)
+        variants.update(p for p in parts.path.split("/") if len(p) >= MIN_URL_PART_LENGTH)
+        for pair in parts.query.split("&"):
+            value = pair.partition("=")[2]
+            if len(value) >= MIN_URL_PART_LENGTH:
+                variants.add(value)
+        if parts.password:
+            variants.add(parts.password)
+    return {v for v in variants if len(v) >= MIN_SECRET_LENGTH}
+
+
+def prepare_secrets(secrets: Iterable[str | None]) -> tuple[str, ...]:
+    """The registered secrets and their variants, longest first (so a whole URL is replaced
+    before its parts). None and "" mean "not configured" and are skipped; a secret shorter
+    than MIN_SECRET_LENGTH is refused (the message gives its length, never its value)."""
+    found: set[str] = set()
+    for index, secret in enumerate(secrets):
+        if secret is None or secret == "":
+            continue
+        if not isinstance(secret, str):
+            raise TypeError(f"secrets[{index}]: expected a string, got {type(secret).__name__}")
+        if len(secret.strip()) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"secrets[{index}]: a secret of {len(secret.strip())} characters is too short to redact "
+                f"safely (at least {MIN_SECRET_LENGTH})"
+            )
+        found.update(secret_variants(secret))
+        found.update(secret_variants(secret.strip()))
+    return tuple(sorted(found, key=lambda s: (-len(s), s)))
+
+
+def redact_text(text: str, prepared: tuple[str, ...]) -> str:
+    """`text` with every prepared secret (from `prepare_secrets`) replaced by [redacted]."""
+    for secret in prepared:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact(obj: object, secrets: Iterable[str | None] = ()) -> object:
+    """A copy of `obj` with no secret in it.
+
+    In mappings, the value of every secret-looking key (SECRET_KEY_PATTERN) becomes
+    "[redacted]" (None, bools and numbers are kept: they are not keys). In every string, keys
+    included, each of `secrets` (and its URL-encoded form and, for a URL, its path and long
+    path segments) is replaced by "[redacted]". Lists, tuples and sets keep their type; other
+    values are returned as they are.
+    """
+    return _redact(obj, prepare_secrets(secrets))
+
+
+def _redact(obj: object, prepared: tuple[str, ...]) -> object:
+    if isinstance(obj, str):
+        return redact_text(obj, prepared)
+    if isinstance(obj, Mapping):
+        result = {}
+        for key, value in obj.items():
+            clean_key = redact_text(key, prepared) if isinstance(key, str) else key
+            if is_secret_key(key) and not isinstance(value, _KEPT_UNDER_SECRET_KEY):
+                result[clean_key] = REDACTED
+            else:
+                result[clean_key] = _redact(value, prepared)
+        return result
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return type(obj)(_redact(v, prepared) for v in obj)
+    return obj
+
+
+# --- the files ---------------------------------------------------------------------------------
+
+
+def escape_field(text: str) -> str:
+    """One TSV field on one line: backslash, tab, CR, LF and every other control or line-break
+    character escaped (so `str.splitlines` cannot split a record either)."""
+    out = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif char == "\t":
+            out.append("\\t")
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\r":
+            out.append("\\r")
+        elif ord(char) < 0x20 or ord(char) == 0x7F or 0x80 <= ord(char) < 0xA0:
+            out.append(f"\\x{ord(char):02x}")
+        elif char in "\u2028\u2029":
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _tsv_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+
+
+@dataclass(frozen=True)
+class DiagnosticsUpdate:
+    """What `update_diagnostics` wrote; `warning` says why an unreadable old file was replaced."""
+
+    snapshot: dict
+    warning: str | None = None
+
+
+class AuditLog:
+    """Appends orders and decisions to the seed's files and keeps the diagnostics snapshot.
+
+    `secrets` are the actual secret values in use (exchange key and secret, Anthropic key,
+    webhook URL, Telegram token); None or "" entries mean "not configured" and are skipped.
+    Every record is redacted of them before it is written. I/O errors (a full disk) raise
+    OSError: the caller decides whether a failed audit write stops the cycle.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path | str,
+        secrets: Iterable[str | None] = (),
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.log_dir = Path(log_dir)
+        self._secrets = prepare_secrets(secrets)
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:  # the secrets stay out of any repr
+        return f"AuditLog({str(self.log_dir)!r}, secrets=<{len(self._secrets)} forms>)"
+
+    @property
+    def orders_log_path(self) -> Path:
+        return self.log_dir / ORDERS_LOG
+
+    @property
+    def audit_jsonl_path(self) -> Path:
+        return self.log_dir / AUDIT_JSONL
+
+    @property
+    def diagnostics_path(self) -> Path:
+        return self.log_dir / DIAGNOSTICS_JSON
+
+    def redact(self, obj: object) -> object:
+        """`redact` with this log's registered secrets."""
+        return _redact(obj, self._secrets)
+
+    def _now(self) -> datetime:
+        return self._clock().astimezone(timezone.utc)
+
+    def _clean(self, row: Mapping, kind: str) -> dict:
+        if not isinstance(row, Mapping):
+            raise TypeError(f"{kind} row: expected a mapping, got {type(row).__name__}")
+        for reserved in ("type", "logged_at"):
+            if reserved in row:
+                raise ValueError(f"{kind} row: the key {reserved!r} is reserved for the audit record, rename it")
+        mode = row.get("mode")
+        if mode not in MODES:
+            raise ValueError(f"{kind} row: mode={mode!r}, expected one of {', '.join(MODES)}")
+        record = {"type": kind, "logged_at": utc_iso(self._now(), "logged_at")}
+        record.update(to_jsonable(row, kind))
+        return self.redact(record)
+
+    def record_order(self, row: Mapping) -> None:
+        """One line in macro_ccxt_orders.log (ORDER_LOG_FIELDS; `ts` defaults to now) and one
+        JSON line (the whole row, `"type": "order"`) in macro_ccxt_orders_audit.jsonl."""
+        record = self._clean(row, "order")
+        for required in ("symbol", "side"):
+            if not isinstance(row.get(required), str) or not row[required].strip():
+                raise ValueError(f"order row: {required}={row.get(required)!r}, expected a non-empty string")
+        values = dict(record)
+        if values.get("ts") in (None, ""):
+            values["ts"] = record["logged_at"]
+        line = "\t".join(escape_field(_tsv_value(values.get(name))) for name in ORDER_LOG_FIELDS) + "\n"
+        header = "\t".join(ORDER_LOG_FIELDS) + "\n"
+        _append(self.orders_log_path, line, header_if_new=header)
+        _append(self.audit_jsonl_path, _json_line(record))
+
+    def record_decision(self, row: Mapping) -> None:
+        """One JSON line (the whole row, `"type": "decision"`) in macro_ccxt_orders_audit.jsonl."""
+        _append(self.audit_jsonl_path, _json_line(self._clean(row, "decision")))
+
+    def update_diagnostics(
+        self, cycle_ok: bool, last_decision: Mapping | None = None, last_error: str | None = None
+    ) -> DiagnosticsUpdate:
+        """Count one cycle and rewrite macro_diagnostics.json atomically (temp file + os.replace).
+
+        The counts continue from the file on disk, so they survive restarts. `last_decision`
+        and `last_error` replace the stored ones when given, and are kept otherwise; a failed
+        cycle without an error text records that it failed. A corrupt or unreadable old file
+        is replaced with fresh counts and reported in `DiagnosticsUpdate.warning` and the log.
+        """
+        if not isinstance(cycle_ok, bool):
+            raise TypeError(f"cycle_ok={cycle_ok!r}: expected a bool")
+        with _locked(self.log_dir / f".{DIAGNOSTICS_JSON}.lock"):
+            previous, warning = self._read_diagnostics()
+            now = utc_iso(self._now(), "now")
+            failures = 0 if cycle_ok else previous.get("consecutive_failures", 0) + 1
+            snapshot = {
+                "cycles": previous.get("cycles", 0) + 1,
+                "successful_cycles": previous.get("successful_cycles", 0) + (1 if cycle_ok else 0),
+                "consecutive_failures": failures,
+                "last_cycle_at": now,
+                "last_cycle_ok": cycle_ok,
+                "last_error": previous.get("last_error"),
+                "last_error_at": previous.get("last_error_at"),
+                "last_decision": previous.get("last_decision"),
+            }
+            if last_error is not None or not cycle_ok:
+                text = str(last_error) if last_error is not None else "cycle failed without an error message"
+                # Redact before cutting: a cut through a secret would leave its first half.
+                snapshot["last_error"] = redact_text(text, self._secrets)[:MAX_ERROR_CHARS]
+                snapshot["last_error_at"] = now
+            if last_decision is not None:
+                snapshot["last_decision"] = to_jsonable(last_decision, "last_decision")
+            snapshot = self.redact(snapshot)
+            _write_atomically(self.diagnostics_path, json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n")
+        if warning:
+            log.warning(warning)
+        return DiagnosticsUpdate(snapshot=snapshot, warning=warning)
+
+    def read_diagnostics(self) -> dict:
+        """The snapshot on disk ({} when there is none or it is unreadable)."""
+        return self._read_diagnostics()[0]
+
+    def _read_diagnostics(self) -> tuple[dict, str | None]:
+        path = self.diagnostics_path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}, None
+        except (OSError, UnicodeDecodeError) as error:
+            return {}, f"{path}: unreadable ({type(error).__name__}), replaced with fresh counts"
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            return {}, f"{path}: not valid JSON ({error.msg} at line {error.lineno}), replaced with fresh counts"
+        if not isinstance(data, dict):
+            return {}, f"{path}: expected a JSON object, found {type(data).__name__}, replaced with fresh counts"
+        for name in ("cycles", "successful_cycles", "consecutive_failures"):
+            value = data.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                return {}, f"{path}: {name}={value!r} is not a count, replaced with fresh counts"
+        if data.get("successful_cycles", 0) > data.get("cycles", 0):
+            return {}, f"{path}: more successful cycles than cycles, replaced with fresh counts"
+        return data, None
+
+
+def _json_line(record: Mapping) -> str:
+    # ensure_ascii keeps U+2028/U+2029 escaped too, so a JSON line is one line for every reader.
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory lock between processes (POSIX); a no-op where flock is missing."""
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _append(path: Path, line: str, header_if_new: str | None = None) -> None:
+    """Append one complete line in a single write on an O_APPEND descriptor, the header first
+    when the file is empty (checked under the lock, so two writers cannot both add it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        payload = line
+        if header_if_new is not None and os.fstat(fd).st_size == 0:
+            payload = header_if_new + line
+        data = payload.encode("utf-8")
+        written = os.write(fd, data)
+        while written < len(data):  # only on a full disk or a signal; finish the line regardless
+            written += os.write(fd, data[written:])
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write a temp file in the same folder, fsync it, then os.replace: a reader sees the old
+    snapshot or the new one, never half of one, even if the process dies mid-write."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
