@@ -15,6 +15,7 @@ from tracer_assets.features.assets import build_indicators_asset
 from tracer_assets.market.assets import CANDLES_KEY, build_candles_asset, candle_partitions
 from tracer_assets.research.assets import build_research_assets
 from tracer_assets.resources.exchange import ExchangeResource
+from tracer_assets.resources.notifier import NotifierResource
 from tracer_assets.resources.warehouse import DuckDBPolarsIOManager, TracerDuckDB
 from tracer_assets.schedules import TICK_GROUPS, TICK_JOB, build_tick
 from tracer_assets.settings import Settings, load_settings
@@ -96,6 +97,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "exchange": ExchangeResource.from_settings(settings),
             "duckdb": TracerDuckDB(database=database),
             "io_manager": DuckDBPolarsIOManager(database=database),
+            "notifier": NotifierResource.from_env(settings.environ),
             **llm_resources(settings),
         },
     )

@@ -18,12 +18,14 @@ from tracer_assets.features.assets import INDICATORS_TABLE
 from tracer_assets.policies import DUCKDB_POOL
 from tracer_assets.research.assets import BACKTESTS_KEY
 from tracer_assets.resources.exchange import ExchangeResource
+from tracer_assets.resources.notifier import NotifierResource
 from tracer_assets.resources.warehouse import TracerDuckDB, table_exists, transaction
 from tracer_assets.settings import Settings
 from tracer_assets.signals.assets import HISTORY_TABLE, SIGNALS_KEY
 from tracer_assets.trading import audit as audit_files
 from tracer_assets.trading.decide import Decision, decision_id, macro_selection, rules_decision
 from tracer_assets.trading.llm_decision import PortfolioState, context_from_frames
+from tracer_assets.trading.notify import format_order_message
 from tracer_assets.trading.llm_decision import Position as LlmPosition
 from tracer_assets.trading.paper import OrderTicket, PaperBroker, client_order_id
 from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, RiskState, assess
@@ -237,7 +239,9 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         name="execution",
         pool=DUCKDB_POOL,
     )
-    def execution(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource):
+    def execution(
+        context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource, notifier: NotifierResource
+    ):
         storage_id, _ = signal_event(context)
         if mode == "LIVE":
             raise dg.Failure(
@@ -245,7 +249,8 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "orders from the decision job; nothing was sent. See docs/trading.md, Brokers."
             )
         now = exchange_now(exchange)
-        log = audit_files.AuditLog(settings.log_dir, secrets=_secrets(settings))
+        secrets = [*_secrets(settings), *notifier.secrets()]
+        log = audit_files.AuditLog(settings.log_dir, secrets=secrets)
         with duckdb.get_connection() as connection:
             create_trading_tables(connection)
             broker = _load_paper_broker(connection, settings)
@@ -314,6 +319,12 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         for row in audit_rows:
             log.record_order(row)
         log.update_diagnostics(cycle_ok=True, last_decision=audit_rows[-1] if audit_rows else None, last_error=None)
+        # A failed notification is logged and never breaks trading (Notifier.notify never raises).
+        messenger = notifier.notifier(secrets)
+        for row in audit_rows:
+            for delivery in messenger.notify(format_order_message(row)):
+                if not delivery.ok:
+                    context.log.warning(f"notification over {delivery.channel} failed: {delivery.error}")
         yield dg.MaterializeResult(asset_key=ORDERS_KEY, metadata={
             "new_orders": len(audit_rows), "fills": len(fills), "dagster/row_count": orders_total, "mode": mode,
         })
