@@ -1,6 +1,8 @@
-"""`make demo`: materialize the market data, indicators and signals of the configured
-exchange (by default the bundled real Binance candles, offline) into DuckDB, in one run on
-the persistent Dagster instance, and print what was built and the newest signals.
+"""`make demo`: the whole loop once on the persistent Dagster instance, offline by default:
+market data, indicators and signals of the configured exchange (the bundled real Binance
+candles) in one run; the research pipeline (strategy registry, walk-forward backtests);
+then the signal sensor's decision run (decision, risk-sized paper order, portfolio).
+Prints what each step built.
 
     python -m tracer_assets.demo [--start 2024-01-01] [--end 2024-09-06]
 """
@@ -20,7 +22,9 @@ from dagster import BetaWarning, DagsterInstance
 warnings.filterwarnings("ignore", category=BetaWarning)
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from tracer_assets.definitions import TICK_JOB, defs
+import dagster as dg
+
+from tracer_assets.definitions import DECISION_JOB, RESEARCH_JOB, TICK_JOB, defs
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.settings import load_settings
 
@@ -73,6 +77,62 @@ def signals_summary(database: str) -> str:
     return "\n".join(lines)
 
 
+def research_summary(database: str, top: int = 10) -> str:
+    """The best strategies by out-of-sample score (the figure the ranking uses)."""
+    with duckdb.connect(database, read_only=True) as connection:
+        rows = connection.execute(
+            f"""SELECT name, symbol, timeframe, score, total_return, win_rate, trades, max_drawdown, parameters
+                FROM research.backtests WHERE "window" = 'out_of_sample'
+                ORDER BY score DESC NULLS LAST LIMIT {int(top)}"""
+        ).fetchall()
+        counts = connection.execute(
+            """SELECT count(DISTINCT strategy_id), count(DISTINCT symbol || timeframe) FROM research.backtests"""
+        ).fetchall()[0]
+    lines = [f"best strategies by out-of-sample score ({counts[0]} strategies x {counts[1]} symbol-timeframes):",
+             f"  {'strategy':<27}{'symbol':<11}{'tf':<5}{'score':>7}{'return':>9}{'win':>6}{'trades':>7}{'maxDD':>7}  chosen parameters"]
+    for name, symbol, tf, score, ret, win, trades, dd, params in rows:
+        win_text = "-" if win is None else f"{win:.2f}"
+        lines.append(f"  {name:<27}{symbol:<11}{tf:<5}{score:>7.2f}{ret:>9.2%}{win_text:>6}{trades:>7}{dd:>7.1%}  {params[:60]}")
+    return "\n".join(lines)
+
+
+def trading_summary(database: str, storage_id: int) -> str:
+    """The decisions of one signal event, its orders, and the newest portfolio row."""
+    with duckdb.connect(database, read_only=True) as connection:
+        decisions = connection.execute(
+            "SELECT symbol, timeframe, action, confidence, reason FROM trading.decisions WHERE signal_storage_id = ? ORDER BY symbol",
+            [storage_id],
+        ).fetchall()
+        orders = connection.execute(
+            "SELECT client_order_id, symbol, side, amount, price, status, reason FROM trading.orders WHERE signal_storage_id = ?",
+            [storage_id],
+        ).fetchall()
+        portfolio = connection.execute(
+            "SELECT quote_balance, positions_value, equity, realized_pnl, open_positions FROM trading.portfolio ORDER BY ts DESC LIMIT 1"
+        ).fetchall()
+    lines = [f"decisions on signal event {storage_id}:"]
+    for symbol, tf, action, confidence, reason in decisions:
+        lines.append(f"  {symbol:<10}{tf or '-':<5}{action:<5}{confidence:>5.2f}  {reason[:150]}")
+    lines.append("orders:" if orders else "orders: none (nothing to buy or sell on this signal)")
+    for cid, symbol, side, amount, price, status, reason in orders:
+        lines.append(f"  {cid}  {side} {amount.normalize()} {symbol} at {price.normalize()}: {status} ({reason})")
+    if portfolio:
+        quote, value, equity, realized, open_positions = portfolio[0]
+        lines.append(
+            f"paper portfolio: {quote:.2f} USDT + positions {value:.2f} = equity {equity:.2f} USDT; "
+            f"realized PnL {realized:.2f}; {open_positions} open position(s)"
+        )
+    return "\n".join(lines)
+
+
+def run_signal_sensor(instance: DagsterInstance) -> list[dg.RunRequest]:
+    """Evaluate signal_sensor once as the daemon's first tick does (no cursor: the newest signals)."""
+    sensor = defs.resolve_sensor_def("signal_sensor")
+    with dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def()) as context:
+        result = sensor.evaluate_tick(context)
+    return list(result.run_requests or [])
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     job = defs.resolve_job_def(TICK_JOB)
@@ -107,8 +167,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nThe run {result.run_id} failed; its events are in the UI (make dev) and above.", file=sys.stderr)
         return 1
     print(f"\nRun {result.run_id} succeeded in {time.perf_counter() - began:.1f}s.\n")
-    print(market_summary(str(settings.duckdb_path)))
-    print("\n" + signals_summary(str(settings.duckdb_path)))
+    database = str(settings.duckdb_path)
+    print(market_summary(database))
+    print("\n" + signals_summary(database))
+
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    print(f"\nMaterializing {RESEARCH_JOB}: strategy registry and walk-forward backtests ...", flush=True)
+    began = time.perf_counter()
+    with DagsterInstance.get() as instance:
+        research = defs.resolve_job_def(RESEARCH_JOB).execute_in_process(instance=instance, raise_on_error=False, run_config=quiet)
+    if not research.success:
+        print(f"\nThe research run {research.run_id} failed; see the UI (make dev).", file=sys.stderr)
+        return 1
+    print(f"Run {research.run_id} succeeded in {time.perf_counter() - began:.1f}s "
+          f"(results also in {settings.backtest_json_path}).\n")
+    print(research_summary(database))
+
+    print("\nThe signal sensor answers the newest signals: running decision_job as it would ...", flush=True)
+    with DagsterInstance.get() as instance:
+        requests = run_signal_sensor(instance)
+        if not requests:
+            print("signal_sensor asked for no run (no signals materialization).", file=sys.stderr)
+            return 1
+        request = requests[-1]
+        decision = defs.resolve_job_def(DECISION_JOB).execute_in_process(
+            instance=instance, tags=request.tags, raise_on_error=False, run_config=quiet
+        )
+    if not decision.success:
+        print(f"\nThe decision run {decision.run_id} failed; see the UI (make dev).", file=sys.stderr)
+        return 1
+    print(f"Run {decision.run_id} ({request.run_key}) succeeded; mode {'LIVE' if settings.live_flags_on else 'DRY (paper)'}.\n")
+    print(trading_summary(database, int(request.tags["tracer/signal_storage_id"])))
+    print(f"Audit files: {settings.log_dir}")
     print(
         "\nOpen the UI on this instance with `make dev`, then http://127.0.0.1:3000 "
         "(Assets > market for lineage and checks, Runs for this run)."
