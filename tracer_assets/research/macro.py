@@ -28,13 +28,14 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
+
+from tracer_assets.files import write_atomically
 
 Regime = Literal["Bull", "Bear", "Flat"]
 DEFAULT_MIN_WIN_RATE = 0.2  # MACRO_MIN_WIN_RATE's default
@@ -126,16 +127,4 @@ def write_backtest_results(
     """Write `backtest_results_json(rows)` to `path` atomically; a reader sees the old file or the new one."""
     document = backtest_results_json(rows, generated_at)
     text = json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomically(Path(path), text)

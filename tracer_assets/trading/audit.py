@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +37,8 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path, PurePath
 from urllib.parse import quote, urlsplit
+
+from tracer_assets.files import write_atomically
 
 try:  # POSIX; elsewhere appends rely on O_APPEND alone
     import fcntl
@@ -420,7 +421,7 @@ class AuditLog:
             if last_decision is not None:
                 snapshot["last_decision"] = to_jsonable(last_decision, "last_decision")
             snapshot = self.redact(snapshot)
-            _write_atomically(self.diagnostics_path, json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n")
+            write_atomically(self.diagnostics_path, json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n")
         if warning:
             log.warning(warning)
         return DiagnosticsUpdate(snapshot=snapshot, warning=warning)
@@ -489,19 +490,3 @@ def _append(path: Path, line: str, header_if_new: str | None = None) -> None:
         os.close(fd)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write a temp file in the same folder, fsync it, then os.replace: a reader sees the old
-    snapshot or the new one, never half of one, even if the process dies mid-write."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
