@@ -225,7 +225,7 @@ def test_settings_markdown_has_one_row_per_setting():
     assert lines[:2] == ["| name | default | meaning |", "|---|---|---|"]
     assert len(lines) == 2 + len(SETTINGS_TABLE)
     assert [re.match(r"\| `([A-Z_]+)` \|", line).group(1) for line in lines[2:]] == [n for n, _, _ in SETTINGS_TABLE]
-    assert "| `ORDER_AMOUNT` | `10` | Default order size in quote currency. |" in lines
+    assert "| `MAX_ORDER_AMOUNT` | `100` | Largest order size in quote currency. |" in lines
 
 
 def test_every_setting_is_listed_in_the_readme_table():

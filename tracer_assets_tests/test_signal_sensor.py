@@ -68,7 +68,7 @@ def test_first_start_answers_only_the_newest_materialization(defs, instance):
     assert [r.run_key for r in tick.run_requests] == [f"signals:{newest}"]
     assert tick.run_requests[0].tags[SIGNAL_STORAGE_TAG] == str(newest)
     assert tick.cursor == str(newest)
-    assert older < newest
+    assert f"signals:{older}" not in {r.run_key for r in tick.run_requests}
 
 
 def test_one_run_per_materialization_and_none_repeated_after_a_restart(defs, instance):
@@ -83,7 +83,6 @@ def test_one_run_per_materialization_and_none_repeated_after_a_restart(defs, ins
     assert [r.run_key for r in tick.run_requests] == [f"signals:{i}" for i in new_ids]
     assert [r.tags[SIGNAL_STORAGE_TAG] for r in tick.run_requests] == [str(i) for i in new_ids]
     assert len({r.run_key for r in tick.run_requests}) == 3
-    assert all(r.job_name in (None, DECISION_JOB) for r in tick.run_requests)
     assert tick.cursor == str(new_ids[-1])
 
     # A restart: a new context from the stored cursor asks for nothing again.

@@ -4,8 +4,9 @@ succeeds and records a BUY and its paper order.
 
 The scene is set so the rules decider has a reason to buy BTC/USDT on 5m:
 - 45 days of history and the tick of the last bundled day (2024-09-06) are materialized
-  in-process first, on a throwaway Dagster instance, so the server's instance holds no
-  signals materialization: the one the sensor answers is the one made while it runs.
+  in-process while the server boots, on a throwaway Dagster instance, so the server's
+  instance holds no signals materialization: on its first tick the sensor answers the
+  newest one, which must be the one made while the server runs.
 - An external prediction `strong_bull` (confidence 1.0) for BTC/USDT 5m in TRACER_SIGNAL_LOG.
   On that day the rules label BTC/USDT 5m `bull`, so the ensemble reads `strong_bull`.
 - Research stats for BTC/USDT 5m written straight into `research.backtests` (positive PnL,
@@ -13,9 +14,10 @@ The scene is set so the rules decider has a reason to buy BTC/USDT on 5m:
   depends on the strategy library; this test is about sensor -> decision -> order.
 - TB_MIN_SIGNAL_QUALITY=0, TB_MIN_CONVICTION_SCORE=0: the quality gates are tested elsewhere.
 - The tick schedule is pointed at a cron that does not fire during the test, so the daemon
-  adds no signals event of its own.
+  adds no signals event of its own. (The daily research schedule, 00:00 UTC, has no
+  setting: a run started across midnight would see it replace the research stats.)
 
-`test_trading_e2e.py`'s helpers are reused by benchmarks/bench_decision.py.
+The helpers here are reused by benchmarks/bench_decision.py.
 """
 
 from __future__ import annotations
@@ -245,11 +247,8 @@ def test_dagster_dev_answers_a_signals_materialization_with_a_decision_and_its_o
     database = settings_env["TRACER_DUCKDB_PATH"]
 
     with dagster_dev(env, tmp_path) as server, dg.DagsterInstance.get() as instance:
-        t0=time.monotonic()
         set_the_scene(settings_env)  # while the server boots: it touches no DuckDB file
-        print("scene", time.monotonic()-t0)
         server.wait_ready()
-        print("ready", time.monotonic()-t0)
         assert instance.fetch_materializations(SIGNALS_KEY, limit=1).records == []
         # A shell materializes the signals while the server runs.
         done = subprocess.run(
@@ -258,10 +257,8 @@ def test_dagster_dev_answers_a_signals_materialization_with_a_decision_and_its_o
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        print("cli", time.monotonic()-t0)
         storage_id, signals_run = newest_signals_storage_id(instance)
         run = wait_for_decision_run(instance, storage_id)
-        print("decided", time.monotonic()-t0)
         assert instance.get_run_by_id(signals_run).tags.get("dagster/sensor_name") is None  # the shell's run
         # One decision run in all: the sensor answered the shell's event and nothing else.
         assert [r.run_id for r in instance.get_runs(dg.RunsFilter(job_name=DECISION_JOB))] == [run.run_id]

@@ -8,6 +8,7 @@ placed under that client id instead of placing another.
 """
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -411,8 +412,6 @@ def _capped(limits: RiskLimits, requested: Decimal | None) -> RiskLimits:
     sizing scales within the smaller of the two, never above what was asked for."""
     if requested is None or requested >= limits.max_order_quote:
         return limits
-    from dataclasses import replace
-
     return replace(limits, max_order_quote=max(requested, limits.min_order_quote))
 
 
