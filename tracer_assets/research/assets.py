@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from tracer_assets.features.assets import all_timeframes
+from tracer_assets.metadata import markdown_table
 from tracer_assets.policies import DAILY_FRESHNESS, DUCKDB_POOL
 from tracer_assets.research.backtest import backtest_strategy
 from tracer_assets.research.engine import FillRules
@@ -147,15 +148,10 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "backtests": done,
             "seconds": round(time.perf_counter() - began, 2),
             "backtest_results_json": str(settings.backtest_json_path),
-            "best_out_of_sample": dg.MetadataValue.md(_markdown(best.select("name", "symbol", "timeframe", "score", "total_return", "trades"))),
+            "best_out_of_sample": dg.MetadataValue.md(
+                markdown_table(best.select("name", "symbol", "timeframe", "score", "total_return", "trades"), "{:.3f}")
+            ),
         })
         yield dg.MaterializeResult(asset_key=EQUITY_KEY, metadata={"dagster/row_count": equity.height})
 
     return [strategies, backtests]
-
-
-def _markdown(frame: pl.DataFrame) -> str:
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    for row in frame.iter_rows():
-        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
-    return "\n".join(lines)

@@ -10,6 +10,7 @@ from tracer_assets.features.assets import INDICATORS_KEY, INDICATORS_TABLE, all_
 from tracer_assets.features.indicators import INDICATOR_COLUMNS, compute_indicators
 from tracer_assets.market.assets import check_result
 from tracer_assets.market.timeframes import timeframe_seconds
+from tracer_assets.metadata import markdown_table
 from tracer_assets.policies import DUCKDB_POOL, loop_freshness
 from tracer_assets.resources.warehouse import TracerDuckDB, ensure_table, transaction
 from tracer_assets.settings import Settings
@@ -126,7 +127,7 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             metadata={
                 "dagster/row_count": latest.height,
                 "newest_candle": newest.isoformat() if newest else "none",
-                "signals": dg.MetadataValue.md(_markdown(table)),
+                "signals": dg.MetadataValue.md(markdown_table(table)),
                 "external_predictions": len(predictions),
                 "signal_log_rejected_lines": log.rejected,
             },
@@ -144,9 +145,3 @@ def _lookahead_samples(candles: pl.DataFrame) -> list[tuple]:
     bars_back = pl.col("ts").rank("ordinal", descending=True).over("symbol", "timeframe") - 1
     picked = candles.select("symbol", "timeframe", "ts").filter(bars_back.is_in(list(LOOKAHEAD_CUTS)))
     return picked.sort("symbol", "timeframe", "ts").rows()
-
-
-def _markdown(table: pl.DataFrame) -> str:
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.iter_rows()]
-    return "\n".join(lines)

@@ -8,7 +8,7 @@ placed under that client id instead of placing another.
 """
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -16,6 +16,7 @@ import dagster as dg
 import polars as pl
 
 from tracer_assets.features.assets import INDICATORS_TABLE
+from tracer_assets.metadata import markdown_table
 from tracer_assets.policies import DUCKDB_POOL
 from tracer_assets.research.assets import BACKTESTS_KEY
 from tracer_assets.resources.exchange import ExchangeResource
@@ -24,7 +25,7 @@ from tracer_assets.resources.warehouse import TracerDuckDB, table_exists, transa
 from tracer_assets.settings import Settings
 from tracer_assets.signals.assets import HISTORY_TABLE, SIGNALS_KEY
 from tracer_assets.trading import audit as audit_files
-from tracer_assets.trading.decide import Decision, decision_id, macro_selection, rules_decision
+from tracer_assets.trading.decide import Decision, decimal_or_none, decision_id, macro_selection, rules_decision
 from tracer_assets.trading.llm_decision import PortfolioState, context_from_frames
 from tracer_assets.trading.notify import format_order_message
 from tracer_assets.trading.llm_decision import Position as LlmPosition
@@ -121,12 +122,8 @@ def backtest_stats(connection) -> dict[tuple[str, str], dict]:
     }
 
 
-def _rows_by(frame: pl.DataFrame, *keys: str) -> dict:
-    return {tuple(row[k] for k in keys) if len(keys) > 1 else row[keys[0]]: row for row in frame.iter_rows(named=True)}
-
-
-def _dec(value) -> Decimal | None:
-    return None if value is None else Decimal(str(value))
+def _rows_by_symbol_timeframe(frame: pl.DataFrame) -> dict[tuple[str, str], dict]:
+    return {(row["symbol"], row["timeframe"]): row for row in frame.iter_rows(named=True)}
 
 
 def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
@@ -134,7 +131,7 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     mode = "LIVE" if settings.live_flags_on else "DRY"
     config_hash = audit_files.config_hash(audit_files.trading_config(settings))
 
-    def decide(context, duckdb: TracerDuckDB, exchange: ExchangeResource, llm) -> dg.MaterializeResult:
+    def decide(context, duckdb: TracerDuckDB, llm) -> dg.MaterializeResult:
         storage_id, signals_run = signal_event(context)
         with duckdb.get_connection() as connection:
             create_trading_tables(connection)
@@ -160,14 +157,14 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         # The timeframe a position was bought on ("" if unknown): its label decides the exit.
         held_timeframes = {symbol: bought_on.get(p.position_id) or "" for symbol, p in held.items()}
         newest_indicators = indicators.sort("ts").group_by("symbol", "timeframe").last()
-        by_symbol_tf = _rows_by(newest_indicators, "symbol", "timeframe")
+        by_symbol_tf = _rows_by_symbol_timeframe(newest_indicators)
         now = datetime.now(timezone.utc)
         rows, decided = [], []
         for symbol in settings.symbols:
             mine = signals.filter(pl.col("symbol") == symbol)
             signals_tf = {row["timeframe"]: row for row in mine.iter_rows(named=True)}
             indicators_tf = {tf: by_symbol_tf[(symbol, tf)] for tf in timeframes if (symbol, tf) in by_symbol_tf}
-            prices = {tf: _dec(row["close"]) for tf, row in indicators_tf.items()}
+            prices = {tf: decimal_or_none(row["close"]) for tf, row in indicators_tf.items()}
             selection = macro_selection(
                 symbol, signals_tf, {tf: stats[(symbol, tf)] for tf in timeframes if (symbol, tf) in stats},
                 timeframes, settings.macro_min_win_rate,
@@ -178,7 +175,7 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             )
             source = "rules"
             if llm is not None and (selection.timeframe is not None or symbol in held):
-                decision, source = _ask_llm(llm, symbol, selection, decision, indicators, signals, broker, settings), "llm"
+                decision, source = _ask_llm(llm, symbol, selection, indicators, signals, broker, settings), "llm"
             signal_ts = signals_tf.get(decision.timeframe or settings.base_timeframe, {}).get("ts", newest)
             rows.append({
                 "decision_id": decision_id(storage_id, symbol), "signal_storage_id": storage_id,
@@ -197,10 +194,12 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         for row in rows:
             log.record_decision(row)
         actions = {a: sum(d.action == a for d in decided) for a in ("BUY", "SELL", "HOLD")}
-        table = "\n".join(f"| {d.symbol} | {d.timeframe or '-'} | {d.action} | {d.reason[:120]} |" for d in decided)
+        table = pl.DataFrame(
+            [{"symbol": d.symbol, "timeframe": d.timeframe or "-", "action": d.action, "reason": d.reason[:120]} for d in decided]
+        )
         return dg.MaterializeResult(metadata={
             "signal_storage_id": storage_id, "mode": mode, "decider": settings.decider, **actions,
-            "decisions": dg.MetadataValue.md("| symbol | timeframe | action | reason |\n|---|---|---|---|\n" + table),
+            "decisions": dg.MetadataValue.md(markdown_table(table)),
         })
 
     common = dict(
@@ -219,13 +218,13 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         from tracer_assets.resources.llm import AnthropicResource
 
         @dg.asset(**common)
-        def decisions(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource, llm: AnthropicResource):
-            return decide(context, duckdb, exchange, llm)
+        def decisions(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, llm: AnthropicResource):
+            return decide(context, duckdb, llm)
     else:
 
         @dg.asset(**common)
-        def decisions(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource):
-            return decide(context, duckdb, exchange, None)
+        def decisions(context: dg.AssetExecutionContext, duckdb: TracerDuckDB):
+            return decide(context, duckdb, None)
 
     @dg.multi_asset(
         specs=[
@@ -255,6 +254,8 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         with duckdb.get_connection() as connection:
             create_trading_tables(connection)
             broker = _load_paper_broker(connection, settings)
+            # Only these orders can change status in this run (older ones are settled).
+            open_before = {o.client_order_id for o in broker.orders if o.status == "pending"}
             decisions_now = connection.sql(
                 "SELECT * FROM trading.decisions WHERE signal_storage_id = ? AND action <> 'HOLD' ORDER BY symbol",
                 params=[storage_id],
@@ -269,10 +270,10 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             if cid in known:  # this signal's order exists: never a second one
                 continue
             verdict = assess(
-                OrderRequest(decision["symbol"], side, _dec(decision["price"]) or _last_close(broker, decision["symbol"]),
+                OrderRequest(decision["symbol"], side, decimal_or_none(decision["price"]) or _last_close(broker, decision["symbol"]),
                              confidence=decision["confidence"]),
                 _risk_state(broker, now),
-                _capped(risk_limits(settings), _dec(decision["size_quote"])),
+                _capped(risk_limits(settings), decimal_or_none(decision["size_quote"])),
                 MarketRules(symbol=decision["symbol"], **REPLAY_MARKET),
             )
             row = {
@@ -285,31 +286,30 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             if verdict.approved:
                 ticket = OrderTicket(
                     cid, decision["symbol"], side, verdict.amount, verdict.price,
-                    _dec(decision["stop_loss"]) if side == "buy" else None,
-                    _dec(decision["take_profit"]) if side == "buy" else None,
+                    decimal_or_none(decision["stop_loss"]) if side == "buy" else None,
+                    decimal_or_none(decision["take_profit"]) if side == "buy" else None,
                     decision["decision_id"], storage_id,
                 )
                 order = broker.submit(ticket, now)
+                open_before.add(order.client_order_id)
                 row.update(status=order.status, reason=order.reason or verdict.reason)
             audit_rows.append(row)
         fills += _feed(broker, candles.filter(pl.col("ts") >= now))
-        updates = _order_updates(broker, now)
-        marks = {symbol: _last_close(broker, symbol) for symbol in settings.symbols}
-        marks = {s: p for s, p in marks.items() if p is not None}
+        updates = [broker.order(cid) for cid in sorted(open_before)]
+        marks = {s: close for s in settings.symbols if (close := _last_close(broker, s)) is not None}
         portfolio = _portfolio_row(broker, marks, now, context.run.run_id, storage_id, mode)
         with duckdb.get_connection() as connection:
             with transaction(connection):
                 _insert(connection, "trading.orders", audit_rows)
-                for update in updates:
+                for order in updates:
                     connection.execute(
                         """UPDATE trading.orders SET status = ?, price = coalesce(?, price), fee = coalesce(?, fee),
                            updated_at = ?, reason = coalesce(?, reason) WHERE client_order_id = ? AND status <> ?""",
-                        [update["status"], update["price"], update["fee"], now, update["reason"], update["client_order_id"],
-                         update["status"]],
+                        [order.status, order.fill_price, order.fee, now, order.reason, order.client_order_id, order.status],
                     )
                 connection.execute("DELETE FROM trading.positions WHERE mode = ?", [mode])
                 _insert(connection, "trading.positions", [
-                    {**{k: v for k, v in p.__dict__.items()}, "mode": mode} for p in broker.position_history
+                    {**asdict(p), "mode": mode} for p in broker.position_history
                 ])
                 _insert(connection, "trading.portfolio", [portfolio])
                 _insert(connection, "trading.paper_state", [{
@@ -359,15 +359,15 @@ def _new_candles(connection, settings: Settings, broker: PaperBroker, now: datet
     """Base-timeframe candles the broker has not seen yet, oldest first. For a symbol it has
     never seen, from its oldest pending order (that order's next open), else from `now`:
     before that there is nothing of the broker's own to fill or watch."""
-    last = {row["symbol"]: row["ts"] for row in broker.snapshot()["candles"]}
     pending: dict[str, datetime] = {}
     for order in broker.orders:
         if order.status == "pending":
             pending[order.symbol] = min(order.submitted_at, pending.get(order.symbol, order.submitted_at))
     frames = []
     for symbol in settings.symbols:
-        if symbol in last:
-            condition, since = "ts > ?", last[symbol]
+        seen = broker.last_candle(symbol)
+        if seen is not None:
+            condition, since = "ts > ?", seen[0]
         else:
             condition, since = "ts >= ?", pending.get(symbol, now)
         frame = connection.sql(
@@ -386,10 +386,8 @@ def _feed(broker: PaperBroker, candles: pl.DataFrame) -> list:
 
 
 def _last_close(broker: PaperBroker, symbol: str) -> Decimal | None:
-    for row in broker.snapshot()["candles"]:
-        if row["symbol"] == symbol:
-            return row["close"]
-    return None
+    seen = broker.last_candle(symbol)
+    return None if seen is None else seen[1]
 
 
 def _risk_state(broker: PaperBroker, now: datetime) -> RiskState:
@@ -415,13 +413,6 @@ def _capped(limits: RiskLimits, requested: Decimal | None) -> RiskLimits:
     return replace(limits, max_order_quote=max(requested, limits.min_order_quote))
 
 
-def _order_updates(broker: PaperBroker, now: datetime) -> list[dict]:
-    return [
-        {"client_order_id": o.client_order_id, "status": o.status, "price": o.fill_price, "fee": o.fee, "reason": o.reason}
-        for o in broker.orders
-    ]
-
-
 def _portfolio_row(broker: PaperBroker, marks: dict, now, run_id, storage_id, mode) -> dict:
     positions = broker.positions
     value = sum((p.amount * marks[s] for s, p in positions.items() if s in marks), Decimal(0))
@@ -444,7 +435,7 @@ def _insert(connection, table: str, rows: list[dict]) -> None:
     )
 
 
-def _ask_llm(llm, symbol, selection, fallback: Decision, indicators, signals, broker: PaperBroker, settings) -> Decision:
+def _ask_llm(llm, symbol, selection, indicators, signals, broker: PaperBroker, settings) -> Decision:
     timeframe = selection.timeframe or settings.base_timeframe
     held = broker.positions.get(symbol)
     portfolio = PortfolioState(

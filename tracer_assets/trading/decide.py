@@ -131,7 +131,7 @@ def rules_decision(
             f"conviction {conviction:.2f} (min {min_conviction:g}) too low",
         )
     price = prices.get(timeframe)
-    atr = _decimal_or_none(indicators_by_timeframe.get(timeframe, {}).get("atr_14"))
+    atr = decimal_or_none(indicators_by_timeframe.get(timeframe, {}).get("atr_14"))
     if price is None or atr is None or atr <= 0:
         return Decision(symbol, timeframe, "HOLD", 0.0, f"{timeframe}: no price or ATR to set the stop from")
     stop = price - STOP_ATR * atr
@@ -152,7 +152,8 @@ def _rate(value) -> str:
     return "n/a" if value is None else f"{float(value):.2f}"
 
 
-def _decimal_or_none(value) -> Decimal | None:
+def decimal_or_none(value) -> Decimal | None:
+    """A stored number as an exact Decimal (through its shortest text); None for null or NaN."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     return Decimal(str(value))

@@ -259,6 +259,12 @@ class PaperBroker:
     def order(self, client_order_id: str) -> PaperOrder | None:
         return self._orders.get(client_order_id)
 
+    def last_candle(self, symbol: str) -> tuple[datetime, Decimal] | None:
+        """Open time and close of the newest candle fed for `symbol`; None before the first."""
+        if symbol not in self._last_candle:
+            return None
+        return self._last_candle[symbol], self._last_close[symbol]
+
     def realized_pnl(self, symbol: str | None = None) -> Decimal:
         return sum((p.realized_pnl for p in self._positions.values() if symbol in (None, p.symbol)), Decimal(0))
 

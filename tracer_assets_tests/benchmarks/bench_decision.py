@@ -95,6 +95,8 @@ def under_dagster_dev(scratch: Path, signals_job) -> list[dict]:
 def in_process(defs, signals_job) -> tuple[list[float], list[float]]:
     import dagster as dg
 
+    from run_figures import seconds_inside_steps
+
     from tracer_assets.definitions import DECISION_JOB
     from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
 
@@ -107,11 +109,7 @@ def in_process(defs, signals_job) -> tuple[list[float], list[float]]:
             result = job.execute_in_process(instance=instance, run_config=QUIET, tags={SIGNAL_STORAGE_TAG: str(storage_id)})
             walls.append(time.perf_counter() - began)
             assert result.success
-            insides.append(sum(
-                record.dagster_event.event_specific_data.duration_ms
-                for record in instance.all_logs(result.run_id)
-                if record.dagster_event and record.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
-            ) / 1000)
+            insides.append(seconds_inside_steps(instance, result.run_id))
     return walls[1:], insides[1:]
 
 

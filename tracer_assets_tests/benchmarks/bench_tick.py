@@ -32,50 +32,28 @@ HISTORIES = {"1_month": "2024-08-06", "8_months": "2024-01-01"}
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
-def measure_in_memory(history_start: str, scratch: Path) -> float:
-    """The same tick on an in-memory Dagster instance: the job's own cost, without the
-    SQLite event log's (~15-19 ms per event, ~66 events a tick)."""
+def measure(history_start: str, scratch: Path, in_memory: bool = False) -> dict:
+    """Median tick and time inside the assets, on the project's SQLite instance config, or
+    (in_memory) on an in-memory Dagster instance: the job's own cost, without the SQLite
+    event log's (~15-19 ms per event, ~66 events a tick)."""
     import dagster as dg
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+    from run_figures import seconds_inside_steps
 
     from tracer_assets.definitions import TICK_JOB, build_definitions, tick_inputs
     from tracer_assets.schedules import tick_asset_selection
     from tracer_assets.settings import load_settings
 
+    if not in_memory:
+        home = scratch / "dagster_home"
+        home.mkdir()
+        shutil.copy(REPO / ".dagster" / "dagster.yaml", home / "dagster.yaml")
+        os.environ["DAGSTER_HOME"] = str(home)
     os.environ["TRACER_DUCKDB_PATH"] = str(scratch / "tracer.duckdb")
     defs = build_definitions(load_settings())
     job = defs.resolve_job_def(TICK_JOB)
     tick_keys, views = tick_inputs(defs.assets)
-    with dg.DagsterInstance.ephemeral() as instance:
-        tags = {ASSET_PARTITION_RANGE_START_TAG: history_start, ASSET_PARTITION_RANGE_END_TAG: "2024-09-05"}
-        assert job.execute_in_process(instance=instance, run_config=QUIET, tags=tags).success
-        walls = []
-        for _ in range(TICKS + 1):
-            selection = tick_asset_selection(instance, tick_keys, views)
-            began = time.perf_counter()
-            tick = job.execute_in_process(instance=instance, run_config=QUIET, partition_key=LAST_DAY, asset_selection=selection)
-            walls.append(time.perf_counter() - began)
-            assert tick.success
-    return statistics.median(walls[1:])
-
-
-def measure(history_start: str, scratch: Path) -> dict:
-    import dagster as dg
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
-    from tracer_assets.definitions import TICK_JOB, build_definitions, tick_inputs
-    from tracer_assets.schedules import tick_asset_selection
-    from tracer_assets.settings import load_settings
-
-    home = scratch / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / ".dagster" / "dagster.yaml", home / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(home)
-    os.environ["TRACER_DUCKDB_PATH"] = str(scratch / "tracer.duckdb")
-    defs = build_definitions(load_settings())
-    job = defs.resolve_job_def(TICK_JOB)
-    tick_keys, views = tick_inputs(defs.assets)
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.ephemeral() if in_memory else dg.DagsterInstance.get() as instance:
         history = job.execute_in_process(
             instance=instance, run_config=QUIET,
             tags={ASSET_PARTITION_RANGE_START_TAG: history_start, ASSET_PARTITION_RANGE_END_TAG: "2024-09-05"},
@@ -91,11 +69,7 @@ def measure(history_start: str, scratch: Path) -> dict:
             )
             walls.append(time.perf_counter() - began)
             assert tick.success
-            insides.append(sum(
-                record.dagster_event.event_specific_data.duration_ms
-                for record in instance.all_logs(tick.run_id)
-                if record.dagster_event and record.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
-            ) / 1000)
+            insides.append(seconds_inside_steps(instance, tick.run_id))
     return {"tick_seconds": statistics.median(walls[1:]), "assets_seconds": statistics.median(insides[1:])}
 
 
@@ -111,7 +85,7 @@ def main() -> int:
         print(f"{name:>9} of history: tick {figures[name]['tick_seconds']:.2f} s whole, "
               f"{figures[name]['assets_seconds']:.2f} s inside the assets (median of {TICKS})")
     with tempfile.TemporaryDirectory(prefix="tracer-bench-tick-") as scratch:
-        in_memory = measure_in_memory(HISTORIES["1_month"], Path(scratch))
+        in_memory = measure(HISTORIES["1_month"], Path(scratch), in_memory=True)["tick_seconds"]
     print(f"  1_month of history, in-memory Dagster instance: tick {in_memory:.2f} s whole (median of {TICKS})")
     ratio = figures["8_months"]["tick_seconds"] / figures["1_month"]["tick_seconds"]
     ratio_assets = figures["8_months"]["assets_seconds"] / figures["1_month"]["assets_seconds"]
