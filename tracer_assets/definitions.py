@@ -14,14 +14,14 @@ import dagster as dg
 from tracer_assets.features.assets import build_indicators_asset
 from tracer_assets.market.assets import CANDLES_KEY, build_candles_asset, candle_partitions
 from tracer_assets.research.assets import build_research_assets
-from tracer_assets.resources.exchange import ExchangeResource
+from tracer_assets.resources.exchange import ExchangeResource, LiveExchangeResource
 from tracer_assets.resources.notifier import NotifierResource
 from tracer_assets.resources.warehouse import DuckDBPolarsIOManager, TracerDuckDB
 from tracer_assets.schedules import TICK_GROUPS, TICK_JOB, build_tick
 from tracer_assets.settings import Settings, load_settings
 from tracer_assets.signals.assets import build_signal_assets
 from tracer_assets.sql.assets import build_sql_assets
-from tracer_assets.trading.assets import build_trading_assets
+from tracer_assets.trading.assets import API_KEY_VAR, SECRET_VAR, build_trading_assets, trading_mode
 from tracer_assets.trading.sensors import DECISION_JOB, build_decision_job, build_signal_sensor
 
 MARKET_DATA_JOB = "market_data_job"
@@ -51,6 +51,18 @@ def llm_resources(settings: Settings) -> dict:
     return {
         "llm": AnthropicResource.from_env_key(
             model=settings.anthropic_model, base_url=settings.anthropic_base_url, timeout_seconds=settings.llm_timeout_seconds
+        )
+    }
+
+
+def live_resources(settings: Settings) -> dict:
+    """The keyed exchange client only in LIVE mode: its keys (EnvVar) must not be required otherwise."""
+    if trading_mode(settings)[0] != "LIVE":
+        return {}
+    return {
+        "live_exchange": LiveExchangeResource(
+            exchange=settings.exchange, api_urls=dict(settings.exchange_urls), sandbox=settings.sandbox,
+            api_key=dg.EnvVar(API_KEY_VAR), secret=dg.EnvVar(SECRET_VAR),
         )
     }
 
@@ -99,6 +111,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "io_manager": DuckDBPolarsIOManager(database=database),
             "notifier": NotifierResource.from_env(settings.environ),
             **llm_resources(settings),
+            **live_resources(settings),
         },
     )
 

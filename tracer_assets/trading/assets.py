@@ -8,8 +8,8 @@ placed under that client id instead of placing another.
 """
 
 import json
-from dataclasses import asdict, replace
-from datetime import datetime, timedelta, timezone
+from dataclasses import asdict
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import dagster as dg
@@ -19,7 +19,7 @@ from tracer_assets.features.assets import INDICATORS_TABLE
 from tracer_assets.metadata import markdown_table
 from tracer_assets.policies import DUCKDB_POOL
 from tracer_assets.research.assets import BACKTESTS_KEY
-from tracer_assets.resources.exchange import ExchangeResource
+from tracer_assets.resources.exchange import ExchangeResource, LiveExchangeResource
 from tracer_assets.resources.notifier import NotifierResource
 from tracer_assets.resources.warehouse import TracerDuckDB, table_exists, transaction
 from tracer_assets.settings import Settings
@@ -30,9 +30,12 @@ from tracer_assets.trading.llm_decision import PortfolioState, context_from_fram
 from tracer_assets.trading.notify import format_order_message
 from tracer_assets.trading.llm_decision import Position as LlmPosition
 from tracer_assets.trading.paper import OrderTicket, PaperBroker, client_order_id
-from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, RiskState, assess
+from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, RiskState, assess, capped
 from tracer_assets.trading.risk import Position as RiskPosition
+from tracer_assets.trading.live import live_allowed
+from tracer_assets.trading.live_execution import live_execution
 from tracer_assets.trading.state import dump_broker, load_broker
+from tracer_assets.trading.tables import QUOTE, create_trading_tables, insert_rows
 
 DECISIONS_KEY = dg.AssetKey(["trading", "decisions"])
 ORDERS_KEY = dg.AssetKey(["trading", "orders"])
@@ -40,41 +43,12 @@ POSITIONS_KEY = dg.AssetKey(["trading", "positions"])
 PORTFOLIO_KEY = dg.AssetKey(["trading", "portfolio"])
 BACKTESTS_TABLE = "research.backtests"
 SIGNAL_STORAGE_TAG = "tracer/signal_storage_id"
-QUOTE = "USDT"
+# The exchange keys of live trading, read through Dagster's EnvVar (definitions.live_resources).
+API_KEY_VAR, SECRET_VAR = "TRACER_EXCHANGE_API_KEY", "TRACER_EXCHANGE_SECRET"
 # Replay has no exchange filters: amounts to 1e-8, prices to 1e-8, and Binance's 5 USDT
 # minimum notional, so a paper order on replay is never one a real exchange would refuse.
 REPLAY_MARKET = dict(amount_step=Decimal("1e-8"), price_tick=Decimal("1e-8"), min_amount=None, max_amount=None,
                      min_cost=Decimal(5))
-
-DDL = (
-    """CREATE TABLE IF NOT EXISTS trading.decisions (
-        decision_id VARCHAR PRIMARY KEY, signal_storage_id BIGINT, run_id VARCHAR, ts TIMESTAMPTZ,
-        decided_at TIMESTAMPTZ, symbol VARCHAR, timeframe VARCHAR, action VARCHAR, confidence DOUBLE,
-        source VARCHAR, reason VARCHAR, mode VARCHAR, price DECIMAL(38, 18), stop_loss DECIMAL(38, 18),
-        take_profit DECIMAL(38, 18), size_quote DECIMAL(38, 18), config_hash VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS trading.orders (
-        client_order_id VARCHAR PRIMARY KEY, decision_id VARCHAR, signal_storage_id BIGINT, run_id VARCHAR,
-        mode VARCHAR, symbol VARCHAR, side VARCHAR, amount DECIMAL(38, 18), price DECIMAL(38, 18),
-        status VARCHAR, fee DECIMAL(38, 18), ts TIMESTAMPTZ, updated_at TIMESTAMPTZ, reason VARCHAR,
-        risk_checks VARCHAR, config_hash VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS trading.positions (
-        position_id VARCHAR, mode VARCHAR, symbol VARCHAR, amount DECIMAL(38, 18), entry_price DECIMAL(38, 18),
-        cost_basis DECIMAL(38, 18), stop_loss DECIMAL(38, 18), take_profit DECIMAL(38, 18), opened_at TIMESTAMPTZ,
-        closed_at TIMESTAMPTZ, realized_pnl DECIMAL(38, 18), fees_paid DECIMAL(38, 18))""",
-    """CREATE TABLE IF NOT EXISTS trading.portfolio (
-        ts TIMESTAMPTZ, run_id VARCHAR, signal_storage_id BIGINT, mode VARCHAR, quote_balance DECIMAL(38, 18),
-        positions_value DECIMAL(38, 18), equity DECIMAL(38, 18), realized_pnl DECIMAL(38, 18),
-        unrealized_pnl DECIMAL(38, 18), open_positions INTEGER)""",
-    """CREATE TABLE IF NOT EXISTS trading.paper_state (
-        saved_at TIMESTAMPTZ, run_id VARCHAR, signal_storage_id BIGINT, state VARCHAR)""",
-)
-
-
-def create_trading_tables(connection) -> None:
-    connection.execute("CREATE SCHEMA IF NOT EXISTS trading")
-    for statement in DDL:
-        connection.execute(statement)
-
 
 def signal_event(context) -> tuple[int, str]:
     """(storage id, run id) of the signals materialization this run answers: the sensor's tag,
@@ -90,20 +64,6 @@ def signal_event(context) -> tuple[int, str]:
 
 def exchange_now(exchange: ExchangeResource) -> datetime:
     return datetime.fromtimestamp(exchange.client().milliseconds() / 1000, tz=timezone.utc)
-
-
-def risk_limits(settings: Settings) -> RiskLimits:
-    return RiskLimits(
-        min_order_quote=settings.min_allowed_order_amount,
-        max_order_quote=settings.max_order_amount,
-        max_symbol_exposure_quote=settings.max_symbol_exposure,
-        max_total_exposure_quote=settings.max_total_exposure,
-        daily_loss_limit_quote=settings.daily_loss_limit,
-        loss_cooldown=timedelta(minutes=settings.loss_cooldown_minutes),
-        max_open_positions=settings.max_open_positions,
-        daily_trade_limit=settings.daily_trade_limit,
-        kelly_fraction=settings.kelly_fraction,
-    )
 
 
 def backtest_stats(connection) -> dict[tuple[str, str], dict]:
@@ -128,7 +88,7 @@ def _rows_by_symbol_timeframe(frame: pl.DataFrame) -> dict[tuple[str, str], dict
 
 def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     timeframes = (settings.base_timeframe, *settings.timeframes)
-    mode = "LIVE" if settings.live_flags_on else "DRY"
+    mode, mode_reason = trading_mode(settings)
     config_hash = audit_files.config_hash(audit_files.trading_config(settings))
 
     def decide(context, duckdb: TracerDuckDB, llm) -> dg.MaterializeResult:
@@ -189,7 +149,7 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             decided.append(decision)
         with duckdb.get_connection() as connection:
             with transaction(connection):
-                _insert(connection, "trading.decisions", rows)
+                insert_rows(connection, "trading.decisions", rows)
         log = audit_files.AuditLog(settings.log_dir, secrets=_secrets(settings))
         for row in rows:
             log.record_decision(row)
@@ -226,31 +186,27 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         def decisions(context: dg.AssetExecutionContext, duckdb: TracerDuckDB):
             return decide(context, duckdb, None)
 
-    @dg.multi_asset(
-        specs=[
-            dg.AssetSpec(ORDERS_KEY, deps=[DECISIONS_KEY], group_name="trading", kinds={"duckdb"},
-                         description="Every order, keyed by its client order id (derived from the signal event): "
-                                     "status, fill price, fee, the risk checks and the config hash."),
-            dg.AssetSpec(POSITIONS_KEY, deps=[ORDERS_KEY], group_name="trading", kinds={"duckdb"},
-                         description="Every position, open and closed, with stop, target and realized PnL."),
-            dg.AssetSpec(PORTFOLIO_KEY, deps=[POSITIONS_KEY], group_name="trading", kinds={"duckdb"},
-                         description="One row per decision run: balances, positions marked to the last close, equity."),
-        ],
-        name="execution",
-        pool=DUCKDB_POOL,
-    )
-    def execution(
-        context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource, notifier: NotifierResource
-    ):
+    def execute(context, duckdb: TracerDuckDB, exchange: ExchangeResource, notifier: NotifierResource, live_exchange):
         storage_id, _ = signal_event(context)
-        if mode == "LIVE":
-            raise dg.Failure(
-                "live execution is switched on (ENABLE_LIVE, IS_LIVE, DRY_RUN=0) but this build only places paper "
-                "orders from the decision job; nothing was sent. See docs/trading.md, Brokers."
-            )
-        now = exchange_now(exchange)
         secrets = [*_secrets(settings), *notifier.secrets()]
         log = audit_files.AuditLog(settings.log_dir, secrets=secrets)
+        if mode == "LIVE":
+            outcome = live_execution(context, duckdb, live_exchange, settings, storage_id, config_hash)
+            for row in outcome.rows:
+                log.record_order(row)
+            log.update_diagnostics(cycle_ok=True, last_decision=outcome.rows[-1] if outcome.rows else None, last_error=None)
+            _notify(context, notifier, secrets, outcome.rows)
+            yield from _execution_results(
+                {"new_orders": len(outcome.rows), "reconciled": outcome.reconciled, "mode": mode,
+                 "sent": sum(row["exchange_order_id"] is not None for row in outcome.rows),
+                 "dagster/row_count": outcome.orders_total},
+                {"open": len(outcome.book.open_positions), "dagster/row_count": len(outcome.book.positions)},
+                outcome.portfolio,
+            )
+            return
+        if settings.live_flags_on:
+            context.log.warning(f"every live flag is on but this run trades on paper: {mode_reason}")
+        now = exchange_now(exchange)
         with duckdb.get_connection() as connection:
             create_trading_tables(connection)
             broker = _load_paper_broker(connection, settings)
@@ -273,7 +229,7 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 OrderRequest(decision["symbol"], side, decimal_or_none(decision["price"]) or _last_close(broker, decision["symbol"]),
                              confidence=decision["confidence"]),
                 _risk_state(broker, now),
-                _capped(risk_limits(settings), decimal_or_none(decision["size_quote"])),
+                capped(RiskLimits.from_settings(settings), decimal_or_none(decision["size_quote"])),
                 MarketRules(symbol=decision["symbol"], **REPLAY_MARKET),
             )
             row = {
@@ -300,7 +256,7 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         portfolio = _portfolio_row(broker, marks, now, context.run.run_id, storage_id, mode)
         with duckdb.get_connection() as connection:
             with transaction(connection):
-                _insert(connection, "trading.orders", audit_rows)
+                insert_rows(connection, "trading.orders", audit_rows)
                 for order in updates:
                     connection.execute(
                         """UPDATE trading.orders SET status = ?, price = coalesce(?, price), fee = coalesce(?, fee),
@@ -308,11 +264,11 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                         [order.status, order.fill_price, order.fee, now, order.reason, order.client_order_id, order.status],
                     )
                 connection.execute("DELETE FROM trading.positions WHERE mode = ?", [mode])
-                _insert(connection, "trading.positions", [
+                insert_rows(connection, "trading.positions", [
                     {**asdict(p), "mode": mode} for p in broker.position_history
                 ])
-                _insert(connection, "trading.portfolio", [portfolio])
-                _insert(connection, "trading.paper_state", [{
+                insert_rows(connection, "trading.portfolio", [portfolio])
+                insert_rows(connection, "trading.paper_state", [{
                     "saved_at": now, "run_id": context.run.run_id, "signal_storage_id": storage_id, "state": dump_broker(broker),
                 }])
             orders_total = connection.execute("SELECT count(*) FROM trading.orders").fetchall()[0][0]
@@ -320,28 +276,70 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         for row in audit_rows:
             log.record_order(row)
         log.update_diagnostics(cycle_ok=True, last_decision=audit_rows[-1] if audit_rows else None, last_error=None)
-        # A failed notification is logged and never breaks trading (Notifier.notify never raises).
-        messenger = notifier.notifier(secrets)
-        for row in audit_rows:
-            for delivery in messenger.notify(format_order_message(row)):
-                if not delivery.ok:
-                    context.log.warning(f"notification over {delivery.channel} failed: {delivery.error}")
-        yield dg.MaterializeResult(asset_key=ORDERS_KEY, metadata={
-            "new_orders": len(audit_rows), "fills": len(fills), "dagster/row_count": orders_total, "mode": mode,
-        })
-        yield dg.MaterializeResult(asset_key=POSITIONS_KEY, metadata={
-            "open": len(broker.positions), "dagster/row_count": positions_total,
-        })
-        yield dg.MaterializeResult(asset_key=PORTFOLIO_KEY, metadata={
-            "equity": float(portfolio["equity"]), "quote_balance": float(portfolio["quote_balance"]),
-            "realized_pnl": float(portfolio["realized_pnl"]), "unrealized_pnl": float(portfolio["unrealized_pnl"]),
-        })
+        _notify(context, notifier, secrets, audit_rows)
+        yield from _execution_results(
+            {"new_orders": len(audit_rows), "fills": len(fills), "dagster/row_count": orders_total, "mode": mode},
+            {"open": len(broker.positions), "dagster/row_count": positions_total},
+            portfolio,
+        )
+
+    execution_spec = dict(
+        specs=[
+            dg.AssetSpec(ORDERS_KEY, deps=[DECISIONS_KEY], group_name="trading", kinds={"duckdb"},
+                         description="Every order, keyed by its client order id (derived from the signal event): "
+                                     "status, fill price, fee, the risk checks and the config hash."),
+            dg.AssetSpec(POSITIONS_KEY, deps=[ORDERS_KEY], group_name="trading", kinds={"duckdb"},
+                         description="Every position, open and closed, with stop, target and realized PnL."),
+            dg.AssetSpec(PORTFOLIO_KEY, deps=[POSITIONS_KEY], group_name="trading", kinds={"duckdb"},
+                         description="One row per decision run: balances, positions marked to the last close, equity."),
+        ],
+        name="execution",
+        pool=DUCKDB_POOL,
+    )
+    if mode == "LIVE":  # the keyed client exists only then: its keys (EnvVar) are required only then
+
+        @dg.multi_asset(**execution_spec)
+        def execution(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource,
+                      notifier: NotifierResource, live_exchange: LiveExchangeResource):
+            yield from execute(context, duckdb, exchange, notifier, live_exchange)
+    else:
+
+        @dg.multi_asset(**execution_spec)
+        def execution(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource,
+                      notifier: NotifierResource):
+            yield from execute(context, duckdb, exchange, notifier, None)
 
     return [decisions, execution]
 
 
+def trading_mode(settings: Settings) -> tuple[str, str]:
+    """("LIVE", "") only when every live condition of DESIGN.md holds and the exchange is a real
+    one; else ("DRY", every reason), and the decision job trades on paper."""
+    allowed, reason = live_allowed(settings, settings.environ.get(API_KEY_VAR), settings.environ.get(SECRET_VAR))
+    if allowed and settings.is_replay:
+        return "DRY", "the replay exchange takes no live orders (TRACER_EXCHANGE=replay)"
+    return ("LIVE", "") if allowed else ("DRY", reason)
+
+
+def _execution_results(orders: dict, positions: dict, portfolio: dict):
+    yield dg.MaterializeResult(asset_key=ORDERS_KEY, metadata=orders)
+    yield dg.MaterializeResult(asset_key=POSITIONS_KEY, metadata=positions)
+    yield dg.MaterializeResult(asset_key=PORTFOLIO_KEY, metadata={
+        name: float(portfolio[name]) for name in ("equity", "quote_balance", "realized_pnl", "unrealized_pnl")
+    })
+
+
+def _notify(context, notifier: NotifierResource, secrets: list[str], rows: list[dict]) -> None:
+    # A failed notification is logged and never breaks trading (Notifier.notify never raises).
+    messenger = notifier.notifier(secrets)
+    for row in rows:
+        for delivery in messenger.notify(format_order_message(row)):
+            if not delivery.ok:
+                context.log.warning(f"notification over {delivery.channel} failed: {delivery.error}")
+
+
 def _secrets(settings: Settings) -> list[str]:
-    names = ("ANTHROPIC_API_KEY", "TRACER_EXCHANGE_API_KEY", "TRACER_EXCHANGE_SECRET", "DISCORD_WEBHOOK_URL",
+    names = ("ANTHROPIC_API_KEY", API_KEY_VAR, SECRET_VAR, "DISCORD_WEBHOOK_URL",
              "TELEGRAM_BOT_TOKEN")
     return [settings.environ[n] for n in names if settings.environ.get(n)]
 
@@ -405,14 +403,6 @@ def _risk_state(broker: PaperBroker, now: datetime) -> RiskState:
     )
 
 
-def _capped(limits: RiskLimits, requested: Decimal | None) -> RiskLimits:
-    """The decider's size (ORDER_AMOUNT for rules, the LLM's for llm) caps the risk manager's:
-    sizing scales within the smaller of the two, never above what was asked for."""
-    if requested is None or requested >= limits.max_order_quote:
-        return limits
-    return replace(limits, max_order_quote=max(requested, limits.min_order_quote))
-
-
 def _portfolio_row(broker: PaperBroker, marks: dict, now, run_id, storage_id, mode) -> dict:
     positions = broker.positions
     value = sum((p.amount * marks[s] for s, p in positions.items() if s in marks), Decimal(0))
@@ -423,16 +413,6 @@ def _portfolio_row(broker: PaperBroker, marks: dict, now, run_id, storage_id, mo
         "positions_value": value, "equity": quote + value, "realized_pnl": broker.realized_pnl(),
         "unrealized_pnl": unrealized, "open_positions": len(positions),
     }
-
-
-def _insert(connection, table: str, rows: list[dict]) -> None:
-    if not rows:
-        return
-    columns = list(rows[0])
-    connection.executemany(
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
-        [[row[c] for c in columns] for row in rows],
-    )
 
 
 def _ask_llm(llm, symbol, selection, indicators, signals, broker: PaperBroker, settings) -> Decision:

@@ -126,6 +126,7 @@ class Reconciliation:
     changed: list[ExchangeOrder] = field(default_factory=list)  # recorded pending, now filled/canceled/rejected
     missing: list[str] = field(default_factory=list)  # recorded pending, unknown to the exchange
     balances: dict[str, Decimal] = field(default_factory=dict)  # total per currency, zero left out
+    free: dict[str, Decimal] = field(default_factory=dict)  # free (not locked by open orders) per currency
 
 
 class LiveBroker:
@@ -268,6 +269,7 @@ class LiveBroker:
                     result.changed.append(self._complete(order))
         balance = self._call(self.exchange.fetch_balance)
         result.balances = {c: _dec(v, f"balance {c}") for c, v in (balance.get("total") or {}).items() if v}
+        result.free = {c: _dec(v, f"free balance {c}") for c, v in (balance.get("free") or {}).items() if v}
         return result
 
     # --- internals ------------------------------------------------------------------------

@@ -34,7 +34,7 @@ minimum notional is never overstated.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Literal
@@ -163,6 +163,29 @@ class RiskLimits:
         _require_fraction(owner, "min_confidence_fraction", self.min_confidence_fraction)
         if not isinstance(self.allow_adding_to_position, bool):
             raise TypeError(f"RiskLimits.allow_adding_to_position must be a bool, got {self.allow_adding_to_position!r}")
+
+    @classmethod
+    def from_settings(cls, settings) -> RiskLimits:
+        """From `tracer_assets.settings.Settings` (or anything with its attribute names)."""
+        return cls(
+            min_order_quote=settings.min_allowed_order_amount,
+            max_order_quote=settings.max_order_amount,
+            max_symbol_exposure_quote=settings.max_symbol_exposure,
+            max_total_exposure_quote=settings.max_total_exposure,
+            daily_loss_limit_quote=settings.daily_loss_limit,
+            loss_cooldown=timedelta(minutes=settings.loss_cooldown_minutes),
+            max_open_positions=settings.max_open_positions,
+            daily_trade_limit=settings.daily_trade_limit,
+            kelly_fraction=settings.kelly_fraction,
+        )
+
+
+def capped(limits: RiskLimits, requested: Decimal | None) -> RiskLimits:
+    """The decider's size (ORDER_AMOUNT for rules, the LLM's for llm) caps the risk manager's:
+    sizing scales within the smaller of the two, never above what was asked for."""
+    if requested is None or requested >= limits.max_order_quote:
+        return limits
+    return replace(limits, max_order_quote=max(requested, limits.min_order_quote))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,148 @@
+"""The live book: positions and PnL rebuilt from the executions the exchange reported.
+
+The paper broker is its own source of truth; a live account is not. What Tracer owns on a
+live account is the orders it placed, recorded in `trading.orders` with what the exchange
+said of them (filled amount, average price, fee and its currency). `book_positions` replays
+those executions, oldest first, into the same `Position` rows the paper broker keeps, so the
+risk manager, `trading.positions` and the portfolio read both modes alike. Balances are
+not kept here: they are the exchange's (`fetch_balance`).
+
+Fees, as the exchange charges them (exact, no guessing):
+- in the base currency (Binance's default on a buy): the position holds `filled - fee`;
+  the fee's quote value at the fill price counts in `fees_paid`;
+- in the quote currency: a buy's fee adds to the cost basis, a sell's comes off the proceeds;
+- in a third currency (BNB) or unknown: the amounts are untouched and the fee is left out of
+  the PnL, which therefore reads slightly high; `book_positions` says so in `notes`.
+
+`exit_trigger` is the tick-side watch of a live position's stop and target: the exchange
+holds no stop order, so a candle that touched either level sends a market sell on the next
+decision run (the fill is the market price then, not the level: worse than a resting stop
+when the price runs away, which docs/trading.md states).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
+from tracer_assets.trading.paper import _CONTEXT, Position, _round
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One of our orders as the exchange reported it, with the stop/target its decision set."""
+
+    client_order_id: str
+    symbol: str
+    side: str  # "buy" / "sell"
+    filled: Decimal  # base units
+    average_price: Decimal
+    fee: Decimal | None
+    fee_currency: str | None
+    ts: datetime
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+
+
+@dataclass
+class Book:
+    positions: list[Position] = field(default_factory=list)  # every position, oldest first
+    notes: list[str] = field(default_factory=list)  # what could not be booked exactly
+
+    @property
+    def open_positions(self) -> dict[str, Position]:
+        return {p.symbol: p for p in self.positions if p.is_open}
+
+
+def book_positions(executions: Iterable[Execution], dust: Mapping[str, Decimal] | None = None) -> Book:
+    """Replay `executions` (any order; sorted by time here) into positions.
+
+    `dust`: per symbol, the smallest amount the market lets one sell (its minimum or step). A
+    position whose remainder after a sell is below it is closed: that remainder cannot be sold
+    and stays on the account as dust, outside any position.
+    """
+    book = Book()
+    open_by_symbol: dict[str, int] = {}
+    for execution in sorted(executions, key=lambda e: (e.ts, e.client_order_id)):
+        if execution.filled <= 0:
+            continue
+        base, quote = execution.symbol.split("/")
+        with localcontext(_CONTEXT):
+            notional = execution.filled * execution.average_price
+            fee, fee_currency = execution.fee or Decimal(0), execution.fee_currency
+            if execution.fee and fee_currency not in (base, quote):
+                book.notes.append(f"{execution.client_order_id}: fee {execution.fee} {fee_currency} is not in {base} or "
+                                  f"{quote}; left out of the PnL")
+            if execution.side == "buy":
+                received = execution.filled - fee if fee_currency == base else execution.filled
+                cost = notional + fee if fee_currency == quote else notional
+                fee_quote = fee * execution.average_price if fee_currency == base else fee if fee_currency == quote else 0
+                _buy(book, open_by_symbol, execution, received, _round(cost, ROUND_HALF_EVEN),
+                     _round(Decimal(fee_quote), ROUND_HALF_EVEN))
+            else:
+                proceeds = notional - fee if fee_currency == quote else notional
+                fee_quote = fee if fee_currency == quote else fee * execution.average_price if fee_currency == base else 0
+                _sell(book, open_by_symbol, execution, _round(proceeds, ROUND_HALF_EVEN),
+                      _round(Decimal(fee_quote), ROUND_HALF_EVEN), (dust or {}).get(execution.symbol, Decimal(0)))
+    return book
+
+
+def _buy(book: Book, open_by_symbol: dict, execution: Execution, received: Decimal, cost: Decimal, fee: Decimal) -> None:
+    index = open_by_symbol.get(execution.symbol)
+    if index is None:
+        open_by_symbol[execution.symbol] = len(book.positions)
+        book.positions.append(Position(
+            execution.client_order_id, execution.symbol, received, execution.average_price, cost,
+            execution.stop_loss, execution.take_profit, execution.ts, fees_paid=fee,
+        ))
+        return
+    old = book.positions[index]
+    with localcontext(_CONTEXT):
+        amount = old.amount + received
+        entry = _round((old.entry_price * old.amount + execution.average_price * received) / amount, ROUND_HALF_EVEN)
+    # As on paper: a later buy's stop/target replace the position's; None keeps them.
+    book.positions[index] = replace(
+        old, amount=amount, entry_price=entry, cost_basis=old.cost_basis + cost, fees_paid=old.fees_paid + fee,
+        stop_loss=execution.stop_loss if execution.stop_loss is not None else old.stop_loss,
+        take_profit=execution.take_profit if execution.take_profit is not None else old.take_profit,
+    )
+
+
+def _sell(book: Book, open_by_symbol: dict, execution: Execution, proceeds: Decimal, fee: Decimal, dust: Decimal) -> None:
+    index = open_by_symbol.get(execution.symbol)
+    if index is None:
+        book.notes.append(f"{execution.client_order_id}: sold {execution.filled} {execution.symbol} with no open "
+                          "position (a holding from before Tracer): not booked")
+        return
+    position = book.positions[index]
+    closed = min(execution.filled, position.amount)
+    with localcontext(_CONTEXT):
+        whole = closed == position.amount
+        basis = position.cost_basis if whole else _round(position.cost_basis * closed / position.amount, ROUND_HALF_EVEN)
+        share = closed == execution.filled
+        received = proceeds if share else _round(proceeds * closed / execution.filled, ROUND_HALF_EVEN)
+        fee_part = fee if share else _round(fee * closed / execution.filled, ROUND_HALF_EVEN)
+    position = replace(
+        position, amount=position.amount - closed, cost_basis=position.cost_basis - basis,
+        realized_pnl=position.realized_pnl + received - basis, fees_paid=position.fees_paid + fee_part,
+    )
+    if position.amount < max(dust, Decimal("1e-18")):
+        position = replace(position, closed_at=execution.ts)
+        del open_by_symbol[execution.symbol]
+    book.positions[index] = position
+
+
+def exit_trigger(position: Position, candles: Iterable[tuple[datetime, Decimal, Decimal]]) -> tuple[str, datetime] | None:
+    """("stop" | "target", the candle's open time) for the first candle (open time, high, low)
+    opening at or after the position's entry that touched its stop or target; None otherwise.
+    The stop first when one candle touched both (the path inside a candle is unknown)."""
+    for ts, high, low in sorted(candles):
+        if ts < position.opened_at:
+            continue
+        if position.stop_loss is not None and low <= position.stop_loss:
+            return "stop", ts
+        if position.take_profit is not None and high >= position.take_profit:
+            return "target", ts
+    return None
