@@ -19,9 +19,10 @@ from tracer_assets.resources.notifier import NotifierResource
 from tracer_assets.resources.warehouse import DuckDBPolarsIOManager, TracerDuckDB
 from tracer_assets.schedules import TICK_GROUPS, TICK_JOB, build_tick
 from tracer_assets.settings import Settings, load_settings
-from tracer_assets.signals.assets import build_signal_assets
+from tracer_assets.signals.assets import SIGNALS_KEY, build_signal_assets
 from tracer_assets.sql.assets import build_sql_assets
 from tracer_assets.trading.assets import API_KEY_VAR, SECRET_VAR, build_trading_assets, trading_mode
+from tracer_assets.trading.signal_checks import blocking_check_names
 from tracer_assets.trading.sensors import DECISION_JOB, build_decision_job, build_signal_sensor
 
 MARKET_DATA_JOB = "market_data_job"
@@ -74,7 +75,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     indicators = build_indicators_asset(settings, partitions)
     signal_assets = build_signal_assets(settings)
     research_assets = build_research_assets(settings)
-    trading_assets = build_trading_assets(settings)
+    trading_assets = build_trading_assets(settings, tuple(blocking_check_names(signal_assets, SIGNALS_KEY)))
     assets = [candles, *sql_assets, indicators, *signal_assets, *research_assets, *trading_assets]
     tick_job, tick_schedule = build_tick(settings, partitions, *tick_inputs(assets))
     decision_job = build_decision_job([key for asset in trading_assets for key in asset.keys])

@@ -134,7 +134,8 @@ class _Crash:
 
     path: str
     method: str
-    mode: str  # "drop": close the connection without a reply; "503": a gateway error page
+    mode: str  # "drop": close the connection without a reply; "503": a gateway error page;
+    # "hang": answer nothing until the server stops (the caller is killed mid-request)
     remaining: int
     outage_after: int = 0  # then this many requests for the same symbol fail with 503
 
@@ -230,6 +231,7 @@ class FakeBinance:
         self._next_order_id = 1
         self._next_trade_id = 1
         self._crashes: list[_Crash] = []
+        self._stopping = threading.Event()  # releases "hang" crashes
         self.perpetuals = {p.id: p for p in perpetuals}
         self._files: dict[tuple[str, str], Path] = {}
         self._assets: dict[str, tuple[str, str]] = {}  # symbol id -> (base, quote)
@@ -264,6 +266,7 @@ class FakeBinance:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
@@ -285,12 +288,13 @@ class FakeBinance:
         self, path: str = "/api/v3/order", method: str = "POST", mode: str = "drop", times: int = 1, outage_after: int = 0
     ) -> None:
         """The next `times` matching requests are carried out (an order is stored), but the reply
-        is lost: "drop" closes the connection without an answer, "503" sends a gateway error page.
+        is lost: "drop" closes the connection without an answer, "503" sends a gateway error page,
+        "hang" answers nothing until the server stops (a test kills the caller meanwhile).
         That is a crash between the exchange accepting an order and the caller recording it.
         `outage_after`: the next that many requests for the same symbol then fail with 503
         (the exchange stays unreachable while the caller tries to find out what happened)."""
-        if mode not in ("drop", "503"):
-            raise ValueError(f"mode={mode!r}: expected 'drop' or '503'")
+        if mode not in ("drop", "503", "hang"):
+            raise ValueError(f"mode={mode!r}: expected 'drop', '503' or 'hang'")
         with self._lock:
             self._crashes.append(_Crash(path, method.upper(), mode, times, outage_after))
 
@@ -819,8 +823,10 @@ class _Handler(BaseHTTPRequestHandler):
                 status, body = exc.status, json.dumps(exc.body).encode()
             except LookupError:
                 status, body, content_type = 404, b"<html><body><h2>404 Not found</h2></body></html>", "text/html"
-        if crash is not None and crash.mode == "drop":
+        if crash is not None and crash.mode in ("drop", "hang"):
             fake._record(Request(self.command, parts.path, query, 0))  # 0: no reply was sent
+            if crash.mode == "hang":
+                fake._stopping.wait(timeout=120)
             self.close_connection = True
             return
         if crash is not None:

@@ -34,6 +34,7 @@ from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, Ri
 from tracer_assets.trading.risk import Position as RiskPosition
 from tracer_assets.trading.live import live_allowed
 from tracer_assets.trading.live_execution import live_execution
+from tracer_assets.trading.signal_checks import unpassed_blocking_checks
 from tracer_assets.trading.state import dump_broker, load_broker
 from tracer_assets.trading.tables import QUOTE, create_trading_tables, insert_rows
 
@@ -86,7 +87,9 @@ def _rows_by_symbol_timeframe(frame: pl.DataFrame) -> dict[tuple[str, str], dict
     return {(row["symbol"], row["timeframe"]): row for row in frame.iter_rows(named=True)}
 
 
-def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()) -> list[dg.AssetsDefinition]:
+    """`signal_checks`: the blocking checks of signals/signals; a signal event whose run did not
+    pass every one of them is answered with HOLD for every symbol."""
     timeframes = (settings.base_timeframe, *settings.timeframes)
     mode, mode_reason = trading_mode(settings)
     config_hash = audit_files.config_hash(audit_files.trading_config(settings))
@@ -113,6 +116,7 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 """SELECT o.client_order_id, d.timeframe FROM trading.orders o
                    JOIN trading.decisions d USING (decision_id) WHERE o.side = 'buy'"""
             ).fetchall())
+        doubts = unpassed_blocking_checks(context.instance, SIGNALS_KEY, signals_run, signal_checks)
         held = {p.symbol: p for p in broker.positions.values()}
         # The timeframe a position was bought on ("" if unknown): its label decides the exit.
         held_timeframes = {symbol: bought_on.get(p.position_id) or "" for symbol, p in held.items()}
@@ -134,7 +138,9 @@ def build_trading_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 settings.tb_min_signal_quality, settings.tb_min_conviction_score,
             )
             source = "rules"
-            if llm is not None and (selection.timeframe is not None or symbol in held):
+            if doubts:  # the signals' own guards did not pass: nothing they say is acted on
+                decision = Decision(symbol, None, "HOLD", 0.0, "signals/signals not trusted: " + "; ".join(doubts))
+            elif llm is not None and (selection.timeframe is not None or symbol in held):
                 decision, source = _ask_llm(llm, symbol, selection, indicators, signals, broker, settings), "llm"
             signal_ts = signals_tf.get(decision.timeframe or settings.base_timeframe, {}).get("ts", newest)
             rows.append({

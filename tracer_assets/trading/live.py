@@ -223,6 +223,13 @@ class LiveBroker:
         self._load_markets()
         return self._lookup(symbol, client_order_id_)
 
+    def now(self) -> datetime:
+        """The exchange's clock (its time endpoint): what its order times and windows are in.
+        The local clock where ccxt has no fetchTime for the exchange."""
+        if not self.exchange.has.get("fetchTime"):
+            return datetime.now(timezone.utc)
+        return datetime.fromtimestamp(self._call(self.exchange.fetch_time) / 1000, timezone.utc)
+
     # --- start-up -------------------------------------------------------------------------
 
     def reconcile(

@@ -60,8 +60,8 @@ def book_positions(executions: Iterable[Execution], dust: Mapping[str, Decimal] 
     """Replay `executions` (any order; sorted by time here) into positions.
 
     `dust`: per symbol, the smallest amount the market lets one sell (its minimum or step). A
-    position whose remainder after a sell is below it is closed: that remainder cannot be sold
-    and stays on the account as dust, outside any position.
+    position whose remainder after a sell is below it is closed: that remainder cannot be sold,
+    so it stays on the account as dust and its cost is booked as lost (conservative).
     """
     book = Book()
     open_by_symbol: dict[str, int] = {}
@@ -129,7 +129,12 @@ def _sell(book: Book, open_by_symbol: dict, execution: Execution, proceeds: Deci
         realized_pnl=position.realized_pnl + received - basis, fees_paid=position.fees_paid + fee_part,
     )
     if position.amount < max(dust, Decimal("1e-18")):
-        position = replace(position, closed_at=execution.ts)
+        if position.amount:
+            # Below what the market lets one sell: written off (its cost counts as lost), not held.
+            book.notes.append(f"{execution.symbol}: {position.amount} left after {execution.client_order_id} is below "
+                              f"the market's smallest sale ({dust}); written off as dust")
+        position = replace(position, amount=Decimal(0), cost_basis=Decimal(0), closed_at=execution.ts,
+                           realized_pnl=position.realized_pnl - position.cost_basis)
         del open_by_symbol[execution.symbol]
     book.positions[index] = position
 

@@ -55,7 +55,7 @@ def live_execution(context, duckdb, live_exchange, settings, storage_id: int, co
         raise dg.Failure(f"{exc}; nothing was sent") from exc
     exchange = broker.exchange
     run_id = context.run.run_id
-    now = datetime.now(timezone.utc)
+    now = broker.now()  # the exchange's clock: its order times and the reconcile window are in it
     with duckdb.get_connection() as connection:
         create_trading_tables(connection)
         recorded = connection.execute(

@@ -1,0 +1,220 @@
+"""The decision job in LIVE mode, with ccxt's real binance client against fake_binance.py (a local
+server speaking Binance's signed spot order endpoints): no request at all unless every live
+condition holds; with them, one order per signal event, whether the signal is processed twice
+or the run is killed after the exchange took the order and before it was recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta, timezone
+from decimal import Decimal
+
+import dagster as dg
+import duckdb
+import pytest
+
+from fake_binance import FakeBinance
+from test_trading_assets import (  # noqa: F401  (replay_clock is a fixture)
+    CLOCK_START,
+    decide,
+    make_btc_1h_strongly_bullish,
+    newest_signal_event,
+    query,
+    replay_clock,
+    run,
+)
+from tracer_assets.definitions import TICK_JOB
+from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
+from tracer_assets.trading.paper import client_order_id
+
+KEY, SECRET = "live-test-key", "live-test-secret"
+LIVE_ENV = {
+    "ENABLE_LIVE": "1", "IS_LIVE": "1", "FORCE_DRY": "0", "DRY_RUN": "0",
+    "TRACER_EXCHANGE": "binance", "TRACER_EXCHANGE_API_KEY": KEY, "TRACER_EXCHANGE_SECRET": SECRET,
+}
+ORDER = "/api/v3/order"
+# The fake exchange's clock stands where the replay clock stands: its market orders fill at the
+# close of the newest candle up to then, the candle the decision saw.
+CLOCK_MS = int(CLOCK_START.timestamp() * 1000)
+
+
+@pytest.fixture
+def live(replay_clock, tracer_env, monkeypatch):  # noqa: F811
+    """History and a strongly bullish BTC signal stored on replay, then every live condition set
+    and the exchange switched to ccxt's binance client pointed at a fake Binance on 127.0.0.1."""
+    storage_id = newest_signal_event()
+    make_btc_1h_strongly_bullish(tracer_env["TRACER_DUCKDB_PATH"], storage_id)
+    with FakeBinance(now_ms=CLOCK_MS, balances={"USDT": "1000"}, api_keys={KEY: SECRET}) as server:
+        monkeypatch.setenv("TRACER_EXCHANGE_URLS", json.dumps({"*": server.url}))
+        for name, value in LIVE_ENV.items():
+            monkeypatch.setenv(name, value)
+        yield server, storage_id
+
+
+def posts(server: FakeBinance) -> list:
+    return [r for r in server.requests(ORDER) if r.method == "POST"]
+
+
+def forget_trading(database: str) -> None:
+    """Back to before the first decision (so each case below decides the same signal afresh)."""
+    with duckdb.connect(database) as connection:
+        connection.execute("DROP SCHEMA IF EXISTS trading CASCADE")
+
+
+MISSING = {
+    "ENABLE_LIVE=0": {"ENABLE_LIVE": "0"},
+    "IS_LIVE=0": {"IS_LIVE": "0"},
+    "FORCE_DRY=1": {"FORCE_DRY": "1"},
+    "DRY_RUN=1": {"DRY_RUN": "1"},
+    "DRY_RUN unset": {"DRY_RUN": None},
+    "no API key": {"TRACER_EXCHANGE_API_KEY": None},
+    "no API secret": {"TRACER_EXCHANGE_SECRET": ""},
+    "replay exchange": {"TRACER_EXCHANGE": "replay"},
+}
+
+
+def test_no_request_reaches_the_exchange_unless_every_live_condition_holds(live, tracer_env, monkeypatch):
+    server, storage_id = live
+    database = tracer_env["TRACER_DUCKDB_PATH"]
+    cid = client_order_id(storage_id, "BTC/USDT", "buy")
+    for case, change in MISSING.items():
+        with monkeypatch.context() as patch:
+            for name, value in change.items():
+                patch.delenv(name) if value is None else patch.setenv(name, value)
+            forget_trading(database)
+            decide(storage_id)
+        order = query(database, "SELECT * FROM trading.orders").row(0, named=True)
+        # The BUY went to the paper broker instead, and the exchange saw not one request.
+        assert (order["client_order_id"], order["mode"]) == (cid, "DRY"), case
+        assert server.requests() == [], case
+
+    forget_trading(database)
+    decide(storage_id)
+    assert len(posts(server)) == 1 and len(server.orders()) == 1
+    sent = server.orders()[0]
+    order = query(database, "SELECT * FROM trading.orders").row(0, named=True)
+    assert (order["client_order_id"], order["mode"], order["status"], order["side"]) == (cid, "LIVE", "filled", "buy")
+    assert sent.client_order_id == cid and order["exchange_order_id"] == str(sent.order_id)
+    # What is recorded is what the exchange reported, exactly.
+    fill = sent.fills[0]
+    assert order["filled"] == sent.executed_qty == order["amount"]
+    assert order["price"] == Decimal(fill["price"])
+    assert (order["fee"], order["fee_currency"]) == (Decimal(fill["commission"]), "BTC")
+    # ORDER_AMOUNT (10 USDT) caps the size; confidence 0.9 takes 92% of it (9.2 USDT at the decision's
+    # price), cut down to the market's 0.00001 BTC step: never rounded up past what was sized.
+    assert order["filled"] % Decimal("0.00001") == 0
+    decided = query(database, "SELECT price FROM trading.decisions WHERE action = 'BUY'")["price"][0]
+    assert order["filled"] == (Decimal("9.2") / decided).quantize(Decimal("0.00001"), "ROUND_DOWN")
+    assert all(check["passed"] for check in json.loads(order["risk_checks"]))
+    decisions = query(database, "SELECT mode FROM trading.decisions")
+    assert set(decisions["mode"]) == {"LIVE"}
+
+    position = query(database, "SELECT * FROM trading.positions").row(0, named=True)
+    # Binance took the fee in BTC: the position holds what arrived, at the cost paid.
+    assert (position["mode"], position["symbol"]) == ("LIVE", "BTC/USDT") and position["closed_at"] is None
+    assert position["amount"] == sent.executed_qty - Decimal(fill["commission"])
+    assert position["cost_basis"] == sent.cummulative_quote_qty
+    portfolio = query(database, "SELECT * FROM trading.portfolio").row(0, named=True)
+    assert portfolio["quote_balance"] == server.balances()["USDT"] == Decimal(1000) - sent.cummulative_quote_qty
+
+
+def test_the_same_signal_twice_sends_one_order(live, tracer_env):
+    server, storage_id = live
+    decide(storage_id)
+    decide(storage_id)
+    assert len(posts(server)) == 1 and len(server.orders()) == 1
+    orders = query(tracer_env["TRACER_DUCKDB_PATH"], "SELECT mode, status FROM trading.orders")
+    assert orders.rows() == [("LIVE", "filled")]
+
+
+SEND_AND_DIE = """
+import sys
+import dagster as dg
+from tracer_assets.definitions import DECISION_JOB, build_definitions
+from tracer_assets.settings import load_settings
+with dg.DagsterInstance.get() as instance:
+    job = build_definitions(load_settings()).resolve_job_def(DECISION_JOB)
+    job.execute_in_process(instance=instance, tags={sys.argv[1]: sys.argv[2]})
+"""
+
+
+def test_a_run_killed_after_the_exchange_took_the_order_is_retried_without_a_second_order(live, tracer_env):
+    server, storage_id = live
+    database = tracer_env["TRACER_DUCKDB_PATH"]
+    cid = client_order_id(storage_id, "BTC/USDT", "buy")
+    server.crash_after_accepting(ORDER, mode="hang")  # the order is stored, the reply never comes
+    process = subprocess.Popen([sys.executable, "-c", SEND_AND_DIE, SIGNAL_STORAGE_TAG, str(storage_id)],
+                               env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not server.orders() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        assert server.orders(), f"the run never sent its order: {process.stderr.read().decode()[-2000:] if process.poll() is not None else ''}"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    # Killed between the exchange taking the order and the record: the record does not have it.
+    assert query(database, "SELECT * FROM trading.orders WHERE client_order_id = ?", [cid]).is_empty()
+    # The dead run still holds the "duckdb" pool slot. Ending it is the operator's Terminate in the UI
+    # (the default run launcher cannot see a worker die); the daemon then frees its slot
+    # (run_monitoring.free_slots_after_run_end_seconds in .dagster/dagster.yaml). Both, done here:
+    with dg.DagsterInstance.get() as instance:
+        for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            instance.report_run_failed(record.dagster_run)
+            instance.event_log_storage.free_concurrency_slots_for_run(record.dagster_run.run_id)
+
+    decide(storage_id)  # the retry
+    assert len(posts(server)) == 1 and len(server.orders()) == 1
+    order = query(database, "SELECT * FROM trading.orders WHERE client_order_id = ?", [cid]).row(0, named=True)
+    assert (order["mode"], order["status"], order["exchange_order_id"]) == ("LIVE", "filled", str(server.orders()[0].order_id))
+    assert "found at binance on reconcile" in order["reason"]
+    assert order["filled"] == server.orders()[0].executed_qty
+
+
+def test_a_touched_stop_sells_the_live_position_at_market_on_the_next_run(live, tracer_env, monkeypatch, replay_clock):  # noqa: F811
+    server, storage_id = live
+    database = tracer_env["TRACER_DUCKDB_PATH"]
+    decide(storage_id)
+    bought = server.orders()[0]
+    # A stop at the lowest low of the next half hour: that candle touches it (the rules would put
+    # it at 2 ATR; set here so the watch has something to find).
+    with duckdb.connect(database) as connection:
+        stop = connection.execute(
+            "SELECT min(low) FROM market.candles WHERE symbol = 'BTC/USDT' AND ts >= ?::TIMESTAMPTZ", [CLOCK_START],
+        ).fetchall()
+    assert stop == [(None,)]  # not yet stored: the tick below brings them
+    # Half an hour on, the next tick (the candles come from replay) and its decision run.
+    with monkeypatch.context() as patch:
+        patch.setenv("TRACER_EXCHANGE", "replay")
+        replay_clock(CLOCK_START + timedelta(minutes=30))
+        assert run(TICK_JOB, partition_key="2024-09-05").success
+    server.now_ms = CLOCK_MS + 30 * 60 * 1000
+    with duckdb.connect(database) as connection:
+        candles = connection.execute(
+            "SELECT ts, low FROM market.candles WHERE symbol = 'BTC/USDT' AND ts >= ?::TIMESTAMPTZ ORDER BY ts", [CLOCK_START],
+        ).fetchall()
+        # Just above the half hour's lowest low: the first candle whose low reaches it touches it.
+        stop = Decimal(str(min(low for _, low in candles))) * Decimal("1.00001")
+        touched_at = next(ts for ts, low in candles if Decimal(str(low)) <= stop)
+        connection.execute("UPDATE trading.decisions SET stop_loss = ? WHERE symbol = 'BTC/USDT' AND action = 'BUY'", [stop])
+    next_event = newest_signal_event()
+    decide(next_event)
+
+    orders = server.orders()
+    assert [o.side for o in orders] == ["BUY", "SELL"], query(database, "SELECT * FROM trading.orders").to_dicts()
+    sold = orders[1]
+    assert sold.client_order_id == client_order_id(next_event, "BTC/USDT", "sell")
+    position = query(database, "SELECT * FROM trading.positions WHERE mode = 'LIVE'").row(0, named=True)
+    assert position["closed_at"] is not None
+    recorded = query(database, "SELECT * FROM trading.orders WHERE side = 'sell'").row(0, named=True)
+    assert f"stop touched by the candle at {touched_at.astimezone(timezone.utc).isoformat()}" in recorded["reason"]
+    assert recorded["status"] == "filled"
+    # Exact PnL: quote received (less the fee, in USDT) minus the quote paid for what was held.
+    received = sold.cummulative_quote_qty - Decimal(sold.fills[0]["commission"])
+    assert position["realized_pnl"] == received - bought.cummulative_quote_qty
+    assert sold.orig_qty == (bought.executed_qty - Decimal(bought.fills[0]["commission"])).quantize(Decimal("1e-5"), "ROUND_DOWN")
