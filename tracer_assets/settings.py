@@ -76,6 +76,8 @@ SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
     ("TRACER_ANTHROPIC_MODEL", "claude-sonnet-4-6", "The model the `llm` decider asks."),
     ("TRACER_ANTHROPIC_BASE_URL", "(none: Anthropic's API)", "Another Messages API endpoint for the `llm` decider (a proxy, a local server)."),
     ("TRACER_LLM_TIMEOUT_SECONDS", "20", "The `llm` decider's time limit; past it the decision is HOLD."),
+    ("TRACER_EXCHANGE_API_KEY", "(none)", "Secret. The exchange API key for live orders, read through Dagster's `EnvVar` and only in LIVE mode; never logged or stored."),
+    ("TRACER_EXCHANGE_SECRET", "(none)", "Secret. The exchange API secret for live orders, like `TRACER_EXCHANGE_API_KEY`."),
     ("TRACER_SANDBOX", "0", "1: live orders go to the exchange's sandbox (testnet) through ccxt's sandbox mode."),
     ("TRACER_LOG_DIR", ".tracer/logs", "The seed's audit files: `macro_ccxt_orders.log` (tab-separated), `macro_ccxt_orders_audit.jsonl`, `macro_diagnostics.json`."),
     ("TRACER_FEE_RATE", "0.001", "Paper broker: fee on every fill, as a fraction of the notional, taken in the quote currency."),

@@ -160,3 +160,35 @@ def test_a_buy_is_sized_by_the_risk_manager_filled_at_the_next_open_and_placed_o
     diagnostics = json.loads((logs / "macro_diagnostics.json").read_text())
     assert diagnostics["cycles"] == 3
 
+
+
+def test_a_signal_whose_lookahead_guard_failed_is_answered_with_hold(tracer_env, replay_clock):
+    """The same strongly bullish state that buys above holds when the signals run's blocking
+    no_lookahead check failed (recorded in that run's event log as the check step records it:
+    Dagster refuses to run the signals without their check, and the guard's own failure is
+    tested in test_signals.py)."""
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._core.events.log import EventLogEntry
+
+    storage_id = newest_signal_event()
+    make_btc_1h_strongly_bullish(tracer_env["TRACER_DUCKDB_PATH"], storage_id)
+    with dg.DagsterInstance.get() as instance:
+        record = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=SIGNALS_KEY, storage_ids=[storage_id]), limit=1
+        ).records[0]
+        evaluation = dg.AssetCheckEvaluation(
+            asset_key=SIGNALS_KEY, check_name="no_lookahead", passed=False,
+            description="BTC/USDT 1h at 2024-09-05T10:00:00Z differs when recomputed from the candles cut there",
+        )
+        event = DagsterEvent(DagsterEventType.ASSET_CHECK_EVALUATION.value, job_name=TICK_JOB, event_specific_data=evaluation)
+        instance.store_event(EventLogEntry(
+            error_info=None, level="INFO", user_message="", run_id=record.run_id, timestamp=record.timestamp,
+            step_key="signals", job_name=TICK_JOB, dagster_event=event,
+        ))
+    decide(storage_id)
+    decisions = query(tracer_env["TRACER_DUCKDB_PATH"], "SELECT * FROM trading.decisions ORDER BY symbol")
+    assert decisions["action"].to_list() == ["HOLD", "HOLD"]
+    for reason in decisions["reason"]:
+        assert reason == ("signals/signals not trusted: no_lookahead failed: BTC/USDT 1h at 2024-09-05T10:00:00Z "
+                          "differs when recomputed from the candles cut there"), reason
+    assert query(tracer_env["TRACER_DUCKDB_PATH"], "SELECT * FROM trading.orders").is_empty()
