@@ -230,6 +230,11 @@ class LiveBroker:
             return datetime.now(timezone.utc)
         return datetime.fromtimestamp(self._call(self.exchange.fetch_time) / 1000, timezone.utc)
 
+    def balances(self) -> dict[str, Decimal]:
+        """Total balance per currency (free plus locked), zero balances left out."""
+        balance = self._call(self.exchange.fetch_balance)
+        return {c: _dec(v, f"balance {c}") for c, v in (balance.get("total") or {}).items() if v}
+
     # --- start-up -------------------------------------------------------------------------
 
     def reconcile(

@@ -65,7 +65,8 @@ def book_positions(executions: Iterable[Execution], dust: Mapping[str, Decimal] 
     """
     book = Book()
     open_by_symbol: dict[str, int] = {}
-    for execution in sorted(executions, key=lambda e: (e.ts, e.client_order_id)):
+    # At one instant, buys before sells: a sell never comes before the buy it closes.
+    for execution in sorted(executions, key=lambda e: (e.ts, e.side != "buy", e.client_order_id)):
         if execution.filled <= 0:
             continue
         base, quote = execution.symbol.split("/")
@@ -82,7 +83,9 @@ def book_positions(executions: Iterable[Execution], dust: Mapping[str, Decimal] 
                 _buy(book, open_by_symbol, execution, received, _round(cost, ROUND_HALF_EVEN),
                      _round(Decimal(fee_quote), ROUND_HALF_EVEN))
             else:
-                proceeds = notional - fee if fee_currency == quote else notional
+                # A sale's fee in the base asset is worth fee x price in quote, off the proceeds too.
+                proceeds = notional - fee if fee_currency == quote else notional - fee * execution.average_price \
+                    if fee_currency == base else notional
                 fee_quote = fee if fee_currency == quote else fee * execution.average_price if fee_currency == base else 0
                 _sell(book, open_by_symbol, execution, _round(proceeds, ROUND_HALF_EVEN),
                       _round(Decimal(fee_quote), ROUND_HALF_EVEN), (dust or {}).get(execution.symbol, Decimal(0)))

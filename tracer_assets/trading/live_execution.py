@@ -17,7 +17,7 @@ the exchange's. No DuckDB connection is held while a request is in flight.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -158,17 +158,18 @@ def live_execution(context, duckdb, live_exchange, settings, storage_id: int, co
             row["reason"] = f"{intent['why']}; refused: {row['reason']}"
         _record(duckdb, [row])  # at once: a crash after this line cannot lose the order
         placed.append(row)
-        if row["status"] == "filled":
+        if row["filled"]:
             book = _book(duckdb, dust)  # the next order's risk sees this one's position
+            if row["side"] == "buy":  # and the cash it took (a sale's proceeds are not counted on: conservative)
+                free_quote -= row["filled"] * row["price"] + (row["fee"] if row["fee_currency"] == QUOTE else 0)
 
-    balance = broker._call(exchange.fetch_balance)
-    quote_total = Decimal(str((balance.get("total") or {}).get(QUOTE) or 0))
+    quote_total = broker.balances().get(QUOTE, Decimal(0))
     portfolio = _portfolio_row(book, closes, quote_total, now, run_id, storage_id)
     with duckdb.get_connection() as connection:
         with transaction(connection):
             connection.execute("DELETE FROM trading.positions WHERE mode = ?", [MODE])
             insert_rows(connection, "trading.positions", [
-                {**{k: getattr(p, k) for k in p.__dataclass_fields__}, "mode": MODE} for p in book.positions
+                {**asdict(p), "mode": MODE} for p in book.positions
             ])
             insert_rows(connection, "trading.portfolio", [portfolio])
         orders_total = connection.execute("SELECT count(*) FROM trading.orders").fetchall()[0][0]
