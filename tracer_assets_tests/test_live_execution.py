@@ -167,6 +167,8 @@ def test_a_run_killed_after_the_exchange_took_the_order_is_retried_without_a_sec
         for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
             instance.report_run_failed(record.dagster_run)
             instance.event_log_storage.free_concurrency_slots_for_run(record.dagster_run.run_id)
+        # (Asserted, or the retry below would wait for the slot forever.)
+        assert instance.event_log_storage.get_concurrency_info("duckdb").active_slot_count == 0
 
     decide(storage_id)  # the retry
     assert len(posts(server)) == 1 and len(server.orders()) == 1

@@ -8,7 +8,7 @@ placed under that client id instead of placing another.
 """
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -29,7 +29,7 @@ from tracer_assets.trading.decide import Decision, decimal_or_none, decision_id,
 from tracer_assets.trading.llm_decision import PortfolioState, context_from_frames
 from tracer_assets.trading.notify import format_order_message
 from tracer_assets.trading.llm_decision import Position as LlmPosition
-from tracer_assets.trading.paper import OrderTicket, PaperBroker, client_order_id
+from tracer_assets.trading.paper import OrderTicket, PaperBroker, Position, client_order_id
 from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, RiskState, assess, capped
 from tracer_assets.trading.risk import Position as RiskPosition
 from tracer_assets.trading.live import live_allowed
@@ -111,13 +111,12 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 params=[newest, newest],
             ).pl()
             stats = backtest_stats(connection)
-            broker = _load_paper_broker(connection, settings)
+            held, free_quote = _holdings(connection, settings, mode)
             bought_on = dict(connection.execute(
                 """SELECT o.client_order_id, d.timeframe FROM trading.orders o
                    JOIN trading.decisions d USING (decision_id) WHERE o.side = 'buy'"""
             ).fetchall())
         doubts = unpassed_blocking_checks(context.instance, SIGNALS_KEY, signals_run, signal_checks)
-        held = {p.symbol: p for p in broker.positions.values()}
         # The timeframe a position was bought on ("" if unknown): its label decides the exit.
         held_timeframes = {symbol: bought_on.get(p.position_id) or "" for symbol, p in held.items()}
         newest_indicators = indicators.sort("ts").group_by("symbol", "timeframe").last()
@@ -141,7 +140,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
             if doubts:  # the signals' own guards did not pass: nothing they say is acted on
                 decision = Decision(symbol, None, "HOLD", 0.0, "signals/signals not trusted: " + "; ".join(doubts))
             elif llm is not None and (selection.timeframe is not None or symbol in held):
-                decision, source = _ask_llm(llm, symbol, selection, indicators, signals, broker, settings), "llm"
+                decision, source = _ask_llm(llm, symbol, selection, indicators, signals, held, free_quote, settings), "llm"
             signal_ts = signals_tf.get(decision.timeframe or settings.base_timeframe, {}).get("ts", newest)
             rows.append({
                 "decision_id": decision_id(storage_id, symbol), "signal_storage_id": storage_id,
@@ -350,6 +349,26 @@ def _secrets(settings: Settings) -> list[str]:
     return [settings.environ[n] for n in names if settings.environ.get(n)]
 
 
+def _holdings(connection, settings: Settings, mode: str) -> tuple[dict[str, Position], Decimal]:
+    """The open position per symbol and the quote balance the deciders see: the paper broker's,
+    or in LIVE mode the live positions and exchange balance the last execution recorded."""
+    if mode != "LIVE":
+        broker = _load_paper_broker(connection, settings)
+        return broker.positions, broker.available(QUOTE)
+    columns = [f.name for f in fields(Position)]
+    positions = connection.execute(
+        f"SELECT {', '.join(columns)} FROM trading.positions WHERE mode = 'LIVE' AND closed_at IS NULL"
+    ).fetchall()
+    balance = connection.execute(
+        "SELECT quote_balance FROM trading.portfolio WHERE mode = 'LIVE' ORDER BY ts DESC LIMIT 1"
+    ).fetchall()
+    held = {}
+    for row in positions:
+        position = Position(**dict(zip(columns, row)))
+        held[position.symbol] = position
+    return held, balance[0][0] if balance else Decimal(0)
+
+
 def _load_paper_broker(connection, settings: Settings) -> PaperBroker:
     if table_exists(connection, "trading.paper_state"):
         row = connection.execute("SELECT state FROM trading.paper_state ORDER BY saved_at DESC, rowid DESC LIMIT 1").fetchall()
@@ -421,12 +440,11 @@ def _portfolio_row(broker: PaperBroker, marks: dict, now, run_id, storage_id, mo
     }
 
 
-def _ask_llm(llm, symbol, selection, indicators, signals, broker: PaperBroker, settings) -> Decision:
+def _ask_llm(llm, symbol, selection, indicators, signals, held: dict, free_quote: Decimal, settings) -> Decision:
     timeframe = selection.timeframe or settings.base_timeframe
-    held = broker.positions.get(symbol)
+    position = held.get(symbol)
     portfolio = PortfolioState(
-        QUOTE, broker.available(QUOTE),
-        {symbol: LlmPosition(held.amount, held.entry_price)} if held else {},
+        QUOTE, free_quote, {symbol: LlmPosition(position.amount, position.entry_price)} if position else {},
     )
     try:
         ctx = context_from_frames(
