@@ -31,12 +31,11 @@ from tracer_assets.trading.notify import format_order_message
 from tracer_assets.trading.llm_decision import Position as LlmPosition
 from tracer_assets.trading.paper import OrderTicket, PaperBroker, Position, client_order_id
 from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, RiskState, assess, capped
-from tracer_assets.trading.risk import Position as RiskPosition
 from tracer_assets.trading.live import live_allowed
 from tracer_assets.trading.live_execution import live_execution
 from tracer_assets.trading.signal_checks import unpassed_blocking_checks
 from tracer_assets.trading.state import dump_broker, load_broker
-from tracer_assets.trading.tables import QUOTE, create_trading_tables, insert_rows
+from tracer_assets.trading.tables import QUOTE, create_trading_tables, insert_rows, portfolio_row
 
 DECISIONS_KEY = dg.AssetKey(["trading", "decisions"])
 ORDERS_KEY = dg.AssetKey(["trading", "orders"])
@@ -233,7 +232,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
             verdict = assess(
                 OrderRequest(decision["symbol"], side, decimal_or_none(decision["price"]) or _last_close(broker, decision["symbol"]),
                              confidence=decision["confidence"]),
-                _risk_state(broker, now),
+                RiskState.from_history(broker.position_history, now, broker.available(QUOTE)),
                 capped(RiskLimits.from_settings(settings), decimal_or_none(decision["size_quote"])),
                 MarketRules(symbol=decision["symbol"], **REPLAY_MARKET),
             )
@@ -258,7 +257,8 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         fills += _feed(broker, candles.filter(pl.col("ts") >= now))
         updates = [broker.order(cid) for cid in sorted(open_before)]
         marks = {s: close for s in settings.symbols if (close := _last_close(broker, s)) is not None}
-        portfolio = _portfolio_row(broker, marks, now, context.run.run_id, storage_id, mode)
+        portfolio = portfolio_row(broker.position_history, broker.balances.get(QUOTE, Decimal(0)), marks, now,
+                                  context.run.run_id, storage_id, mode)
         with duckdb.get_connection() as connection:
             with transaction(connection):
                 insert_rows(connection, "trading.orders", audit_rows)
@@ -411,33 +411,6 @@ def _feed(broker: PaperBroker, candles: pl.DataFrame) -> list:
 def _last_close(broker: PaperBroker, symbol: str) -> Decimal | None:
     seen = broker.last_candle(symbol)
     return None if seen is None else seen[1]
-
-
-def _risk_state(broker: PaperBroker, now: datetime) -> RiskState:
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    history = broker.position_history
-    closed_today = [p for p in history if p.closed_at is not None and p.closed_at >= day]
-    losses = [p.closed_at for p in history if p.closed_at is not None and p.realized_pnl < 0]
-    return RiskState(
-        positions=tuple(RiskPosition(p.symbol, p.amount, p.entry_price, p.opened_at) for p in broker.positions.values()),
-        trades_today=sum(1 for p in history if p.opened_at >= day),
-        realized_pnl_today=sum((p.realized_pnl for p in closed_today), Decimal(0)),
-        last_loss_at=max(losses) if losses else None,
-        now=now,
-        free_quote=broker.available(QUOTE),
-    )
-
-
-def _portfolio_row(broker: PaperBroker, marks: dict, now, run_id, storage_id, mode) -> dict:
-    positions = broker.positions
-    value = sum((p.amount * marks[s] for s, p in positions.items() if s in marks), Decimal(0))
-    unrealized = sum((p.unrealized_pnl(marks[s]) for s, p in positions.items() if s in marks), Decimal(0))
-    quote = broker.balances.get(QUOTE, Decimal(0))
-    return {
-        "ts": now, "run_id": run_id, "signal_storage_id": storage_id, "mode": mode, "quote_balance": quote,
-        "positions_value": value, "equity": quote + value, "realized_pnl": broker.realized_pnl(),
-        "unrealized_pnl": unrealized, "open_positions": len(positions),
-    }
 
 
 def _ask_llm(llm, symbol, selection, indicators, signals, held: dict, free_quote: Decimal, settings) -> Decision:

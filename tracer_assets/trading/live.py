@@ -232,8 +232,7 @@ class LiveBroker:
 
     def balances(self) -> dict[str, Decimal]:
         """Total balance per currency (free plus locked), zero balances left out."""
-        balance = self._call(self.exchange.fetch_balance)
-        return {c: _dec(v, f"balance {c}") for c, v in (balance.get("total") or {}).items() if v}
+        return _amounts(self._call(self.exchange.fetch_balance), "total")
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -280,8 +279,7 @@ class LiveBroker:
                 elif order.status != "pending":
                     result.changed.append(self._complete(order))
         balance = self._call(self.exchange.fetch_balance)
-        result.balances = {c: _dec(v, f"balance {c}") for c, v in (balance.get("total") or {}).items() if v}
-        result.free = {c: _dec(v, f"free balance {c}") for c, v in (balance.get("free") or {}).items() if v}
+        result.balances, result.free = _amounts(balance, "total"), _amounts(balance, "free")
         return result
 
     # --- internals ------------------------------------------------------------------------
@@ -393,6 +391,11 @@ def _fee(raw: Mapping) -> tuple[Decimal | None, str | None]:
     if len(currencies) != 1:
         return None, None
     return sum((_dec(f["cost"], "fee") for f in entries), Decimal(0)), currencies.pop()
+
+
+def _amounts(balance: Mapping, kind: str) -> dict[str, Decimal]:
+    """ccxt's fetch_balance()[kind] ("total", "free") per currency, zero balances left out."""
+    return {c: _dec(v, f"{kind} balance {c}") for c, v in (balance.get(kind) or {}).items() if v}
 
 
 def _dec(value: object, name: str) -> Decimal | None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
-from tracer_assets.trading.paper import _CONTEXT, Position, _round
+from tracer_assets.trading.paper import _CONTEXT, Position, _round, bought_into, sold_from
 
 
 @dataclass(frozen=True)
@@ -94,23 +94,14 @@ def book_positions(executions: Iterable[Execution], dust: Mapping[str, Decimal] 
 
 def _buy(book: Book, open_by_symbol: dict, execution: Execution, received: Decimal, cost: Decimal, fee: Decimal) -> None:
     index = open_by_symbol.get(execution.symbol)
+    position = bought_into(None if index is None else book.positions[index], execution.client_order_id,
+                           execution.symbol, received, execution.average_price, cost, fee, execution.stop_loss,
+                           execution.take_profit, execution.ts)
     if index is None:
         open_by_symbol[execution.symbol] = len(book.positions)
-        book.positions.append(Position(
-            execution.client_order_id, execution.symbol, received, execution.average_price, cost,
-            execution.stop_loss, execution.take_profit, execution.ts, fees_paid=fee,
-        ))
-        return
-    old = book.positions[index]
-    with localcontext(_CONTEXT):
-        amount = old.amount + received
-        entry = _round((old.entry_price * old.amount + execution.average_price * received) / amount, ROUND_HALF_EVEN)
-    # As on paper: a later buy's stop/target replace the position's; None keeps them.
-    book.positions[index] = replace(
-        old, amount=amount, entry_price=entry, cost_basis=old.cost_basis + cost, fees_paid=old.fees_paid + fee,
-        stop_loss=execution.stop_loss if execution.stop_loss is not None else old.stop_loss,
-        take_profit=execution.take_profit if execution.take_profit is not None else old.take_profit,
-    )
+        book.positions.append(position)
+    else:
+        book.positions[index] = position
 
 
 def _sell(book: Book, open_by_symbol: dict, execution: Execution, proceeds: Decimal, fee: Decimal, dust: Decimal) -> None:
@@ -119,18 +110,7 @@ def _sell(book: Book, open_by_symbol: dict, execution: Execution, proceeds: Deci
         book.notes.append(f"{execution.client_order_id}: sold {execution.filled} {execution.symbol} with no open "
                           "position (a holding from before Tracer): not booked")
         return
-    position = book.positions[index]
-    closed = min(execution.filled, position.amount)
-    with localcontext(_CONTEXT):
-        whole = closed == position.amount
-        basis = position.cost_basis if whole else _round(position.cost_basis * closed / position.amount, ROUND_HALF_EVEN)
-        share = closed == execution.filled
-        received = proceeds if share else _round(proceeds * closed / execution.filled, ROUND_HALF_EVEN)
-        fee_part = fee if share else _round(fee * closed / execution.filled, ROUND_HALF_EVEN)
-    position = replace(
-        position, amount=position.amount - closed, cost_basis=position.cost_basis - basis,
-        realized_pnl=position.realized_pnl + received - basis, fees_paid=position.fees_paid + fee_part,
-    )
+    position = sold_from(book.positions[index], execution.filled, proceeds, fee)
     if position.amount < max(dust, Decimal("1e-18")):
         if position.amount:
             # Below what the market lets one sell: written off (its cost counts as lost), not held.

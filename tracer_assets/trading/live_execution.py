@@ -29,8 +29,7 @@ from tracer_assets.trading.live import ExchangeOrder, LiveBroker, LiveTradingRef
 from tracer_assets.trading.live_book import Book, Execution, book_positions, exit_trigger
 from tracer_assets.trading.paper import OrderTicket, client_order_id
 from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, RiskState, assess, capped
-from tracer_assets.trading.risk import Position as RiskPosition
-from tracer_assets.trading.tables import QUOTE, create_trading_tables, insert_rows
+from tracer_assets.trading.tables import QUOTE, create_trading_tables, insert_rows, portfolio_row
 
 MODE = "LIVE"
 # How far back reconcile reads each symbol's orders; older pending records are looked up by id.
@@ -131,7 +130,8 @@ def live_execution(context, duckdb, live_exchange, settings, storage_id: int, co
         else:
             verdict = assess(
                 OrderRequest(intent["symbol"], intent["side"], intent["price"], confidence=intent["confidence"]),
-                _risk_state(book, now, free_quote), capped(limits, intent["size"]), markets[intent["symbol"]],
+                RiskState.from_history(book.positions, now, free_quote), capped(limits, intent["size"]),
+                markets[intent["symbol"]],
             )
         row = {
             "client_order_id": cid, "decision_id": intent["decision_id"], "signal_storage_id": storage_id,
@@ -164,7 +164,7 @@ def live_execution(context, duckdb, live_exchange, settings, storage_id: int, co
                 free_quote -= row["filled"] * row["price"] + (row["fee"] if row["fee_currency"] == QUOTE else 0)
 
     quote_total = broker.balances().get(QUOTE, Decimal(0))
-    portfolio = _portfolio_row(book, closes, quote_total, now, run_id, storage_id)
+    portfolio = portfolio_row(book.positions, quote_total, closes, now, run_id, storage_id, MODE)
     with duckdb.get_connection() as connection:
         with transaction(connection):
             connection.execute("DELETE FROM trading.positions WHERE mode = ?", [MODE])
@@ -250,29 +250,3 @@ def _last_closes(connection, symbols) -> dict[str, Decimal]:
         [list(symbols)],
     ).fetchall()
     return {symbol: decimal_or_none(close) for symbol, close in rows}
-
-
-def _risk_state(book: Book, now: datetime, free_quote: Decimal) -> RiskState:
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    closed_today = [p for p in book.positions if p.closed_at is not None and p.closed_at >= day]
-    losses = [p.closed_at for p in book.positions if p.closed_at is not None and p.realized_pnl < 0]
-    return RiskState(
-        positions=tuple(RiskPosition(p.symbol, p.amount, p.entry_price, p.opened_at) for p in book.open_positions.values()),
-        trades_today=sum(1 for p in book.positions if p.opened_at >= day),
-        realized_pnl_today=sum((p.realized_pnl for p in closed_today), Decimal(0)),
-        last_loss_at=max(losses) if losses else None,
-        now=now,
-        free_quote=free_quote,
-    )
-
-
-def _portfolio_row(book: Book, marks: dict, quote_total: Decimal, now, run_id, storage_id) -> dict:
-    positions = book.open_positions
-    value = sum((p.amount * marks[s] for s, p in positions.items() if s in marks), Decimal(0))
-    unrealized = sum((p.unrealized_pnl(marks[s]) for s, p in positions.items() if s in marks), Decimal(0))
-    return {
-        "ts": now, "run_id": run_id, "signal_storage_id": storage_id, "mode": MODE, "quote_balance": quote_total,
-        "positions_value": value, "equity": quote_total + value,
-        "realized_pnl": sum((p.realized_pnl for p in book.positions), Decimal(0)),
-        "unrealized_pnl": unrealized, "open_positions": len(positions),
-    }

@@ -196,6 +196,40 @@ class Position:
             return _round(self.amount * price - self.cost_basis, ROUND_HALF_EVEN)
 
 
+def bought_into(old: Position | None, position_id: str, symbol: str, amount: Decimal, price: Decimal, cost: Decimal,
+                fee: Decimal, stop_loss: Decimal | None, take_profit: Decimal | None, ts: datetime) -> Position:
+    """A buy of `amount` at `price` (`cost` quote paid, `fee` of it) opening a position, or added
+    to the open `old` one: amount-weighted entry price; the buy's stop/target replace the
+    position's, None keeps them. Shared by the paper broker and the live book."""
+    if old is None:
+        return Position(position_id, symbol, amount, price, cost, stop_loss, take_profit, ts, fees_paid=fee)
+    with localcontext(_CONTEXT):
+        total = old.amount + amount
+        entry = _round((old.entry_price * old.amount + price * amount) / total, ROUND_HALF_EVEN)
+    return replace(
+        old, amount=total, entry_price=entry, cost_basis=old.cost_basis + cost, fees_paid=old.fees_paid + fee,
+        stop_loss=stop_loss if stop_loss is not None else old.stop_loss,
+        take_profit=take_profit if take_profit is not None else old.take_profit,
+    )
+
+
+def sold_from(position: Position, amount: Decimal, proceeds: Decimal, fee: Decimal) -> Position:
+    """A sale of `amount` (`proceeds` quote received, `fee` paid) charged to `position`: the part
+    it holds takes its share of the cost basis, proceeds and fee; more than it holds is not its
+    business. Closing it (closed_at) is the caller's rule. Shared by the paper broker and the live book."""
+    closed = min(amount, position.amount)
+    with localcontext(_CONTEXT):
+        # Whole amounts take whole values; a part takes its share, rounded once.
+        basis = (position.cost_basis if closed == position.amount
+                 else _round(position.cost_basis * closed / position.amount, ROUND_HALF_EVEN))
+        received = proceeds if closed == amount else _round(proceeds * closed / amount, ROUND_HALF_EVEN)
+        fee_part = fee if closed == amount else _round(fee * closed / amount, ROUND_HALF_EVEN)
+    return replace(
+        position, amount=position.amount - closed, cost_basis=position.cost_basis - basis,
+        realized_pnl=position.realized_pnl + received - basis, fees_paid=position.fees_paid + fee_part,
+    )
+
+
 class PaperBroker:
     """Paper trading: orders fill on the next candle's open with slippage and fees, stops and
     targets are watched on every candle. Pure state; `snapshot()`/`restore()` persist it."""
@@ -437,21 +471,9 @@ class PaperBroker:
 
     def _add_to_position(self, order: PaperOrder, price: Decimal, cost: Decimal, fee: Decimal, ts: datetime) -> str:
         position_id = self._open_position.get(order.symbol)
-        if position_id is None:
-            position = Position(order.client_order_id, order.symbol, order.amount, price, cost,
-                                order.stop_loss, order.take_profit, ts, fees_paid=fee)
-            self._open_position[order.symbol] = position.position_id
-        else:
-            old = self._positions[position_id]
-            with localcontext(_CONTEXT):
-                amount = old.amount + order.amount
-                entry = _round((old.entry_price * old.amount + price * order.amount) / amount, ROUND_HALF_EVEN)
-            # A later buy's stop/target replace the position's; None keeps them.
-            position = replace(
-                old, amount=amount, entry_price=entry, cost_basis=old.cost_basis + cost, fees_paid=old.fees_paid + fee,
-                stop_loss=order.stop_loss if order.stop_loss is not None else old.stop_loss,
-                take_profit=order.take_profit if order.take_profit is not None else old.take_profit,
-            )
+        position = bought_into(None if position_id is None else self._positions[position_id], order.client_order_id,
+                               order.symbol, order.amount, price, cost, fee, order.stop_loss, order.take_profit, ts)
+        self._open_position[order.symbol] = position.position_id
         self._positions[position.position_id] = position
         return position.position_id
 
@@ -463,18 +485,7 @@ class PaperBroker:
         position_id = self._open_position.get(symbol)
         if position_id is None:
             return None  # sold a holding that predates any position (e.g. SIM_BASE_BALANCE)
-        position = self._positions[position_id]
-        closed = min(amount, position.amount)
-        with localcontext(_CONTEXT):
-            # Whole amounts take whole values; a part takes its share, rounded once.
-            basis = (position.cost_basis if closed == position.amount
-                     else _round(position.cost_basis * closed / position.amount, ROUND_HALF_EVEN))
-            received = proceeds if closed == amount else _round(proceeds * closed / amount, ROUND_HALF_EVEN)
-            fee_part = fee if closed == amount else _round(fee * closed / amount, ROUND_HALF_EVEN)
-        position = replace(
-            position, amount=position.amount - closed, cost_basis=position.cost_basis - basis,
-            realized_pnl=position.realized_pnl + received - basis, fees_paid=position.fees_paid + fee_part,
-        )
+        position = sold_from(self._positions[position_id], amount, proceeds, fee)
         if position.amount == 0:
             position = replace(position, closed_at=ts)
             del self._open_position[symbol]

@@ -33,7 +33,7 @@ minimum notional is never overstated.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
@@ -316,6 +316,24 @@ class RiskState:
         _require_aware("RiskState", "last_loss_at", self.last_loss_at, allow_none=True)
         _require_aware("RiskState", "now", self.now)
         _require_decimal("RiskState", "free_quote", self.free_quote, allow_none=True)
+
+    @classmethod
+    def from_history(cls, history: Iterable, now: datetime, free_quote: Decimal | None) -> RiskState:
+        """From every position a broker ever held, open and closed (anything with symbol, amount,
+        entry_price, opened_at, closed_at and realized_pnl, like the brokers' positions): the
+        open ones, today's (UTC) new positions and realized PnL, and the last loss."""
+        history = list(history)
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        closed = [p for p in history if p.closed_at is not None]
+        losses = [p.closed_at for p in closed if p.realized_pnl < 0]
+        return cls(
+            positions=tuple(Position(p.symbol, p.amount, p.entry_price, p.opened_at) for p in history if p.closed_at is None),
+            trades_today=sum(1 for p in history if p.opened_at >= day),
+            realized_pnl_today=sum((p.realized_pnl for p in closed if p.closed_at >= day), Decimal(0)),
+            last_loss_at=max(losses) if losses else None,
+            now=now,
+            free_quote=free_quote,
+        )
 
     def held(self, symbol: str) -> tuple[Decimal, Decimal]:
         """(amount, cost) held in `symbol`, summed over its positions."""

@@ -1,5 +1,7 @@
 """The trading schema's tables, and how rows go into them (both brokers use these)."""
 
+from decimal import Decimal
+
 # Every symbol is quoted in it (the paper account's cash, the live account's PnL currency).
 QUOTE = "USDT"
 
@@ -47,3 +49,18 @@ def insert_rows(connection, table: str, rows: list[dict]) -> None:
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
         [[row[c] for c in columns] for row in rows],
     )
+
+
+def portfolio_row(history, quote_balance: Decimal, marks: dict, now, run_id: str, storage_id: int, mode: str) -> dict:
+    """A trading.portfolio row from every position ever held (the brokers' `Position`s): the quote
+    balance plus the open positions marked to `marks` (symbol -> last close), realized PnL of all."""
+    history = list(history)
+    open_positions = [p for p in history if p.closed_at is None]
+    value = sum((p.amount * marks[p.symbol] for p in open_positions if p.symbol in marks), Decimal(0))
+    unrealized = sum((p.unrealized_pnl(marks[p.symbol]) for p in open_positions if p.symbol in marks), Decimal(0))
+    return {
+        "ts": now, "run_id": run_id, "signal_storage_id": storage_id, "mode": mode, "quote_balance": quote_balance,
+        "positions_value": value, "equity": quote_balance + value,
+        "realized_pnl": sum((p.realized_pnl for p in history), Decimal(0)),
+        "unrealized_pnl": unrealized, "open_positions": len(open_positions),
+    }
