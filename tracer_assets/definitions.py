@@ -22,6 +22,7 @@ from tracer_assets.settings import Settings, load_settings
 from tracer_assets.signals.assets import SIGNALS_KEY, build_signal_assets
 from tracer_assets.sql.assets import build_sql_assets
 from tracer_assets.trading.assets import API_KEY_VAR, SECRET_VAR, build_trading_assets, trading_mode
+from tracer_assets.trading.secrets import check_secrets
 from tracer_assets.trading.signal_checks import blocking_check_names
 from tracer_assets.trading.sensors import DECISION_JOB, build_decision_job, build_signal_sensor
 
@@ -69,6 +70,7 @@ def live_resources(settings: Settings) -> dict:
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
+    check_secrets(settings)  # a malformed secret in use stops the load here, not a run after its decisions
     partitions = candle_partitions(settings)
     candles = build_candles_asset(settings, partitions)
     sql_assets = build_sql_assets(settings, partitions, {tuple(CANDLES_KEY.path)})

@@ -88,6 +88,8 @@ SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
     ("TRACER_DAILY_TRADE_LIMIT", "8", "Risk: most new positions per UTC day."),
     ("TRACER_DAILY_LOSS_LIMIT", "50", "Risk: realized loss in a UTC day (quote currency) at which new risk halts; positions can still close."),
     ("TRACER_LOSS_COOLDOWN_MINUTES", "30", "Risk: no new position this long after a losing trade."),
+    ("TRACER_MAX_SIGNAL_AGE_SECONDS", "2 base candles (600 on 5m)", "A signal event whose newest candle closed longer ago than this, on the exchange's clock, is not traded: HOLD at decision time, refused at execution."),
+    ("TRACER_MAX_PRICE_DEVIATION", "0.05", "Live orders: refused when the decision's price differs from a fresh ticker's last price by more than this fraction."),
     ("TRACER_KELLY_FRACTION", "0.5", "Risk: the fraction of the Kelly bet used when a strategy's win rate and payoff are known."),
 )
 
@@ -148,6 +150,8 @@ class Settings:
     daily_loss_limit: Decimal
     loss_cooldown_minutes: float
     kelly_fraction: Decimal
+    max_signal_age_seconds: float
+    max_price_deviation: Decimal
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -268,11 +272,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             )
 
     symbols_raw = _text(env, "TRACER_SYMBOLS", ",".join(DEFAULT_SYMBOLS))
-    symbols = tuple(dict.fromkeys(s.strip().upper() for s in symbols_raw.split(",") if s.strip()))
-    if not symbols:
+    entries = [s.strip().upper() for s in symbols_raw.split(",")]
+    if not any(entries):
         raise SettingsError("TRACER_SYMBOLS is empty: name at least one symbol, e.g. BTC/USDT")
+    if any(not entry for entry in entries):
+        raise SettingsError(
+            f"TRACER_SYMBOLS={symbols_raw!r} has an empty entry (entry {entries.index('') + 1}): "
+            "write symbols separated by single commas, e.g. BTC/USDT,ETH/USDT"
+        )
+    duplicates = sorted({entry for entry in entries if entries.count(entry) > 1})
+    if duplicates:
+        raise SettingsError(f"TRACER_SYMBOLS={symbols_raw!r} names {', '.join(duplicates)} more than once")
+    symbols = tuple(entries)
     for symbol in symbols:
-        if "/" not in symbol:
+        base, _, quote = symbol.partition("/")
+        if not base or not quote or "/" in quote:
             raise SettingsError(f"TRACER_SYMBOLS: {symbol!r} is not a ccxt symbol like BTC/USDT")
 
     base_timeframe = _text(env, "TRACER_BASE_TIMEFRAME", "5m")
@@ -353,6 +367,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "TRACER_LOSS_COOLDOWN_MINUTES", _number(env, "TRACER_LOSS_COOLDOWN_MINUTES", "30", float)
         ),
         kelly_fraction=_fraction(env, "TRACER_KELLY_FRACTION", "0.5", Decimal),
+        max_signal_age_seconds=_positive("TRACER_MAX_SIGNAL_AGE_SECONDS", _number(
+            env, "TRACER_MAX_SIGNAL_AGE_SECONDS", str(2 * timeframe_seconds(base_timeframe)), float)),
+        max_price_deviation=_positive(
+            "TRACER_MAX_PRICE_DEVIATION", _fraction(env, "TRACER_MAX_PRICE_DEVIATION", "0.05", Decimal)
+        ),
         environ=env,
     )
     if settings.max_symbol_exposure > settings.max_total_exposure:
@@ -364,6 +383,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"MIN_ALLOWED_ORDER_AMOUNT={settings.min_allowed_order_amount} is above "
             f"MAX_ORDER_AMOUNT={settings.max_order_amount}"
+        )
+    if settings.order_amount > settings.max_order_amount:
+        raise SettingsError(
+            f"ORDER_AMOUNT={settings.order_amount} is above MAX_ORDER_AMOUNT={settings.max_order_amount}: "
+            "the risk manager would never size an order that large; lower ORDER_AMOUNT or raise MAX_ORDER_AMOUNT"
         )
     if not 0 <= settings.macro_min_win_rate <= 1:
         raise SettingsError(f"MACRO_MIN_WIN_RATE={settings.macro_min_win_rate}: must lie in [0, 1]")

@@ -5,13 +5,19 @@
         server.reply_text('{"action": "HOLD", ...}')
         server.reply_status(500)
         server.reply_delay(2.0, "...")      # answers after 2 s: a client timeout below that fires
+        server.reply_trickle("...", pieces=8, pause_s=1.0)  # headers at once, the body over 8 s
         server.reply_refusal()
         server.reply_content([], stop_reason="end_turn")   # any content blocks
         ...
         server.requests[0].body["system"]
 
 `POST /v1/messages` only. Replies are scripted, first in first out; a request with none scripted
-gets a 500 saying so (a test never passes on a default answer). The key is checked the way the
+gets a 500 saying so (a test never passes on a default answer). A 200 reply is a JSON message, or,
+when the request asks for `"stream": true`, the API's server-sent events (message_start,
+content_block_start/delta/stop, message_delta, message_stop) in a chunked body. A trickled reply
+(`reply_trickle`) sends its headers at once and its body in pieces with a pause before each; if the
+client hangs up meanwhile, the server stops and records when (`RecordedRequest.hung_up_at`,
+`pieces_sent`), so a test can see that a client really closed its connection. The key is checked the way the
 API does: sent as `x-api-key` or as `Authorization: Bearer` (anthropic 2.11 sends the latter);
 a missing or wrong key is a 401 authentication_error, a missing `anthropic-version` a 400.
 Error bodies have Anthropic's shape: {"type": "error", "error": {"type", "message"}, "request_id"}.
@@ -21,7 +27,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import select
+import socket
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +56,13 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any  # the parsed JSON, or the raw text when it was not JSON
+    pieces_sent: int = 0  # body pieces of a trickled reply written before it ended
+    hung_up_at: float | None = None  # time.monotonic() when the client closed mid-trickle
+
+    @property
+    def streamed(self) -> bool:
+        """The client asked for server-sent events."""
+        return isinstance(self.body, dict) and self.body.get("stream") is True
 
     @property
     def prompt_text(self) -> str:
@@ -71,6 +87,8 @@ class _Reply:
     error: dict | None = None
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    pieces: int = 1  # the body in this many writes ...
+    pause_s: float = 0.0  # ... each after this pause (a trickle when pieces > 1)
 
 
 class FakeAnthropic:
@@ -142,6 +160,14 @@ class FakeAnthropic:
         """reply_text, sent after `seconds` (for client timeouts)."""
         self._push(_Reply(content=[{"type": "text", "text": text}], delay_s=seconds))
 
+    def reply_trickle(self, text: str, pieces: int = 8, pause_s: float = 1.0, stop_reason: str = "end_turn") -> None:
+        """reply_text with the headers sent at once and the body in `pieces` parts, each after
+        `pause_s` (the last at pieces * pause_s): every read the client makes gets data well
+        within a per-read timeout of more than `pause_s`, while the whole answer takes longer."""
+        if pieces < 1 or pause_s < 0:
+            raise ValueError(f"pieces must be >= 1 and pause_s >= 0, got {pieces}, {pause_s}")
+        self._push(_Reply(content=[{"type": "text", "text": text}], stop_reason=stop_reason, pieces=pieces, pause_s=pause_s))
+
     def reply_refusal(self, text: str = "") -> None:
         """A 200 message stopped by the safety classifiers: stop_reason "refusal"."""
         content = [{"type": "text", "text": text}] if text else []
@@ -151,9 +177,10 @@ class FakeAnthropic:
         with self._lock:
             return self._replies.popleft() if self._replies else None
 
-    def _record(self, request: RecordedRequest) -> None:
+    def _record(self, request: RecordedRequest) -> RecordedRequest:
         with self._lock:
             self.requests.append(request)
+        return request
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -192,7 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = raw
         headers = {name.lower(): value for name, value in self.headers.items()}
-        self.fake._record(RecordedRequest("POST", self.path, headers, body))
+        record = self.fake._record(RecordedRequest("POST", self.path, headers, body))
         if self.path.split("?")[0] != "/v1/messages":
             self._error(404, "not_found_error", f"Not found: {self.path}")
             return
@@ -222,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(reply.status, reply.error["type"], reply.error["message"], reply.headers)
             return
         output_tokens = sum(len(block.get("text", "")) // 4 + 1 for block in reply.content)
-        self._send(200, {
+        message = {
             "id": f"msg_fake_{next(self.fake._ids)}",
             "type": "message",
             "role": "assistant",
@@ -236,4 +263,79 @@ class _Handler(BaseHTTPRequestHandler):
                 "cache_creation_input_tokens": 0,
                 "cache_read_input_tokens": 0,
             },
-        })
+        }
+        if body.get("stream") is True:
+            self._send_pieces(record, _sse_events(message), "text/event-stream", reply, chunked=True)
+        elif reply.pieces > 1:
+            self._send_pieces(record, json.dumps(message).encode(), "application/json", reply, chunked=False)
+        else:
+            self._send(200, message)
+
+    def _send_pieces(self, record: RecordedRequest, body: bytes, content_type: str, reply: _Reply, chunked: bool) -> None:
+        """Headers now; the body in reply.pieces writes, each after reply.pause_s (chunked for SSE)."""
+        size = -(-len(body) // reply.pieces)  # ceiling: exactly `pieces` parts (fewer for a tiny body)
+        parts = [body[i:i + size] for i in range(0, len(body), size)]
+        try:
+            self.send_response(200)
+            self.send_header("content-type", content_type)
+            if chunked:
+                self.send_header("transfer-encoding", "chunked")
+            else:
+                self.send_header("content-length", str(len(body)))
+            self.send_header("request-id", f"req_fake_{next(self.fake._ids)}")
+            self.end_headers()
+            self.wfile.flush()
+            for part in parts:
+                if reply.pause_s and self._client_gone(record, reply.pause_s):
+                    self.close_connection = True
+                    return
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+                self.wfile.flush()
+                record.pieces_sent += 1
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            record.hung_up_at = record.hung_up_at or time.monotonic()
+            self.close_connection = True
+
+    def _client_gone(self, record: RecordedRequest, seconds: float) -> bool:
+        """Wait `seconds`; True at once if the client closes its end (recorded) or the server stops."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self.fake._stopping.is_set():
+                return True
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            if not readable:
+                continue
+            try:
+                peeked = self.connection.recv(1, socket.MSG_PEEK)
+            except OSError:
+                peeked = b""
+            if not peeked:  # end of stream: the client shut down or closed its socket
+                record.hung_up_at = time.monotonic()
+                return True
+            time.sleep(min(left, 0.05))  # bytes of a next request: not ours to read now
+        return False
+
+
+def _sse_events(message: dict) -> bytes:
+    """The message as the Messages API streams it: one text delta per text block; any other
+    block whole in its content_block_start."""
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
+             "usage": {**message["usage"], "output_tokens": 1}}
+    events: list[tuple[str, dict]] = [("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(message["content"]):
+        if block.get("type") == "text":
+            events.append(("content_block_start", {"type": "content_block_start", "index": index,
+                                                   "content_block": {"type": "text", "text": ""}}))
+            events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                   "delta": {"type": "text_delta", "text": block.get("text", "")}}))
+        else:
+            events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    events.append(("message_delta", {"type": "message_delta",
+                                     "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                                     "usage": {"output_tokens": message["usage"]["output_tokens"]}}))
+    events.append(("message_stop", {"type": "message_stop"}))
+    return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()

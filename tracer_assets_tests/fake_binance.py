@@ -222,6 +222,7 @@ class FakeBinance:
         """`balances`: the spot account's free balances (default 10,000 USDT); `api_keys`: key ->
         secret, checked with the HMAC when given (otherwise any key and signature pass)."""
         self.now_ms = now_ms
+        self.ticker_prices: dict[str, Decimal] = {}  # symbol id -> a last price other than the candles'
         self._balances: dict[str, Decimal] = {
             asset: Decimal(str(amount)) for asset, amount in (balances or {"USDT": "10000"}).items()
         }
@@ -353,6 +354,7 @@ class FakeBinance:
             "/api/v3/time": lambda: {"serverTime": self.now_ms},
             "/api/v3/exchangeInfo": self._spot_exchange_info,
             "/api/v3/klines": lambda: self._klines(query),
+            "/api/v3/ticker/24hr": lambda: self._ticker(query),
             "/fapi/v1/ping": lambda: {},
             "/fapi/v1/time": lambda: {"serverTime": self.now_ms},
             "/fapi/v1/exchangeInfo": self._futures_exchange_info,
@@ -577,6 +579,16 @@ class FakeBinance:
         if not len(ms):
             raise _BinanceError(400, -1121, "Invalid symbol.")
         return Decimal(_price(values[-1, 3]))
+
+    def _ticker(self, query: Mapping[str, str]) -> dict:
+        """GET /api/v3/ticker/24hr for one symbol: the last price is the one a market order gets
+        now (`ticker_prices` overrides it, to test a price far from the ticker)."""
+        symbol_id = _required(query, "symbol")
+        if (symbol_id, "5m") in self._files:
+            self._candles(symbol_id, "5m")
+        last = self.ticker_prices.get(symbol_id) or self._last_price(symbol_id)
+        return {"symbol": symbol_id, "lastPrice": _dec(last), "openTime": self.now_ms - 86_400_000,
+                "closeTime": self.now_ms, "bidPrice": _dec(last), "askPrice": _dec(last), "volume": "0"}
 
     def _decimal_param(self, query: Mapping[str, str], name: str) -> Decimal | None:
         if name not in query:

@@ -67,6 +67,26 @@ def _nan_high(rows):
     return rows[BROKEN][0]
 
 
+def _inf_high(rows):
+    rows[BROKEN][2] = math.inf
+    return rows[BROKEN][0]
+
+
+def _minus_inf_low(rows):
+    rows[BROKEN][3] = -math.inf
+    return rows[BROKEN][0]
+
+
+def _inf_volume(rows):
+    rows[BROKEN][5] = math.inf
+    return rows[BROKEN][0]
+
+
+def _inf_close_and_high(rows):
+    rows[BROKEN][2] = rows[BROKEN][4] = math.inf
+    return rows[BROKEN][0]
+
+
 def _zero_prices(rows):
     rows[BROKEN][1:5] = [0.0, 0.0, 0.0, 0.0]
     return rows[BROKEN][0]
@@ -118,6 +138,12 @@ CASES = [
     ("null_close", "missing_value", _null_close, {"missing_value"}),
     ("nan_volume", "missing_value", _nan_volume, {"missing_value"}),
     ("nan_high", "missing_value", _nan_high, {"missing_value"}),
+    # high=inf passed every other rule (close < inf, high > low): refused by name, and only once;
+    # -inf would trip non_positive_price and the range rules, inf in the low high_below_low.
+    ("inf_high", "non_finite", _inf_high, {"non_finite"}),
+    ("minus_inf_low", "non_finite", _minus_inf_low, {"non_finite"}),
+    ("inf_volume", "non_finite", _inf_volume, {"non_finite"}),
+    ("inf_close_and_high", "non_finite", _inf_close_and_high, {"non_finite"}),
     ("zero_prices", "non_positive_price", _zero_prices, {"non_positive_price"}),
     ("negative_low", "non_positive_price", _negative_low, {"non_positive_price"}),
     # high < low leaves no room for open and close inside [low, high]: those rules fire too.
@@ -274,3 +300,24 @@ def test_frame_missing_a_column_is_refused_by_name(btc_rows):
     candles = candles_from_rows(btc_rows, "BTC/USDT", "5m").drop("volume")
     with pytest.raises(ValueError, match=r"lacks columns \['volume'\]"):
         validate_candles(candles)
+
+
+def test_infinite_high_is_refused_naming_symbol_time_rule_and_value(btc_rows):
+    rows = copy.deepcopy(btc_rows)
+    rows[BROKEN][2] = math.inf
+    with pytest.raises(CandleValidationError) as caught:
+        validate_candles(candles_from_rows(rows, "BTC/USDT", "5m"))
+    (violation,) = caught.value.violations
+    assert str(violation).startswith(
+        "BTC/USDT 5m at 2024-03-10T00:50:00Z: a price or the volume is infinite (+inf or -inf) [non_finite]: "
+    )
+    assert "high=inf" in str(violation)
+
+
+def test_a_row_with_both_nan_and_inf_is_named_by_both_value_rules(btc_rows):
+    rows = copy.deepcopy(btc_rows)
+    rows[BROKEN][1] = math.nan
+    rows[BROKEN][2] = math.inf
+    with pytest.raises(CandleValidationError) as caught:
+        validate_candles(candles_from_rows(rows, "BTC/USDT", "5m"))
+    assert [v.rule for v in caught.value.violations] == ["missing_value", "non_finite"]

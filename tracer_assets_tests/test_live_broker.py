@@ -65,7 +65,7 @@ def broker(exchange, env: dict[str, str] = LIVE_ENV, allowed: bool | None = None
 
 
 def ticket(storage_id: int, side: str = "buy", amount: str = "0.001", symbol: str = "BTC/USDT") -> OrderTicket:
-    return OrderTicket(client_order_id(storage_id, symbol, side), symbol, side, D(amount), BTC_PRICE,
+    return OrderTicket(client_order_id(f"decision-{storage_id}", side), symbol, side, D(amount), BTC_PRICE,
                        None, None, f"decision-{storage_id}", storage_id)
 
 
@@ -129,7 +129,7 @@ def test_with_every_condition_one_market_order_fills_with_its_fee(server):
     order = live.submit(ticket(101))
 
     [stored] = server.orders()
-    assert len(posts(server)) == 1 and stored.client_order_id == client_order_id(101, "BTC/USDT", "buy")
+    assert len(posts(server)) == 1 and stored.client_order_id == client_order_id("decision-101", "buy")
     assert (order.status, order.exchange_order_id, order.filled, order.average_price) == ("filled", "1", D("0.001"), BTC_PRICE)
     # Binance takes a buy's fee in the asset received: 0.1% of 0.001 BTC.
     assert (order.fee, order.fee_currency) == (D("0.000001"), "BTC")
@@ -157,7 +157,7 @@ def test_the_same_signal_processed_twice_or_after_a_restart_sends_one_order(serv
 def test_binance_accepts_a_filled_orders_client_id_again_so_the_lookup_is_what_prevents_doubling(server):
     """The fake is as lenient as Binance: the id must only be unique among OPEN orders."""
     exchange = client(server)
-    cid = client_order_id(103, "BTC/USDT", "buy")
+    cid = client_order_id("decision-103", "buy")
     for _ in range(2):
         exchange.create_order("BTC/USDT", "market", "buy", "0.001", None, {"clientOrderId": cid})
     assert [o.client_order_id for o in server.orders()] == [cid, cid]
@@ -226,6 +226,16 @@ def test_a_ticket_with_an_id_not_derived_from_its_signal_is_refused(server):
     assert server.requests() == []
 
 
+def test_a_refusal_by_the_exchange_is_a_rejected_order_with_its_message_not_a_crash(server):
+    """Binance's -1013 filter failures arrive from ccxt as BadRequest (not InvalidOrder): the
+    exchange answered and took nothing, so the order is rejected with the exchange's words."""
+    server.fail_next(ORDER, status=400, body={"code": -1013, "msg": "Filter failure: NOTIONAL"}, method="POST")
+    order = broker(client(server)).submit(ticket(108))
+    assert (order.status, order.exchange_order_id, order.filled) == ("rejected", None, D(0))
+    assert "BadRequest" in order.reason and "Filter failure: NOTIONAL" in order.reason
+    assert server.orders() == [] and len(posts(server)) == 1  # sent once, refused, not retried
+
+
 # --- reconciliation and sandbox -------------------------------------------------------------
 
 
@@ -234,16 +244,21 @@ def test_reconcile_finds_what_the_local_record_lacks_or_has_stale(server):
     recorded_filled = live.submit(ticket(201))
     unrecorded = live.submit(ticket(202))  # the process died before recording this one
     recorded_pending = live.submit(ticket(203))  # recorded as pending, then the process died
+    # Another deployment's order under the same prefix: not derived from this one's decisions.
+    elsewhere = live.submit(ticket(205))
     live.exchange.create_order("BTC/USDT", "limit", "buy", "0.001", 10000, {"clientOrderId": "manual-1"})  # not ours
-    never_arrived = client_order_id(204, "BTC/USDT", "buy")
+    never_arrived = client_order_id("decision-204", "buy")
+
+    ours = {client_order_id(f"decision-{n}", side) for n in (201, 202, 203, 204) for side in ("buy", "sell")}
 
     report = broker(client(server)).reconcile(["BTC/USDT", "ETH/USDT"], [
         RecordedOrder(recorded_filled.client_order_id, "BTC/USDT", "filled"),
         RecordedOrder(recorded_pending.client_order_id, "BTC/USDT", "pending"),
         RecordedOrder(never_arrived, "BTC/USDT", "pending"),
-    ])
+    ], ours=ours.__contains__)
 
     assert [o.client_order_id for o in report.unrecorded] == [unrecorded.client_order_id]
+    assert report.foreign == [elsewhere.client_order_id]  # listed, never adopted
     assert report.unrecorded[0].status == "filled" and report.unrecorded[0].fee == D("0.000001")
     assert [(o.client_order_id, o.status) for o in report.changed] == [(recorded_pending.client_order_id, "filled")]
     assert report.missing == [never_arrived]

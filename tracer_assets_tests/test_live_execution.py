@@ -22,6 +22,7 @@ from fake_binance import FakeBinance
 from test_trading_assets import (  # noqa: F401  (replay_clock is a fixture)
     CLOCK_START,
     decide,
+    expected_cid,
     make_btc_1h_strongly_bullish,
     newest_signal_event,
     query,
@@ -30,7 +31,6 @@ from test_trading_assets import (  # noqa: F401  (replay_clock is a fixture)
 )
 from tracer_assets.definitions import TICK_JOB
 from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
-from tracer_assets.trading.paper import client_order_id
 
 KEY, SECRET = "live-test-key", "live-test-secret"
 LIVE_ENV = {
@@ -81,9 +81,12 @@ MISSING = {
 def test_no_request_reaches_the_exchange_unless_every_live_condition_holds(live, tracer_env, monkeypatch):
     server, storage_id = live
     database = tracer_env["TRACER_DUCKDB_PATH"]
-    cid = client_order_id(storage_id, "BTC/USDT", "buy")
+    cid = expected_cid(storage_id, "BTC/USDT", "buy")
     for case, change in MISSING.items():
         with monkeypatch.context() as patch:
+            # Paper trading on a real exchange measures a signal's age on the local clock (it asks
+            # the exchange nothing); this exchange's clock and candles are in 2024.
+            patch.setenv("TRACER_MAX_SIGNAL_AGE_SECONDS", str(10 * 365 * 86400))
             for name, value in change.items():
                 patch.delenv(name) if value is None else patch.setenv(name, value)
             forget_trading(database)
@@ -146,7 +149,7 @@ with dg.DagsterInstance.get() as instance:
 def test_a_run_killed_after_the_exchange_took_the_order_is_retried_without_a_second_order(live, tracer_env):
     server, storage_id = live
     database = tracer_env["TRACER_DUCKDB_PATH"]
-    cid = client_order_id(storage_id, "BTC/USDT", "buy")
+    cid = expected_cid(storage_id, "BTC/USDT", "buy")
     server.crash_after_accepting(ORDER, mode="hang")  # the order is stored, the reply never comes
     process = subprocess.Popen([sys.executable, "-c", SEND_AND_DIE, SIGNAL_STORAGE_TAG, str(storage_id)],
                                env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -210,7 +213,7 @@ def test_a_touched_stop_sells_the_live_position_at_market_on_the_next_run(live, 
     orders = server.orders()
     assert [o.side for o in orders] == ["BUY", "SELL"], query(database, "SELECT * FROM trading.orders").to_dicts()
     sold = orders[1]
-    assert sold.client_order_id == client_order_id(next_event, "BTC/USDT", "sell")
+    assert sold.client_order_id == expected_cid(next_event, "BTC/USDT", "sell")
     position = query(database, "SELECT * FROM trading.positions WHERE mode = 'LIVE'").row(0, named=True)
     assert position["closed_at"] is not None
     recorded = query(database, "SELECT * FROM trading.orders WHERE side = 'sell'").row(0, named=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from decimal import Decimal
 
@@ -301,6 +302,71 @@ def test_a_timeout_means_hold_quickly(server, ctx):
     elapsed = time.monotonic() - started
     _assert_hold(outcome, "LLM timed out after 0.5 s")
     assert 0.4 < outcome.latency_s < 1.5 and elapsed < 1.8
+
+
+def _wait_for(predicate, within_s: float) -> bool:
+    end = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _llm_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("tracer-llm")]
+
+
+def test_the_time_limit_is_one_deadline_for_the_whole_call(server, ctx):
+    # The tester's case: a valid BUY trickled in 8 pieces, one a second. No single read waits
+    # longer than 1 s, so a per-read timeout of 2 s never fires; the deadline of 2 s must.
+    server.reply_trickle(_as_json(_buy(ctx)), pieces=8, pause_s=1.0)
+    started = time.monotonic()
+    outcome = _decide(server, ctx, timeout_s=2.0)
+    elapsed = time.monotonic() - started
+    _assert_hold(outcome, "LLM timed out after 2.0 s (deadline hit")
+    assert 1.9 < outcome.latency_s < 3.0 and 1.9 < elapsed < 3.5, (outcome.latency_s, elapsed)
+    # The connection was cut at the deadline, not left to the server: it saw the client hang up
+    # after 1 or 2 of its 8 pieces, and no thread of the call is left behind.
+    (request,) = server.requests
+    assert _wait_for(lambda: request.hung_up_at is not None, 1.5), "the client never closed its connection"
+    assert request.hung_up_at - started < 3.5 and request.pieces_sent < 8, (request.hung_up_at - started, request.pieces_sent)
+    assert _llm_threads() == []
+
+
+def test_a_trickled_answer_complete_within_the_deadline_is_accepted(server, ctx):
+    server.reply_trickle(_as_json(_buy(ctx)), pieces=8, pause_s=0.1)
+    outcome = _decide(server, ctx, timeout_s=5.0)
+    assert outcome.ok and outcome.action == "BUY" and 0.7 < outcome.latency_s < 5
+    assert server.requests[0].pieces_sent == 8 and server.requests[0].hung_up_at is None
+    assert _llm_threads() == []
+
+
+def test_the_resource_holds_at_its_deadline(server, ctx):
+    server.reply_trickle(_as_json(_buy(ctx)), pieces=8, pause_s=0.5)
+    llm = AnthropicResource(api_key=API_KEY, base_url=server.url, timeout_seconds=1.0)
+    started = time.monotonic()
+    outcome = llm.decide(ctx)
+    _assert_hold(outcome, "LLM timed out after 1.0 s (deadline hit")
+    assert time.monotonic() - started < 2.5 and API_KEY not in repr(outcome)
+
+
+@pytest.mark.parametrize("timeout_s", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_time_limit_that_is_not_a_positive_finite_number_means_hold(server, ctx, timeout_s):
+    _assert_hold(_decide(server, ctx, timeout_s=timeout_s), "LLM time limit must be a positive finite number of seconds")
+    assert server.requests == []  # nothing was sent
+
+
+def test_the_fake_server_streams_a_trickled_answer_as_server_sent_events(server, ctx):
+    # The fake answers `stream: true` the way the API does, so a streaming client can be tested too.
+    text = _as_json(_buy(ctx))
+    server.reply_trickle(text, pieces=4, pause_s=0.05)
+    with _client(server) as client, client.messages.stream(
+        model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "decide"}]
+    ) as stream:
+        message = stream.get_final_message()
+    assert server.requests[0].streamed and server.requests[0].pieces_sent == 4
+    assert message.stop_reason == "end_turn" and message.content[0].text == text
 
 
 def test_a_refusal_means_hold(server, ctx):

@@ -87,6 +87,7 @@ def test_a_range_of_days_materializes_in_one_run(tracer_env):
         ("market/candles", "sane_ohlc"): True,
         ("market/candles", "last_candle_not_stale"): True,
         ("market/candles", "all_symbols_fetched"): True,
+        ("market/candles", "no_price_jump"): True,
         ("market/candles_resampled", "no_duplicate_keys"): True,
         ("market/candles_resampled", "monotonic_time"): True,
         ("market/candles_resampled", "sane_ohlc"): True,
@@ -117,6 +118,8 @@ def _damage(rule: str):
 
         if rule == "missing_value":
             return set_value("close", float("nan"))
+        if rule == "non_finite":
+            return set_value("high", float("inf"))
         if rule == "non_positive_price":
             return set_value("low", 0.0)
         if rule == "high_below_low":
@@ -142,6 +145,7 @@ def _damage(rule: str):
     "rule",
     [
         "missing_value",
+        "non_finite",
         "non_positive_price",
         "high_below_low",
         "open_outside_range",
@@ -157,6 +161,7 @@ def test_a_bad_batch_is_rejected_by_name_and_the_table_keeps_what_it_had(rule, t
     monkeypatch.setenv("TRACER_REPLAY_DIR", str(clean))
     assert run_market_job("2024-01-01", "2024-01-02").success
     before = table_fingerprint()
+    before_resampled = table_fingerprint("market.candles_resampled")
 
     damaged = copy_replay_files(tmp_path / "damaged", ["ETH/USDT"])
     _damage(rule)(bundled_frame("BTC/USDT")).write_parquet(damaged / "BTC_USDT-5m.parquet")
@@ -168,6 +173,40 @@ def test_a_bad_batch_is_rejected_by_name_and_the_table_keeps_what_it_had(rule, t
     assert "BTC/USDT 5m at 2024-01-02T12:0" in message  # symbol, timeframe and the broken candle
     assert "nothing was written" in message
     assert table_fingerprint() == before
+    assert table_fingerprint("market.candles_resampled") == before_resampled
+
+
+def test_a_1000x_close_is_flagged_as_a_warning_and_does_not_stop_the_run(tracer_env, tmp_path, monkeypatch):
+    replay = copy_replay_files(tmp_path / "bad_tick", ["ETH/USDT"])
+    at = datetime(2024, 1, 2, 12, tzinfo=timezone.utc)
+    close = pl.when(pl.col("date") == at).then(pl.col("close") * 1000).otherwise(pl.col("close"))
+    bad_tick = bundled_frame("BTC/USDT").with_columns(close=close, high=pl.max_horizontal("high", close))
+    bad_tick.write_parquet(replay / "BTC_USDT-5m.parquet")
+    monkeypatch.setenv("TRACER_REPLAY_DIR", str(replay))
+
+    result = run_market_job("2024-01-01", "2024-01-02")
+    assert result.success  # a warning: the candles and the resampled tables are written
+    (jump,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "no_price_jump"]
+    assert not jump.passed and jump.severity == dg.AssetCheckSeverity.WARN
+    assert jump.asset_key == CANDLES
+    assert jump.metadata["jumps"].value == 2  # the jump and the return after it
+    examples = sorted(jump.metadata["examples"].value)
+    assert examples[0].startswith("BTC/USDT 5m at 2024-01-02T12:00:00Z: close ") and "(x1000," in examples[0]
+    assert examples[1].startswith("BTC/USDT 5m at 2024-01-02T12:05:00Z: close ")
+    others = {e.check_name: e.passed for e in result.get_asset_check_evaluations() if e.check_name != "no_price_jump"}
+    assert all(others.values()), others
+    assert query("SELECT count(*) FROM market.candles_resampled WHERE symbol = 'BTC/USDT'")[0][0] > 0
+
+
+def test_an_empty_replay_file_fails_the_code_location_naming_the_file_and_the_symbol(tracer_env, tmp_path, monkeypatch):
+    replay = copy_replay_files(tmp_path / "empty", ["ETH/USDT"])
+    bundled_frame("BTC/USDT").head(0).write_parquet(replay / "BTC_USDT-5m.parquet")
+    monkeypatch.setenv("TRACER_REPLAY_DIR", str(replay))
+    with pytest.raises(ValueError) as caught:
+        build_definitions(load_settings())
+    message = str(caught.value)
+    assert str(replay / "BTC_USDT-5m.parquet") in message and "(BTC/USDT 5m)" in message
+    assert "holds no candles" in message
 
 
 def test_a_timeframe_that_is_not_a_multiple_of_the_base_is_refused_at_load(tracer_env, monkeypatch):

@@ -26,14 +26,14 @@ def at(minutes: float) -> datetime:
 def ticket(storage_id: int, side: str, amount: str, price: str | None = None, stop: str | None = None,
            target: str | None = None, symbol: str = "BTC/USDT") -> OrderTicket:
     return OrderTicket(
-        client_order_id=client_order_id(storage_id, symbol, side),
+        client_order_id=client_order_id(f"decision-{storage_id}-{symbol}", side),
         symbol=symbol,
         side=side,
         amount=D(amount),
         price=None if price is None else D(price),
         stop_loss=None if stop is None else D(stop),
         take_profit=None if target is None else D(target),
-        decision_id=f"decision-{storage_id}",
+        decision_id=f"decision-{storage_id}-{symbol}",
         signal_storage_id=storage_id,
     )
 
@@ -49,21 +49,29 @@ def long_position(broker: PaperBroker, stop: str | None, target: str | None) -> 
 
 
 def test_client_order_id_is_deterministic_short_and_in_binances_charset():
-    cid = client_order_id(123456, "BTC/USDT", "buy")
-    assert cid == client_order_id(123456, "BTC/USDT", "buy")
-    assert cid.startswith("tracer-123456-") and len(cid) <= 36
-    # A different symbol or side of the same signal event is a different order.
-    assert len({cid, client_order_id(123456, "ETH/USDT", "buy"), client_order_id(123456, "BTC/USDT", "sell")}) == 3
-    # The longest: a 7-character prefix and the largest 64-bit storage id.
-    assert len(client_order_id(2**63 - 1, "BTC/USDT", "sell", prefix="tracer2")) == 36
+    cid = client_order_id("5b0c8e9e-7f0e-5d0a-9c51-8b8e1e7c3a10", "buy")
+    assert cid == client_order_id("5b0c8e9e-7f0e-5d0a-9c51-8b8e1e7c3a10", "buy")
+    assert cid.startswith("tracer-") and len(cid) == 35
+    # The other side of the same decision, or another decision, is a different order.
+    assert len({cid, client_order_id("5b0c8e9e-7f0e-5d0a-9c51-8b8e1e7c3a10", "sell"), client_order_id("other", "buy")}) == 3
+    # The longest: a 7-character prefix.
+    assert len(client_order_id("d", "sell", prefix="tracer2")) == 36
     with pytest.raises(ValueError, match="prefix='tracer-x'"):
-        client_order_id(1, "BTC/USDT", "buy", prefix="tracer-x")
-    with pytest.raises(ValueError, match="signal_storage_id"):
-        client_order_id(-1, "BTC/USDT", "buy")
+        client_order_id("d", "buy", prefix="tracer-x")
+    with pytest.raises(ValueError, match="decision_id"):
+        client_order_id(" ", "buy")
     with pytest.raises(ValueError, match="side='hold'"):
-        client_order_id(1, "BTC/USDT", "hold")
-    with pytest.raises(ValueError, match="longer than 36"):
-        client_order_id(10**20, "BTC/USDT", "buy")
+        client_order_id("d", "hold")
+
+
+def test_client_order_ids_differ_across_dagster_instances_for_the_same_storage_id():
+    """Storage ids restart at 1 in every Dagster instance; the signals run's id does not repeat."""
+    from tracer_assets.trading.decide import SignalEvent, decision_id
+
+    first = SignalEvent(5, "0b5e6a4c-1111-4c5e-9d1e-3c2f1a0b9e01")
+    second = SignalEvent(5, "7d3f2e1a-2222-4b6c-8a9f-0e1d2c3b4a59")
+    assert client_order_id(decision_id(first, "BTC/USDT"), "buy") != client_order_id(decision_id(second, "BTC/USDT"), "buy")
+    assert client_order_id(decision_id(first, "BTC/USDT"), "buy") == client_order_id(decision_id(first, "BTC/USDT"), "buy")
 
 
 def test_tickets_refuse_floats_and_inconsistent_stops_naming_the_field():
@@ -158,7 +166,7 @@ def test_a_candle_opening_exactly_at_the_decision_fills_but_never_one_before_it(
     # Another symbol's candles never fill it.
     broker.submit(ticket(2, "buy", "0.001", "60000"), at(10))
     assert broker.on_candle("ETH/USDT", at(10), "3000", "3000", "3000", "3000") == []
-    assert broker.order(client_order_id(2, "BTC/USDT", "buy")).status == "pending"
+    assert broker.order(client_order_id("decision-2-BTC/USDT", "buy")).status == "pending"
 
 
 def test_a_candle_seen_before_is_ignored_so_replaying_after_a_restart_changes_nothing():
@@ -292,7 +300,7 @@ def test_a_pending_sell_is_rejected_at_fill_when_a_stop_already_sold_the_positio
     assert [f.reason for f in fills] == ["signal"]
     broker.submit(ticket(3, "buy", "0.01", "58500", stop="58000"), at(6))
     broker.submit(ticket(4, "sell", "0.01"), at(6))  # refused: the buy is not filled yet
-    assert broker.order(client_order_id(4, "BTC/USDT", "sell")).status == "rejected"
+    assert broker.order(client_order_id("decision-4-BTC/USDT", "sell")).status == "rejected"
 
 
 # --- restart --------------------------------------------------------------------------------

@@ -347,3 +347,44 @@ def test_served_rows_are_copies_not_views_of_the_cache(exchange):
     kept = copy.deepcopy(rows)
     rows[0][1] = -1.0
     assert exchange.fetch_ohlcv("BTC/USDT", "5m", since=since, limit=2) == kept
+
+
+# --- empty candle files --------------------------------------------------------------------------
+
+
+def _write_empty(folder, ext: str) -> None:
+    """A BTC file with the right columns and no rows, in one of the three formats."""
+    frame = pl.read_parquet(BUNDLED_REPLAY_DIR / "BTC_USDT-5m.parquet").head(0)
+    if ext == "parquet":
+        frame.write_parquet(folder / "BTC_USDT-5m.parquet")
+    elif ext == "feather":
+        frame.write_ipc(folder / "BTC_USDT-5m.feather")
+    else:
+        (folder / "BTC_USDT-5m.json").write_text("[]")
+
+
+@pytest.mark.parametrize("ext", ["parquet", "feather", "json"])
+def test_an_empty_candle_file_is_refused_naming_the_file_and_the_symbol(freqtrade_dir, ext):
+    (freqtrade_dir / "BTC_USDT-5m.feather").unlink()
+    _write_empty(freqtrade_dir, ext)
+    with pytest.raises(ValueError) as caught:
+        ReplayExchange(freqtrade_dir, symbols=["BTC/USDT", "ETH/USDT"])
+    message = str(caught.value)
+    assert str(freqtrade_dir / f"BTC_USDT-5m.{ext}") in message
+    assert "(BTC/USDT 5m)" in message and "holds no candles" in message
+    assert "ETH" not in message
+
+
+def test_an_empty_file_of_a_symbol_not_configured_is_left_alone(freqtrade_dir):
+    (freqtrade_dir / "SOL_USDT-5m.json").write_text("[]")
+    assert ReplayExchange(freqtrade_dir, symbols=["ETH/USDT"]).symbols == ("ETH/USDT",)
+
+
+@pytest.mark.parametrize("ext", ["parquet", "feather", "json"])
+def test_a_zero_byte_candle_file_is_refused_naming_the_file_and_the_symbol(tmp_path, ext):
+    (tmp_path / f"BTC_USDT-5m.{ext}").write_bytes(b"")
+    with pytest.raises(ValueError) as caught:
+        ReplayExchange(tmp_path)
+    message = str(caught.value)
+    assert f"cannot read candle file {tmp_path / f'BTC_USDT-5m.{ext}'}" in message
+    assert message.endswith("(the 5m candles of BTC/USDT)")

@@ -18,6 +18,7 @@ from tracer_assets.definitions import DECISION_JOB, TICK_JOB, build_definitions
 from tracer_assets.settings import load_settings
 from tracer_assets.signals.assets import SIGNALS_KEY
 from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
+from tracer_assets.trading.decide import SignalEvent, decision_id
 from tracer_assets.trading.paper import client_order_id
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -33,6 +34,19 @@ def run(job: str, **kwargs):
 def newest_signal_event() -> int:
     with dg.DagsterInstance.get() as instance:
         return instance.fetch_materializations(SIGNALS_KEY, limit=1).records[0].storage_id
+
+
+def signal_event_of(storage_id: int) -> SignalEvent:
+    with dg.DagsterInstance.get() as instance:
+        record = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=SIGNALS_KEY, storage_ids=[storage_id]), limit=1
+        ).records[0]
+    return SignalEvent(record.storage_id, record.run_id)
+
+
+def expected_cid(storage_id: int, symbol: str, side: str) -> str:
+    """The client order id of the order the signal event `storage_id` leads to in `symbol`."""
+    return client_order_id(decision_id(signal_event_of(storage_id), symbol), side)
 
 
 def decide(storage_id: int):
@@ -118,7 +132,7 @@ def test_a_buy_is_sized_by_the_risk_manager_filled_at_the_next_open_and_placed_o
     orders = query(database, "SELECT * FROM trading.orders")
     assert orders.height == 1
     order = orders.row(0, named=True)
-    assert order["client_order_id"] == client_order_id(storage_id, "BTC/USDT", "buy")
+    assert order["client_order_id"] == expected_cid(storage_id, "BTC/USDT", "buy")
     assert (order["status"], order["mode"], order["side"], order["signal_storage_id"]) == ("pending", "DRY", "buy", storage_id)
     assert order["decision_id"] == btc["decision_id"]
     # ORDER_AMOUNT (10 USDT) caps the size; confidence 0.9 takes 0.2 + 0.8 x 0.9 = 92% of it.
@@ -151,14 +165,19 @@ def test_a_buy_is_sized_by_the_risk_manager_filled_at_the_next_open_and_placed_o
     portfolio = query(database, "SELECT * FROM trading.portfolio ORDER BY ts")
     assert portfolio["open_positions"].to_list()[-1] == 1
 
-    # The seed's audit files: one TSV line and JSON lines for the order, a diagnostics snapshot.
+    # The seed's audit files: a TSV line per decision (HOLD included) and per order, the same as
+    # JSON lines, each exactly once; a diagnostics snapshot with the last decision.
     logs = load_settings().log_dir
-    tsv = (logs / "macro_ccxt_orders.log").read_text().splitlines()
-    assert len(tsv) == 2 and order["client_order_id"] in tsv[1]
+    tsv = [line.split("\t") for line in (logs / "macro_ccxt_orders.log").read_text().splitlines()[1:]]
+    decided = query(database, "SELECT decision_id, action FROM trading.decisions ORDER BY decided_at, symbol")
+    assert sorted((row[8], row[3]) for row in tsv if row[6] == "decision") == sorted(decided.rows())
+    assert [row[7] for row in tsv if row[6] != "decision"] == [order["client_order_id"]]
     audit = [json.loads(line) for line in (logs / "macro_ccxt_orders_audit.jsonl").read_text().splitlines()]
-    assert any(entry.get("client_order_id") == order["client_order_id"] for entry in audit)
+    assert [entry["client_order_id"] for entry in audit if entry["type"] == "order"] == [order["client_order_id"]]
+    assert sorted(entry["decision_id"] for entry in audit if entry["type"] == "decision") == sorted(decided["decision_id"])
     diagnostics = json.loads((logs / "macro_diagnostics.json").read_text())
     assert diagnostics["cycles"] == 3
+    assert diagnostics["last_decision"]["decision_id"] in set(decided["decision_id"])
 
 
 

@@ -22,6 +22,11 @@ from tracer_assets.signals.guards import guard_outcome, warmup_mismatches
 INDICATORS_KEY = dg.AssetKey(["features", "indicators"])
 INDICATORS_TABLE = "features.indicators"
 OHLCV_KEY = dg.AssetKey(["market", "ohlcv"])
+# The tables behind the market.ohlcv view, which the view reads when indicators query it. Declared
+# too because a run that leaves the already-created view out of its selection (the trading tick
+# does) would otherwise have no dependency between candles and indicators, and Dagster could run
+# the indicators first, on the previous tick's candles.
+OHLCV_SOURCE_KEYS = (dg.AssetKey(["market", "candles"]), dg.AssetKey(["market", "candles_resampled"]))
 CANDLE_COLUMNS = ("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume")
 
 
@@ -65,7 +70,7 @@ def build_indicators_asset(settings: Settings, partitions: dg.PartitionsDefiniti
 
     @dg.asset(
         key=INDICATORS_KEY,
-        deps=[OHLCV_KEY],
+        deps=[OHLCV_KEY, *OHLCV_SOURCE_KEYS],
         description=(
             "EMA 12/26/50/200, MACD 12/26/9, RSI 14, ATR 14 (TA-Lib's definitions), log return, "
             f"volume z-score and realized volatility for every symbol and timeframe ({', '.join(timeframes)}). "

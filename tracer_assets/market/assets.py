@@ -15,7 +15,7 @@ from tracer_assets.market.candles import (
     find_gaps,
     validate_candles,
 )
-from tracer_assets.market.checks import CHECK_DESCRIPTIONS, candle_checks, last_candle_not_stale
+from tracer_assets.market.checks import CHECK_DESCRIPTIONS, candle_checks, last_candle_not_stale, no_price_jump
 from tracer_assets.market.download import fetch_candles_for_symbols
 from tracer_assets.policies import DUCKDB_POOL, SINGLE_RUN_BACKFILL, loop_freshness, tick_interval
 from tracer_assets.resources.exchange import ExchangeResource
@@ -79,7 +79,9 @@ def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefini
                 "all_symbols_fetched",
                 asset=CANDLES_KEY,
                 description="Every configured symbol downloaded (a symbol that failed keeps its old rows).",
-            )
+            ),
+            # A warning, not a gate: a real crash must not stop the loop, a bad tick must be seen.
+            dg.AssetCheckSpec("no_price_jump", asset=CANDLES_KEY, description=CHECK_DESCRIPTIONS["no_price_jump"]),
         ],
     )
     def candles(context: dg.AssetExecutionContext, exchange: ExchangeResource, duckdb: TracerDuckDB):
@@ -137,6 +139,7 @@ def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefini
                     connection, CANDLES_TABLE, fetched, exchange.base_timeframe, start, expected_end, tolerance
                 )
             )
+            jumps = no_price_jump(connection, CANDLES_TABLE, start, end)
             table_rows = connection.execute(f"SELECT count(*) FROM {CANDLES_TABLE}").fetchall()[0][0]
 
         if download.failures:
@@ -156,6 +159,17 @@ def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefini
                 metadata={"failures": download.failures},
             )
         )
+        results.append(
+            dg.AssetCheckResult(
+                asset_key=CANDLES_KEY,
+                check_name=jumps.name,
+                passed=jumps.passed,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata=jumps.metadata,
+            )
+        )
+        if not jumps.passed:
+            context.log.warning(f"price jumps in {CANDLES_TABLE}: " + "; ".join(jumps.metadata["examples"]))
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": candles_frame.height,

@@ -35,6 +35,7 @@ GAP_SCHEMA = {
 # true on an offending row; the order rules need the frame sorted as it arrived.
 RULES: dict[str, str] = {
     "missing_value": "a price or the volume is null or NaN",
+    "non_finite": "a price or the volume is infinite (+inf or -inf)",
     "non_positive_price": "a price is zero or negative",
     "high_below_low": "high < low",
     "open_outside_range": "open outside [low, high]",
@@ -107,19 +108,22 @@ def validate_candles(candles: pl.DataFrame) -> None:
     step_ms = pl.col("timeframe").replace_strict(steps, return_dtype=pl.Int64)
     in_group = ["symbol", "timeframe"]
     prev_ms = ms.shift(1).over(in_group)
-    bad_value = pl.any_horizontal([pl.col(c).is_null() | pl.col(c).is_nan() for c in VALUE_COLUMNS])
+    missing = pl.any_horizontal([pl.col(c).is_null() | pl.col(c).is_nan() for c in VALUE_COLUMNS])
+    infinite = pl.any_horizontal([pl.col(c).is_infinite() for c in VALUE_COLUMNS]).fill_null(False)
 
     def on_complete_rows(broken: pl.Expr) -> pl.Expr:
-        # A row with a NaN is reported once, as missing_value: NaN compares above every
-        # number in polars and would trip the range rules too.
-        return (broken & ~bad_value).fill_null(False)
+        # A row with a NaN or an infinity is reported by missing_value / non_finite only:
+        # NaN compares above every number in polars and +inf/-inf above/below them, so such
+        # a row would trip the range rules too (or, with high=inf, slip through all of them).
+        return (broken & ~missing & ~infinite).fill_null(False)
 
     flags = candles.with_row_index("_row").select(
         "_row",
         *in_group,
         "ts",
         *VALUE_COLUMNS,
-        bad_value.alias("missing_value"),
+        missing.alias("missing_value"),
+        infinite.alias("non_finite"),
         on_complete_rows(pl.any_horizontal([pl.col(c) <= 0 for c in PRICE_COLUMNS])).alias("non_positive_price"),
         on_complete_rows(pl.col("high") < pl.col("low")).alias("high_below_low"),
         on_complete_rows((pl.col("open") < pl.col("low")) | (pl.col("open") > pl.col("high"))).alias("open_outside_range"),

@@ -5,12 +5,12 @@ Both answer ccxt's market-data calls, so the assets never ask which one they hav
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
-from tracer_assets.market.download import RetryPolicy
+from tracer_assets.market.download import RetryPolicy, call_with_retries
 from tracer_assets.settings import Settings
 
 
@@ -56,6 +56,17 @@ class ExchangeResource(ConfigurableResource):
         if self._client is None:
             self._client = build_exchange_client(self)
         return self._client
+
+    def now(self, ask_exchange: bool = False) -> datetime:
+        """The exchange's clock: the replay clock on replay; on a real exchange its time endpoint
+        when `ask_exchange` (LIVE mode, where requests are expected), else ccxt's local clock, so
+        that paper trading on a real exchange's data makes no request of its own."""
+        client = self.client()
+        if ask_exchange and not self.is_replay and client.has.get("fetchTime"):
+            what = f"{self.exchange} fetch_time"
+            return datetime.fromtimestamp(call_with_retries(client.fetch_time, policy=self.retry_policy(), what=what)
+                                          / 1000, tz=timezone.utc)
+        return datetime.fromtimestamp(client.milliseconds() / 1000, tz=timezone.utc)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(retries=self.retries, backoff_seconds=self.backoff_seconds)

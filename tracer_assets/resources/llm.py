@@ -6,10 +6,15 @@ logs it; `decide_with_llm` also redacts it from every reason it records.
 
 Retries are off by default (`max_retries=0`): a tick must not stall behind the SDK's backoff
 (2 retries of up to 8 s each by default) when the API is down; the next tick asks again.
+
+`timeout_seconds` is one wall-clock deadline for the whole decision (connect, send, every read,
+the parse), enforced by `decide_with_llm`: the SDK's own `timeout` is httpx's, per connect, write
+and read, so an answer trickled a piece at a time would never trip it.
 """
 
 from __future__ import annotations
 
+import math
 from urllib.parse import urlsplit
 
 from dagster import ConfigurableResource, EnvVar
@@ -28,7 +33,10 @@ class AnthropicResource(ConfigurableResource):
     api_key: str = Field(repr=False, description=f"the API key; pass EnvVar({API_KEY_VARIABLE!r}), never a literal")
     model: str = Field(default=DEFAULT_MODEL, description="Claude model id")
     base_url: str | None = Field(default=None, description="another Messages API origin (a local server, a proxy)")
-    timeout_seconds: float = Field(default=20.0, description="per request; a timeout means HOLD")
+    timeout_seconds: float = Field(
+        default=20.0,
+        description="one deadline for the whole call (connect, send, every read, parse); past it the decision is HOLD",
+    )
     max_tokens: int = Field(default=512, description="answer length cap; an answer cut there means HOLD")
     max_retries: int = Field(default=0, description="SDK retries; 0 so a failing API cannot stall a tick")
 
@@ -43,8 +51,8 @@ class AnthropicResource(ConfigurableResource):
             raise ValueError(f"the Anthropic API key is empty: set {API_KEY_VARIABLE}")
         if not self.model.strip():
             raise ValueError("the Anthropic model id is empty")
-        if not self.timeout_seconds > 0:
-            raise ValueError(f"timeout_seconds must be > 0, got {self.timeout_seconds}")
+        if not (math.isfinite(self.timeout_seconds) and self.timeout_seconds > 0):
+            raise ValueError(f"timeout_seconds must be a positive finite number, got {self.timeout_seconds}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.max_retries < 0:
@@ -56,7 +64,8 @@ class AnthropicResource(ConfigurableResource):
 
     def client(self):
         """A new `anthropic.Anthropic` for this configuration (the key passed explicitly, so
-        the SDK reads no credential files or other environment variables)."""
+        the SDK reads no credential files or other environment variables). Its `timeout` is
+        httpx's per-operation limit; `decide` holds the whole call to `timeout_seconds`."""
         import anthropic
 
         self._check()

@@ -156,6 +156,15 @@ class ReplayExchange:
         self._cache: dict[tuple[str, str], _Series] = {}
         self._lock = threading.Lock()
         step = timeframe_ms(base_timeframe)
+        # The data range comes from every configured symbol's base file: an empty one has no
+        # range, and would otherwise fail the code location with numpy's "zero-size array".
+        empty = [s for s in self.symbols if self._series(s, base_timeframe).ms.size == 0]
+        if empty:
+            raise ValueError(
+                "the replay data holds no candles in "
+                + "; ".join(f"{self._files[(s, base_timeframe)]} ({s} {base_timeframe})" for s in empty)
+                + ": remove the file, fill it, or leave the symbol out of TRACER_SYMBOLS"
+            )
         # The clock ends where every configured symbol still has data: the common end.
         self.data_start_ms = min(int(self._series(s, base_timeframe).ms.min()) for s in self.symbols)
         self.data_end_ms = min(int(self._series(s, base_timeframe).ms.max()) + step for s in self.symbols)
@@ -180,7 +189,10 @@ class ReplayExchange:
                     raise ccxt.BadRequest(f"replay has no {timeframe} candles for {symbol}")
                 path = self._files[key]
                 stat = path.stat()
-                self._cache[key] = _load_series(path, stat.st_mtime_ns, stat.st_size)
+                try:
+                    self._cache[key] = _load_series(path, stat.st_mtime_ns, stat.st_size)
+                except ValueError as exc:  # the reader names the file; add whose candles it holds
+                    raise ValueError(f"{exc} (the {timeframe} candles of {symbol})") from exc
             return self._cache[key]
 
     # --- ccxt's market-data surface -------------------------------------------------

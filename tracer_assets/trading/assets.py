@@ -1,10 +1,11 @@
 """trading/decisions -> trading/orders -> trading/positions, trading/portfolio: what the
 signal sensor's decision job materializes for one signals/signals materialization.
 
-Exactly once: a decision's id derives from (signal storage id, symbol) and an order's client
-id from (signal storage id, symbol, side); a re-run of the same signal event reuses the
-decisions already recorded (no second LLM call) and the brokers return the order already
-placed under that client id instead of placing another.
+Exactly once: a decision's id derives from (signal event, symbol), the event being the signals
+run's id and its storage id, and an order's client id from (decision id, side); a re-run of the
+same signal event reuses the decisions already recorded (no second LLM call) and the brokers
+return the order already placed under that client id instead of placing another. Every
+committed decision and order reaches the audit files exactly once (`write_audit`).
 """
 
 import json
@@ -25,7 +26,18 @@ from tracer_assets.resources.warehouse import TracerDuckDB, table_exists, transa
 from tracer_assets.settings import Settings
 from tracer_assets.signals.assets import HISTORY_TABLE, SIGNALS_KEY
 from tracer_assets.trading import audit as audit_files
-from tracer_assets.trading.decide import Decision, decimal_or_none, decision_id, macro_selection, rules_decision
+from tracer_assets.trading.decide import (
+    Decision,
+    SignalEvent,
+    decimal_or_none,
+    decision_id,
+    exact_confidence,
+    macro_selection,
+    rules_decision,
+    signal_valid_until,
+    stale_at_execution,
+    stale_reason,
+)
 from tracer_assets.trading.llm_decision import PortfolioState, context_from_frames
 from tracer_assets.trading.notify import format_order_message
 from tracer_assets.trading.llm_decision import Position as LlmPosition
@@ -33,9 +45,17 @@ from tracer_assets.trading.paper import OrderTicket, PaperBroker, Position, clie
 from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, RiskState, assess, capped
 from tracer_assets.trading.live import live_allowed
 from tracer_assets.trading.live_execution import live_execution
+from tracer_assets.trading.secrets import API_KEY_VAR, SECRET_VAR, secrets_to_redact
 from tracer_assets.trading.signal_checks import unpassed_blocking_checks
 from tracer_assets.trading.state import dump_broker, load_broker
-from tracer_assets.trading.tables import QUOTE, create_trading_tables, insert_rows, portfolio_row
+from tracer_assets.trading.tables import (
+    QUOTE,
+    create_trading_tables,
+    insert_rows,
+    order_row,
+    portfolio_row,
+    stored_decisions,
+)
 
 DECISIONS_KEY = dg.AssetKey(["trading", "decisions"])
 ORDERS_KEY = dg.AssetKey(["trading", "orders"])
@@ -43,27 +63,21 @@ POSITIONS_KEY = dg.AssetKey(["trading", "positions"])
 PORTFOLIO_KEY = dg.AssetKey(["trading", "portfolio"])
 BACKTESTS_TABLE = "research.backtests"
 SIGNAL_STORAGE_TAG = "tracer/signal_storage_id"
-# The exchange keys of live trading, read through Dagster's EnvVar (definitions.live_resources).
-API_KEY_VAR, SECRET_VAR = "TRACER_EXCHANGE_API_KEY", "TRACER_EXCHANGE_SECRET"
 # Replay has no exchange filters: amounts to 1e-8, prices to 1e-8, and Binance's 5 USDT
 # minimum notional, so a paper order on replay is never one a real exchange would refuse.
 REPLAY_MARKET = dict(amount_step=Decimal("1e-8"), price_tick=Decimal("1e-8"), min_amount=None, max_amount=None,
                      min_cost=Decimal(5))
 
-def signal_event(context) -> tuple[int, str]:
-    """(storage id, run id) of the signals materialization this run answers: the sensor's tag,
-    else (a run launched by hand) the newest one."""
+def signal_event(context) -> SignalEvent:
+    """The signals materialization this run answers: the sensor's tag, else (a run launched by
+    hand) the newest one."""
     tag = context.run.tags.get(SIGNAL_STORAGE_TAG)
     records_filter = dg.AssetRecordsFilter(asset_key=SIGNALS_KEY, storage_ids=[int(tag)] if tag else None)
     records = context.instance.fetch_materializations(records_filter, limit=1).records
     if not records:
         what = f"materialization {tag} of signals/signals" if tag else "any materialization of signals/signals"
         raise dg.Failure(f"no {what}: materialize the signals first (the trading tick does)")
-    return records[0].storage_id, records[0].run_id
-
-
-def exchange_now(exchange: ExchangeResource) -> datetime:
-    return datetime.fromtimestamp(exchange.client().milliseconds() / 1000, tz=timezone.utc)
+    return SignalEvent(records[0].storage_id, records[0].run_id)
 
 
 def backtest_stats(connection) -> dict[tuple[str, str], dict]:
@@ -93,17 +107,21 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
     mode, mode_reason = trading_mode(settings)
     config_hash = audit_files.config_hash(audit_files.trading_config(settings))
 
-    def decide(context, duckdb: TracerDuckDB, llm) -> dg.MaterializeResult:
-        storage_id, signals_run = signal_event(context)
+    def decide(context, duckdb: TracerDuckDB, exchange: ExchangeResource, llm) -> dg.MaterializeResult:
+        event = signal_event(context)
+        audit = audit_files.AuditLog(settings.log_dir, secrets=secrets_to_redact(settings))
         with duckdb.get_connection() as connection:
             create_trading_tables(connection)
-            done = connection.sql("SELECT * FROM trading.decisions WHERE signal_storage_id = ?", params=[storage_id]).pl()
-            if not done.is_empty():
-                context.log.info(f"signal event {storage_id} was decided already: {done.height} decisions reused")
-                return dg.MaterializeResult(metadata={"signal_storage_id": storage_id, "reused": True, "decisions": done.height})
-            signals = connection.sql(f"SELECT * FROM {HISTORY_TABLE} WHERE run_id = ?", params=[signals_run]).pl()
+            done = stored_decisions(connection, event, settings.symbols)
+        if not done.is_empty():
+            context.log.info(f"signal event {event.storage_id} was decided already: {done.height} decisions reused")
+            write_audit(duckdb, audit)  # what a killed run committed and did not log yet
+            return dg.MaterializeResult(metadata={"signal_storage_id": event.storage_id, "reused": True,
+                                                  "decisions": done.height})
+        with duckdb.get_connection() as connection:
+            signals = connection.sql(f"SELECT * FROM {HISTORY_TABLE} WHERE run_id = ?", params=[event.run_id]).pl()
             if signals.is_empty():
-                raise dg.Failure(f"signals.signal_history has no rows of run {signals_run} (signal event {storage_id})")
+                raise dg.Failure(f"signals.signal_history has no rows of run {event.run_id} (signal event {event.storage_id})")
             newest = signals["ts"].max()
             indicators = connection.sql(
                 f"SELECT * FROM {INDICATORS_TABLE} WHERE ts > ?::TIMESTAMPTZ - INTERVAL 30 DAY AND ts <= ?::TIMESTAMPTZ",
@@ -115,18 +133,20 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 """SELECT o.client_order_id, d.timeframe FROM trading.orders o
                    JOIN trading.decisions d USING (decision_id) WHERE o.side = 'buy'"""
             ).fetchall())
-        doubts = unpassed_blocking_checks(context.instance, SIGNALS_KEY, signals_run, signal_checks)
+        doubts = unpassed_blocking_checks(context.instance, SIGNALS_KEY, event.run_id, signal_checks)
         # The timeframe a position was bought on ("" if unknown): its label decides the exit.
         held_timeframes = {symbol: bought_on.get(p.position_id) or "" for symbol, p in held.items()}
         newest_indicators = indicators.sort("ts").group_by("symbol", "timeframe").last()
         by_symbol_tf = _rows_by_symbol_timeframe(newest_indicators)
-        now = datetime.now(timezone.utc)
+        now = exchange.now(ask_exchange=mode == "LIVE")  # a signal's age is measured on the exchange's clock
+        decided_at = datetime.now(timezone.utc)
         rows, decided = [], []
         for symbol in settings.symbols:
             mine = signals.filter(pl.col("symbol") == symbol)
             signals_tf = {row["timeframe"]: row for row in mine.iter_rows(named=True)}
             indicators_tf = {tf: by_symbol_tf[(symbol, tf)] for tf in timeframes if (symbol, tf) in by_symbol_tf}
             prices = {tf: decimal_or_none(row["close"]) for tf, row in indicators_tf.items()}
+            valid_until = signal_valid_until(signals_tf.values(), settings.max_signal_age_seconds)
             selection = macro_selection(
                 symbol, signals_tf, {tf: stats[(symbol, tf)] for tf in timeframes if (symbol, tf) in stats},
                 timeframes, settings.macro_min_win_rate,
@@ -138,32 +158,34 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
             source = "rules"
             if doubts:  # the signals' own guards did not pass: nothing they say is acted on
                 decision = Decision(symbol, None, "HOLD", 0.0, "signals/signals not trusted: " + "; ".join(doubts))
+            elif valid_until is None or now > valid_until:  # never traded, whatever the deciders would say
+                decision = Decision(symbol, None, "HOLD", 0.0, stale_reason(signals_tf.values(), valid_until, now,
+                                                                             settings.max_signal_age_seconds))
             elif llm is not None and (selection.timeframe is not None or symbol in held):
                 decision, source = _ask_llm(llm, symbol, selection, indicators, signals, held, free_quote, settings), "llm"
             signal_ts = signals_tf.get(decision.timeframe or settings.base_timeframe, {}).get("ts", newest)
             rows.append({
-                "decision_id": decision_id(storage_id, symbol), "signal_storage_id": storage_id,
-                "run_id": context.run.run_id, "ts": signal_ts, "decided_at": now, "symbol": symbol,
-                "timeframe": decision.timeframe, "action": decision.action, "confidence": decision.confidence,
-                "source": source, "reason": decision.reason, "mode": mode, "price": decision.price,
-                "stop_loss": decision.stop_loss, "take_profit": decision.take_profit,
+                "decision_id": decision_id(event, symbol), "signal_storage_id": event.storage_id,
+                "signal_run_id": event.run_id, "run_id": context.run.run_id, "ts": signal_ts,
+                "decided_at": decided_at, "symbol": symbol, "timeframe": decision.timeframe, "action": decision.action,
+                "confidence": exact_confidence(decision.confidence), "source": source, "reason": decision.reason,
+                "mode": mode, "price": decision.price, "stop_loss": decision.stop_loss,
+                "take_profit": decision.take_profit,
                 "size_quote": decision.size_quote if decision.size_quote is not None else settings.order_amount,
-                "config_hash": config_hash,
+                "config_hash": config_hash, "valid_until": valid_until,
             })
             decided.append(decision)
         with duckdb.get_connection() as connection:
             with transaction(connection):
                 insert_rows(connection, "trading.decisions", rows)
-        log = audit_files.AuditLog(settings.log_dir, secrets=_secrets(settings))
-        for row in rows:
-            log.record_decision(row)
+        write_audit(duckdb, audit)
         actions = {a: sum(d.action == a for d in decided) for a in ("BUY", "SELL", "HOLD")}
         table = pl.DataFrame(
-            [{"symbol": d.symbol, "timeframe": d.timeframe or "-", "action": d.action, "reason": d.reason[:120]} for d in decided]
+            [{"symbol": d.symbol, "timeframe": d.timeframe or "-", "action": d.action, "reason": d.reason} for d in decided]
         )
         return dg.MaterializeResult(metadata={
-            "signal_storage_id": storage_id, "mode": mode, "decider": settings.decider, **actions,
-            "decisions": dg.MetadataValue.md(markdown_table(table)),
+            "signal_storage_id": event.storage_id, "signal_run_id": event.run_id, "mode": mode,
+            "decider": settings.decider, **actions, "decisions": dg.MetadataValue.md(markdown_table(table)),
         })
 
     common = dict(
@@ -182,23 +204,22 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         from tracer_assets.resources.llm import AnthropicResource
 
         @dg.asset(**common)
-        def decisions(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, llm: AnthropicResource):
-            return decide(context, duckdb, llm)
+        def decisions(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource,
+                      llm: AnthropicResource):
+            return decide(context, duckdb, exchange, llm)
     else:
 
         @dg.asset(**common)
-        def decisions(context: dg.AssetExecutionContext, duckdb: TracerDuckDB):
-            return decide(context, duckdb, None)
+        def decisions(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource):
+            return decide(context, duckdb, exchange, None)
 
     def execute(context, duckdb: TracerDuckDB, exchange: ExchangeResource, notifier: NotifierResource, live_exchange):
-        storage_id, _ = signal_event(context)
-        secrets = [*_secrets(settings), *notifier.secrets()]
+        event = signal_event(context)
+        secrets = [*secrets_to_redact(settings), *notifier.secrets()]
         log = audit_files.AuditLog(settings.log_dir, secrets=secrets)
         if mode == "LIVE":
-            outcome = live_execution(context, duckdb, live_exchange, settings, storage_id, config_hash)
-            for row in outcome.rows:
-                log.record_order(row)
-            log.update_diagnostics(cycle_ok=True, last_decision=outcome.rows[-1] if outcome.rows else None, last_error=None)
+            outcome = live_execution(context, duckdb, live_exchange, settings, event, config_hash)
+            write_audit(duckdb, log, event)
             _notify(context, notifier, secrets, outcome.rows)
             yield from _execution_results(
                 {"new_orders": len(outcome.rows), "reconciled": outcome.reconciled, "mode": mode,
@@ -210,23 +231,20 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
             return
         if settings.live_flags_on:
             context.log.warning(f"every live flag is on but this run trades on paper: {mode_reason}")
-        now = exchange_now(exchange)
+        now = exchange.now()
         with duckdb.get_connection() as connection:
             create_trading_tables(connection)
             broker = _load_paper_broker(connection, settings)
             # Only these orders can change status in this run (older ones are settled).
             open_before = {o.client_order_id for o in broker.orders if o.status == "pending"}
-            decisions_now = connection.sql(
-                "SELECT * FROM trading.decisions WHERE signal_storage_id = ? AND action <> 'HOLD' ORDER BY symbol",
-                params=[storage_id],
-            ).pl()
+            decisions_now = stored_decisions(connection, event, settings.symbols).filter(pl.col("action") != "HOLD")
             known = {row[0] for row in connection.execute("SELECT client_order_id FROM trading.orders").fetchall()}
             candles = _new_candles(connection, settings, broker, now)
         fills = _feed(broker, candles.filter(pl.col("ts") < now))
-        audit_rows = []
+        new_rows = []
         for decision in decisions_now.iter_rows(named=True):
             side = "buy" if decision["action"] == "BUY" else "sell"
-            cid = client_order_id(storage_id, decision["symbol"], side)
+            cid = client_order_id(decision["decision_id"], side)
             if cid in known:  # this signal's order exists: never a second one
                 continue
             verdict = assess(
@@ -236,32 +254,29 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 capped(RiskLimits.from_settings(settings), decimal_or_none(decision["size_quote"])),
                 MarketRules(symbol=decision["symbol"], **REPLAY_MARKET),
             )
-            row = {
-                "client_order_id": cid, "decision_id": decision["decision_id"], "signal_storage_id": storage_id,
-                "run_id": context.run.run_id, "mode": mode, "symbol": decision["symbol"], "side": side,
-                "amount": verdict.amount, "price": verdict.price, "status": "rejected", "fee": None, "ts": now,
-                "updated_at": now, "reason": verdict.reason, "risk_checks": json.dumps(verdict.as_record()["checks"]),
-                "config_hash": config_hash,
-            }
-            if verdict.approved:
+            row = order_row(cid, decision, event, context.run.run_id, mode, side, now, config_hash, verdict)
+            too_old = stale_at_execution(decision, now)
+            if too_old:
+                row["reason"] = too_old
+            elif verdict.approved:
                 ticket = OrderTicket(
                     cid, decision["symbol"], side, verdict.amount, verdict.price,
                     decimal_or_none(decision["stop_loss"]) if side == "buy" else None,
                     decimal_or_none(decision["take_profit"]) if side == "buy" else None,
-                    decision["decision_id"], storage_id,
+                    decision["decision_id"], event.storage_id,
                 )
                 order = broker.submit(ticket, now)
                 open_before.add(order.client_order_id)
                 row.update(status=order.status, reason=order.reason or verdict.reason)
-            audit_rows.append(row)
+            new_rows.append(row)
         fills += _feed(broker, candles.filter(pl.col("ts") >= now))
         updates = [broker.order(cid) for cid in sorted(open_before)]
         marks = {s: close for s in settings.symbols if (close := _last_close(broker, s)) is not None}
         portfolio = portfolio_row(broker.position_history, broker.balances.get(QUOTE, Decimal(0)), marks, now,
-                                  context.run.run_id, storage_id, mode)
+                                  context.run.run_id, event.storage_id, mode)
         with duckdb.get_connection() as connection:
             with transaction(connection):
-                insert_rows(connection, "trading.orders", audit_rows)
+                insert_rows(connection, "trading.orders", new_rows)
                 for order in updates:
                     connection.execute(
                         """UPDATE trading.orders SET status = ?, price = coalesce(?, price), fee = coalesce(?, fee),
@@ -273,17 +288,18 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                     {**asdict(p), "mode": mode} for p in broker.position_history
                 ])
                 insert_rows(connection, "trading.portfolio", [portfolio])
+                # The broker's state as of this run, and only that: each snapshot holds all history.
+                connection.execute("DELETE FROM trading.paper_state")
                 insert_rows(connection, "trading.paper_state", [{
-                    "saved_at": now, "run_id": context.run.run_id, "signal_storage_id": storage_id, "state": dump_broker(broker),
+                    "saved_at": now, "run_id": context.run.run_id, "signal_storage_id": event.storage_id,
+                    "state": dump_broker(broker),
                 }])
             orders_total = connection.execute("SELECT count(*) FROM trading.orders").fetchall()[0][0]
             positions_total = connection.execute("SELECT count(*) FROM trading.positions").fetchall()[0][0]
-        for row in audit_rows:
-            log.record_order(row)
-        log.update_diagnostics(cycle_ok=True, last_decision=audit_rows[-1] if audit_rows else None, last_error=None)
-        _notify(context, notifier, secrets, audit_rows)
+        write_audit(duckdb, log, event)
+        _notify(context, notifier, secrets, new_rows)
         yield from _execution_results(
-            {"new_orders": len(audit_rows), "fills": len(fills), "dagster/row_count": orders_total, "mode": mode},
+            {"new_orders": len(new_rows), "fills": len(fills), "dagster/row_count": orders_total, "mode": mode},
             {"open": len(broker.positions), "dagster/row_count": positions_total},
             portfolio,
         )
@@ -343,10 +359,34 @@ def _notify(context, notifier: NotifierResource, secrets: list[str], rows: list[
                 context.log.warning(f"notification over {delivery.channel} failed: {delivery.error}")
 
 
-def _secrets(settings: Settings) -> list[str]:
-    names = ("ANTHROPIC_API_KEY", API_KEY_VAR, SECRET_VAR, "DISCORD_WEBHOOK_URL",
-             "TELEGRAM_BOT_TOKEN")
-    return [settings.environ[n] for n in names if settings.environ.get(n)]
+def write_audit(duckdb: TracerDuckDB, log: audit_files.AuditLog, event: SignalEvent | None = None) -> None:
+    """Every committed decision and order that is not in the audit files yet goes there exactly
+    once, then is marked `audited_at`: a run killed between its commit and its audit lines
+    leaves them unmarked, and the next run writes them (AuditLog.record_once skips the ones the
+    killed run did write). With `event`, the cycle is counted in macro_diagnostics.json and the
+    event's last decision recorded there."""
+    with duckdb.get_connection() as connection:
+        decisions = connection.sql(
+            "SELECT * EXCLUDE (audited_at) FROM trading.decisions WHERE audited_at IS NULL ORDER BY decided_at, symbol"
+        ).pl().to_dicts()
+        orders = connection.sql(
+            "SELECT * EXCLUDE (audited_at) FROM trading.orders WHERE audited_at IS NULL ORDER BY ts, client_order_id"
+        ).pl().to_dicts()
+        last = None if event is None else connection.sql(
+            "SELECT * EXCLUDE (audited_at) FROM trading.decisions WHERE signal_run_id = ? AND signal_storage_id = ? "
+            "ORDER BY symbol DESC LIMIT 1",
+            params=[event.run_id, event.storage_id],
+        ).pl().to_dicts()
+    log.record_once(decisions, orders)
+    now = datetime.now(timezone.utc)
+    with duckdb.get_connection() as connection:
+        with transaction(connection):
+            connection.execute("UPDATE trading.decisions SET audited_at = ? WHERE decision_id IN (SELECT unnest(?))",
+                               [now, [row["decision_id"] for row in decisions]])
+            connection.execute("UPDATE trading.orders SET audited_at = ? WHERE client_order_id IN (SELECT unnest(?))",
+                               [now, [row["client_order_id"] for row in orders]])
+    if event is not None:
+        log.update_diagnostics(cycle_ok=True, last_decision=last[0] if last else None, last_error=None)
 
 
 def _holdings(connection, settings: Settings, mode: str) -> tuple[dict[str, Position], Decimal]:

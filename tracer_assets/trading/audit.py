@@ -55,6 +55,7 @@ ORDER_LOG_FIELDS: tuple[str, ...] = (
     "ts", "mode", "symbol", "side", "amount", "price", "status",
     "client_order_id", "decision_id", "signal_storage_id", "reason",
 )
+ORDER_LOG_HEADER = "\t".join(ORDER_LOG_FIELDS) + "\n"
 MODES: tuple[str, ...] = ("DRY", "LIVE")
 REDACTED = "[redacted]"
 
@@ -372,20 +373,51 @@ class AuditLog:
         """One line in macro_ccxt_orders.log (ORDER_LOG_FIELDS; `ts` defaults to now) and one
         JSON line (the whole row, `"type": "order"`) in macro_ccxt_orders_audit.jsonl."""
         record = self._clean(row, "order")
-        for required in ("symbol", "side"):
-            if not isinstance(row.get(required), str) or not row[required].strip():
-                raise ValueError(f"order row: {required}={row.get(required)!r}, expected a non-empty string")
-        values = dict(record)
-        if values.get("ts") in (None, ""):
-            values["ts"] = record["logged_at"]
-        line = "\t".join(escape_field(_tsv_value(values.get(name))) for name in ORDER_LOG_FIELDS) + "\n"
-        header = "\t".join(ORDER_LOG_FIELDS) + "\n"
-        _append(self.orders_log_path, line, header_if_new=header)
+        _append(self.orders_log_path, self._tsv_line(record, row), header_if_new=ORDER_LOG_HEADER)
         _append(self.audit_jsonl_path, _json_line(record))
 
     def record_decision(self, row: Mapping) -> None:
-        """One JSON line (the whole row, `"type": "decision"`) in macro_ccxt_orders_audit.jsonl."""
-        _append(self.audit_jsonl_path, _json_line(self._clean(row, "decision")))
+        """One line in macro_ccxt_orders.log (the action as `side`, status `decision`, as the
+        seed logged every action, HOLD included) and one JSON line (`"type": "decision"`)."""
+        record = self._clean(row, "decision")
+        _append(self.orders_log_path, self._tsv_line(record, row), header_if_new=ORDER_LOG_HEADER)
+        _append(self.audit_jsonl_path, _json_line(record))
+
+    def record_once(self, decisions: Iterable[Mapping], orders: Iterable[Mapping]) -> int:
+        """Append every record that is not in a file yet, in each file exactly once; returns the
+        lines written. For a caller that writes the records it committed and then marks them as
+        logged: after a crash between the two, the records still unmarked are the ones last
+        appended, so looking for them among each file's last lines finds them. Returns the
+        number of lines written over both files."""
+        records = [(record, row) for kind, rows in (("decision", decisions), ("order", orders))
+                   for row in rows for record in [self._clean(row, kind)]]
+        if not records:
+            return 0
+        written = 0
+        outputs = (
+            (self.orders_log_path, ORDER_LOG_HEADER, _tsv_key, [self._tsv_line(rec, row) for rec, row in records]),
+            (self.audit_jsonl_path, None, _json_key, [_json_line(rec) for rec, _ in records]),
+        )
+        for path, header, key_of, lines in outputs:
+            present = {key_of(line) for line in _last_lines(path, len(lines))}
+            for (record, _), line in zip(records, lines):
+                if _record_key(record) not in present:
+                    _append(path, line, header_if_new=header)
+                    written += 1
+        return written
+
+    def _tsv_line(self, record: dict, row: Mapping) -> str:
+        for required in ("symbol",):
+            if not isinstance(row.get(required), str) or not row[required].strip():
+                raise ValueError(f"{record['type']} row: {required}={row.get(required)!r}, expected a non-empty string")
+        values = dict(record)
+        if record["type"] == "decision":
+            values.update(side=record.get("action"), status="decision", client_order_id=None, amount=None)
+        elif not isinstance(row.get("side"), str) or not row["side"].strip():
+            raise ValueError(f"order row: side={row.get('side')!r}, expected a non-empty string")
+        if values.get("ts") in (None, ""):
+            values["ts"] = record["logged_at"]
+        return "\t".join(escape_field(_tsv_value(values.get(name))) for name in ORDER_LOG_FIELDS) + "\n"
 
     def update_diagnostics(
         self, cycle_ok: bool, last_decision: Mapping | None = None, last_error: str | None = None
@@ -451,6 +483,46 @@ class AuditLog:
         if data.get("successful_cycles", 0) > data.get("cycles", 0):
             return {}, f"{path}: more successful cycles than cycles, replaced with fresh counts"
         return data, None
+
+
+def _record_key(record: Mapping) -> tuple[str, object]:
+    """What identifies an audit record: an order by its client id, a decision by its id."""
+    if record.get("type") == "order":
+        return "order", record.get("client_order_id")
+    return "decision", record.get("decision_id")
+
+
+def _json_key(line: str) -> tuple[str, object] | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return _record_key(record) if isinstance(record, dict) else None
+
+
+def _tsv_key(line: str) -> tuple[str, object] | None:
+    values = line.rstrip("\n").split("\t")
+    if len(values) != len(ORDER_LOG_FIELDS) or values == list(ORDER_LOG_FIELDS):
+        return None
+    cid = values[ORDER_LOG_FIELDS.index("client_order_id")]
+    return ("order", cid) if cid else ("decision", values[ORDER_LOG_FIELDS.index("decision_id")])
+
+
+def _last_lines(path: Path, count: int, block: int = 1 << 16) -> list[str]:
+    """The file's last `count` lines (fewer when it has fewer), read backwards from its end."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return []
+    with handle:
+        position = handle.seek(0, os.SEEK_END)
+        data = b""
+        while position > 0 and data.count(b"\n") <= count:
+            step = min(block, position)
+            position -= step
+            handle.seek(position)
+            data = handle.read(step) + data
+    return [line.decode("utf-8", "replace") for line in data.splitlines()[-count:]] if count > 0 else []
 
 
 def _json_line(record: Mapping) -> str:

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.research.macro import regime_from_stats
 
 STOP_ATR = Decimal(2)
@@ -34,9 +36,19 @@ BEARISH = ("bear", "strong_bear")
 _DECISION_NAMESPACE = uuid.UUID("6f1c2a5e-3b7d-4c1e-9a53-8d0e2f4b7a19")
 
 
-def decision_id(signal_storage_id: int, symbol: str) -> str:
-    """The same signal event and symbol always give the same id, so a re-run finds its decision."""
-    return str(uuid.uuid5(_DECISION_NAMESPACE, f"{signal_storage_id}:{symbol}"))
+@dataclass(frozen=True)
+class SignalEvent:
+    """One materialization of signals/signals: its storage id, which restarts at 1 in every
+    Dagster instance, and the id of the run that made it, a UUID unique across instances."""
+
+    storage_id: int
+    run_id: str
+
+
+def decision_id(event: SignalEvent, symbol: str) -> str:
+    """The same signal event and symbol always give the same id, so a re-run finds its decision;
+    another instance's event with the same storage id gives another id (its run id differs)."""
+    return str(uuid.uuid5(_DECISION_NAMESPACE, f"{event.run_id}:{event.storage_id}:{symbol}"))
 
 
 @dataclass(frozen=True)
@@ -142,6 +154,44 @@ def rules_decision(
         f"{timeframe} selected: signal_quality {quality:.2f}, conviction {conviction:.2f}; {selection.reason}",
         price=price, stop_loss=stop, take_profit=price + TARGET_ATR * atr,
     )
+
+
+def signal_valid_until(signals: Iterable[Mapping], max_age_seconds: float) -> datetime | None:
+    """The instant past which a symbol's signals of one event are too old to trade: the close of
+    the newest candle they were computed on, plus the allowed age. None when there is no signal."""
+    closes = [row["ts"] + timedelta(seconds=timeframe_seconds(row["timeframe"])) for row in signals]
+    return max(closes) + timedelta(seconds=max_age_seconds) if closes else None
+
+
+def stale_reason(signals: Iterable[Mapping], valid_until: datetime | None, now: datetime, max_age_seconds: float) -> str:
+    if valid_until is None:
+        return "no signal for this symbol in the signal event"
+    closed = valid_until - timedelta(seconds=max_age_seconds)
+    return (f"signal too old to trade: its newest candle closed at {closed.isoformat()}, "
+            f"{(now - closed).total_seconds():.0f} s before the exchange's clock ({now.isoformat()}); "
+            f"the limit is {max_age_seconds:g} s (TRACER_MAX_SIGNAL_AGE_SECONDS)")
+
+
+def stale_at_execution(decision: Mapping, now: datetime) -> str | None:
+    """Why a recorded BUY/SELL must not be executed at `now` (the exchange's clock): its signal
+    became too old since it was decided (a run delayed, the sensor catching up after downtime).
+    None when it may go ahead."""
+    valid_until = decision.get("valid_until")
+    if valid_until is None:
+        return "signal age unknown (decided before signal ages were recorded): not traded"
+    if now > valid_until:
+        return (f"signal too old at execution: valid until {valid_until.isoformat()}, the exchange's clock "
+                f"shows {now.isoformat()} (TRACER_MAX_SIGNAL_AGE_SECONDS)")
+    return None
+
+
+def exact_confidence(value: float) -> Decimal:
+    """A decider's confidence as the exact decimal stored and sized with: 6 places, within [0, 1]
+    (a double such as conviction / 10 would reach sizing as 0.507584000000000032)."""
+    number = Decimal(repr(float(value))) if not isinstance(value, Decimal) else value
+    if not number.is_finite():
+        return Decimal(0)
+    return min(Decimal(1), max(Decimal(0), number)).quantize(Decimal("0.000001"))
 
 
 def _confidence(signal: Mapping) -> float:

@@ -125,6 +125,7 @@ class Reconciliation:
     unrecorded: list[ExchangeOrder] = field(default_factory=list)  # sent (our prefix) but never recorded
     changed: list[ExchangeOrder] = field(default_factory=list)  # recorded pending, now filled/canceled/rejected
     missing: list[str] = field(default_factory=list)  # recorded pending, unknown to the exchange
+    foreign: list[str] = field(default_factory=list)  # our prefix, but not derived from our decisions
     balances: dict[str, Decimal] = field(default_factory=dict)  # total per currency, zero left out
     free: dict[str, Decimal] = field(default_factory=dict)  # free (not locked by open orders) per currency
 
@@ -154,7 +155,7 @@ class LiveBroker:
         for capability in ("createOrder", "fetchOrder", "fetchOpenOrders", "fetchBalance"):
             if not exchange.has.get(capability):
                 raise LiveTradingRefused(f"live trading refused: ccxt {exchange.id} has no {capability}")
-        client_order_id(0, "BTC/USDT", "buy", prefix)  # checks the prefix
+        client_order_id("check", "buy", prefix)  # checks the prefix
         self.exchange = exchange
         self.prefix = prefix
         self.policy = policy
@@ -199,8 +200,11 @@ class LiveBroker:
                 if found is not None:
                     return found
             return self._refused(ticket, amount, f"rejected by {self.exchange.id}: {exc}")
-        except ccxt.InsufficientFunds as exc:
-            return self._refused(ticket, amount, f"rejected by {self.exchange.id}: {exc}")
+        except ccxt.ExchangeError as exc:
+            # Any refusal (BadRequest for Binance's -1013 filter failures, InsufficientFunds,
+            # AuthenticationError, ...): the exchange answered and took nothing. Network errors
+            # are not ExchangeErrors in ccxt; they are handled above.
+            return self._refused(ticket, amount, f"rejected by {self.exchange.id}: {type(exc).__name__}: {exc}")
         return self._complete(self._order(raw, ticket.symbol))
 
     def cancel(self, symbol: str, client_order_id_: str) -> ExchangeOrder | None:
@@ -230,6 +234,15 @@ class LiveBroker:
             return datetime.now(timezone.utc)
         return datetime.fromtimestamp(self._call(self.exchange.fetch_time) / 1000, timezone.utc)
 
+    def last_price(self, symbol: str) -> tuple[Decimal | None, str | None]:
+        """The ticker's last traded price now, or (None, why there is none)."""
+        try:
+            ticker = self._call(self.exchange.fetch_ticker, symbol)
+        except (ccxt.NetworkError, ccxt.ExchangeError) as exc:
+            return None, f"{self.exchange.id} fetch_ticker failed: {type(exc).__name__}: {exc}"
+        last = _dec(ticker.get("last"), "ticker last")
+        return (last, None) if last is not None and last > 0 else (None, f"the {symbol} ticker has no last price")
+
     def balances(self) -> dict[str, Decimal]:
         """Total balance per currency (free plus locked), zero balances left out."""
         return _amounts(self._call(self.exchange.fetch_balance), "total")
@@ -237,13 +250,20 @@ class LiveBroker:
     # --- start-up -------------------------------------------------------------------------
 
     def reconcile(
-        self, symbols: Iterable[str], recorded: Iterable[RecordedOrder], since: datetime | None = None
+        self,
+        symbols: Iterable[str],
+        recorded: Iterable[RecordedOrder],
+        since: datetime | None = None,
+        ours: Callable[[str], bool] = lambda cid: False,
     ) -> Reconciliation:
         """Compare the exchange with the local record, for a restart after a crash.
 
         Reads every symbol's open orders and its orders since `since` (the exchange's default
-        window when None), and the balances. Returns the orders carrying our prefix that the
-        record lacks (sent, then the process died before recording them), those recorded as
+        window when None), and the balances. Returns the orders the record lacks whose client id
+        `ours` recognises as one this deployment derived from its own decisions (sent, then the
+        process died before recording them); an order with our prefix that `ours` does not
+        recognise was sent by someone else (another instance, another machine) and is only
+        listed in `foreign`, never adopted. Also returns those recorded as
         pending that the exchange has filled, canceled or rejected, and the pending ones the
         exchange does not know (never arrived: safe to send again from the same signal).
         """
@@ -268,7 +288,10 @@ class LiveBroker:
                 seen.add(order.client_order_id)
                 local = recorded.get(order.client_order_id)
                 if local is None:
-                    result.unrecorded.append(self._complete(order))
+                    if ours(order.client_order_id):
+                        result.unrecorded.append(self._complete(order))
+                    else:
+                        result.foreign.append(order.client_order_id)
                 elif local.status == "pending" and order.status != "pending":
                     result.changed.append(self._complete(order))
         for cid, local in recorded.items():
@@ -287,7 +310,7 @@ class LiveBroker:
     def _check_ticket(self, ticket: OrderTicket) -> None:
         if not isinstance(ticket, OrderTicket):
             raise TypeError(f"ticket: expected an OrderTicket, got {type(ticket).__name__}")
-        expected = client_order_id(ticket.signal_storage_id, ticket.symbol, ticket.side, self.prefix)
+        expected = client_order_id(ticket.decision_id, ticket.side, self.prefix)
         if ticket.client_order_id != expected:
             # A free-form id would defeat the look-up that stops a retry from doubling the order.
             raise ValueError(f"ticket client_order_id={ticket.client_order_id!r}: live orders must use the id derived "

@@ -16,20 +16,27 @@ Positions are rebuilt from the recorded executions (`live_book.book_positions`);
 the exchange's. No DuckDB connection is held while a request is in flight.
 """
 
-import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import dagster as dg
+import polars as pl
 
 from tracer_assets.resources.warehouse import transaction
-from tracer_assets.trading.decide import decimal_or_none, decision_id
+from tracer_assets.trading.decide import SignalEvent, decimal_or_none, decision_id, stale_at_execution
 from tracer_assets.trading.live import ExchangeOrder, LiveBroker, LiveTradingRefused, OrderStateUnknown, RecordedOrder
 from tracer_assets.trading.live_book import Book, Execution, book_positions, exit_trigger
 from tracer_assets.trading.paper import OrderTicket, client_order_id
 from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, RiskState, assess, capped
-from tracer_assets.trading.tables import QUOTE, create_trading_tables, insert_rows, portfolio_row
+from tracer_assets.trading.tables import (
+    QUOTE,
+    create_trading_tables,
+    insert_rows,
+    order_row,
+    portfolio_row,
+    stored_decisions,
+)
 
 MODE = "LIVE"
 # How far back reconcile reads each symbol's orders; older pending records are looked up by id.
@@ -47,33 +54,32 @@ class LiveOutcome:
     orders_total: int
 
 
-def live_execution(context, duckdb, live_exchange, settings, storage_id: int, config_hash: str) -> LiveOutcome:
+def live_execution(context, duckdb, live_exchange, settings, event: SignalEvent, config_hash: str) -> LiveOutcome:
     try:
         broker = LiveBroker(live_exchange.client(), settings, allowed=True)
     except LiveTradingRefused as exc:
         raise dg.Failure(f"{exc}; nothing was sent") from exc
     exchange = broker.exchange
     run_id = context.run.run_id
-    now = broker.now()  # the exchange's clock: its order times and the reconcile window are in it
+    now = broker.now()  # the exchange's clock: its order times, the reconcile window and signal ages are in it
     with duckdb.get_connection() as connection:
         create_trading_tables(connection)
         recorded = connection.execute(
             "SELECT client_order_id, symbol, status FROM trading.orders WHERE mode = ?", [MODE]
         ).fetchall()
         known = {row[0] for row in connection.execute("SELECT client_order_id FROM trading.orders").fetchall()}
-        decisions_now = connection.sql(
-            "SELECT * FROM trading.decisions WHERE signal_storage_id = ? AND action <> 'HOLD' ORDER BY symbol",
-            params=[storage_id],
-        ).pl()
+        decisions_now = stored_decisions(connection, event, settings.symbols).filter(pl.col("action") != "HOLD")
+        ours = _intents_decided(connection)
 
     try:
-        found = broker.reconcile(settings.symbols, [RecordedOrder(*row) for row in recorded], since=now - RECONCILE_WINDOW)
+        found = broker.reconcile(settings.symbols, [RecordedOrder(*row) for row in recorded],
+                                 since=now - RECONCILE_WINDOW, ours=ours.__contains__)
     except OrderStateUnknown as exc:
         raise dg.Failure(f"reconciling with {exchange.id} failed, nothing was sent: {exc}") from exc
     reconciled = []
     for order in found.unrecorded:
-        sent_for = _signal_of(order.client_order_id)
-        row = _order_row(order, decision_id(sent_for, order.symbol), sent_for, run_id, now, config_hash,
+        decided, sent_for = ours[order.client_order_id]
+        row = _order_row(order, decided, sent_for, run_id, now, config_hash,
                          f"found at {exchange.id} on reconcile: sent by a run that stopped before recording it")
         _record(duckdb, [row])
         reconciled.append(row)
@@ -82,6 +88,11 @@ def live_execution(context, duckdb, live_exchange, settings, storage_id: int, co
         _update(duckdb, order, now, None)
     for cid in found.missing:
         _update_missing(duckdb, cid, now, f"unknown to {exchange.id} on reconcile: it never arrived")
+    if found.foreign:
+        context.log.warning(
+            f"reconcile with {exchange.id}: {len(found.foreign)} order(s) carry this prefix but derive from no decision "
+            f"of this deployment (another instance or machine sent them); not adopted: {', '.join(found.foreign[:5])}"
+        )
     if found.unrecorded or found.changed or found.missing:
         context.log.warning(
             f"reconcile with {exchange.id}: {len(found.unrecorded)} order(s) recorded that were sent but not recorded, "
@@ -107,55 +118,52 @@ def live_execution(context, duckdb, live_exchange, settings, storage_id: int, co
             trigger = exit_trigger(position, [(ts, decimal_or_none(h), decimal_or_none(low)) for ts, h, low in candles])
             if trigger is not None:
                 reason, at = trigger
-                intents.append(dict(symbol=symbol, side="sell", decision_id=decision_id(storage_id, symbol), confidence=1.0,
-                                    price=closes.get(symbol), stop=None, target=None, size=None,
-                                    why=f"{reason} touched by the candle at {at.isoformat()}: market sell"))
+                intents.append(dict(decision={"decision_id": decision_id(event, symbol), "symbol": symbol},
+                                    side="sell", confidence=Decimal(1), price=closes.get(symbol), stop=None,
+                                    target=None, size=None, exit=f"{reason} touched by the candle at {at.isoformat()}: market sell"))
     for decision in decisions_now.iter_rows(named=True):
         side = "buy" if decision["action"] == "BUY" else "sell"
-        intents.append(dict(symbol=decision["symbol"], side=side, decision_id=decision["decision_id"],
-                            confidence=decision["confidence"],
+        intents.append(dict(decision=decision, side=side, confidence=decision["confidence"],
                             price=decimal_or_none(decision["price"]) or closes.get(decision["symbol"]),
                             stop=decimal_or_none(decision["stop_loss"]) if side == "buy" else None,
                             target=decimal_or_none(decision["take_profit"]) if side == "buy" else None,
-                            size=decimal_or_none(decision["size_quote"]), why=None))
+                            size=decimal_or_none(decision["size_quote"]), exit=None))
 
     placed = []
     for intent in intents:
-        cid = client_order_id(storage_id, intent["symbol"], intent["side"])
+        decision, symbol, side = intent["decision"], intent["decision"]["symbol"], intent["side"]
+        cid = client_order_id(decision["decision_id"], side)
         if cid in known:  # this signal's order exists (recorded, or found on reconcile): never a second one
             continue
         known.add(cid)
-        if intent["price"] is None:
-            verdict = None
-        else:
+        # A stop or target exit reduces risk and goes whatever the signal's age or the ticker say.
+        refusal = None if intent["exit"] else (stale_at_execution(decision, now)
+                                               or _price_refusal(broker, symbol, intent["price"], settings))
+        verdict = None
+        if intent["price"] is not None and refusal is None:
             verdict = assess(
-                OrderRequest(intent["symbol"], intent["side"], intent["price"], confidence=intent["confidence"]),
+                OrderRequest(symbol, side, intent["price"], confidence=intent["confidence"]),
                 RiskState.from_history(book.positions, now, free_quote), capped(limits, intent["size"]),
-                markets[intent["symbol"]],
+                markets[symbol],
             )
-        row = {
-            "client_order_id": cid, "decision_id": intent["decision_id"], "signal_storage_id": storage_id,
-            "run_id": run_id, "mode": MODE, "symbol": intent["symbol"], "side": intent["side"],
-            "amount": verdict.amount if verdict else None, "price": verdict.price if verdict else None,
-            "status": "rejected", "fee": None, "ts": now, "updated_at": now,
-            "reason": verdict.reason if verdict else f"no price known for {intent['symbol']}: nothing to size with",
-            "risk_checks": _checks_json(verdict),
-            "config_hash": config_hash, "exchange_order_id": None, "filled": Decimal(0), "fee_currency": None,
-        }
-        if verdict is not None and verdict.approved:
-            ticket = OrderTicket(cid, intent["symbol"], intent["side"], verdict.amount, verdict.price,
-                                 intent["stop"], intent["target"], intent["decision_id"], storage_id)
+        row = {**order_row(cid, decision, event, run_id, MODE, side, now, config_hash, verdict),
+               "exchange_order_id": None, "filled": Decimal(0), "fee_currency": None}
+        if refusal is not None:
+            row["reason"] = refusal
+        elif verdict is not None and verdict.approved:
+            ticket = OrderTicket(cid, symbol, side, verdict.amount, verdict.price,
+                                 intent["stop"], intent["target"], decision["decision_id"], event.storage_id)
             try:
                 order = broker.submit(ticket)
             except OrderStateUnknown as exc:
                 raise dg.Failure(
                     f"{exc}. Recorded before it: {len(placed)} order(s) of this run; nothing more was sent."
                 ) from exc
-            row = _order_row(order, intent["decision_id"], storage_id, run_id, now, config_hash,
-                             " / ".join(filter(None, [intent["why"], order.reason or verdict.reason])),
-                             risk_checks=_checks_json(verdict))
-        elif intent["why"]:
-            row["reason"] = f"{intent['why']}; refused: {row['reason']}"
+            row = _order_row(order, decision["decision_id"], event, run_id, now, config_hash,
+                             " / ".join(filter(None, [intent["exit"], order.reason or verdict.reason])),
+                             risk_checks=row["risk_checks"])
+        elif intent["exit"]:
+            row["reason"] = f"{intent['exit']}; refused: {row['reason']}"
         _record(duckdb, [row])  # at once: a crash after this line cannot lose the order
         placed.append(row)
         if row["filled"]:
@@ -164,7 +172,7 @@ def live_execution(context, duckdb, live_exchange, settings, storage_id: int, co
                 free_quote -= row["filled"] * row["price"] + (row["fee"] if row["fee_currency"] == QUOTE else 0)
 
     quote_total = broker.balances().get(QUOTE, Decimal(0))
-    portfolio = portfolio_row(book.positions, quote_total, closes, now, run_id, storage_id, MODE)
+    portfolio = portfolio_row(book.positions, quote_total, closes, now, run_id, event.storage_id, MODE)
     with duckdb.get_connection() as connection:
         with transaction(connection):
             connection.execute("DELETE FROM trading.positions WHERE mode = ?", [MODE])
@@ -179,22 +187,39 @@ def live_execution(context, duckdb, live_exchange, settings, storage_id: int, co
                        len(found.unrecorded) + len(found.changed) + len(found.missing), orders_total)
 
 
-def _signal_of(cid: str) -> int:
-    """The signal storage id inside a client order id `<prefix>-<storage id>-<hash>`."""
-    return int(cid.split("-")[1])
+def _intents_decided(connection) -> dict[str, tuple[str, SignalEvent]]:
+    """Every client order id this deployment could have sent, from its recorded decisions (one
+    per side: a stop or target exit sells under the decision id of the event that saw it), with
+    the decision and signal event behind it. Reconcile adopts an unrecorded order only from here."""
+    rows = connection.execute(
+        "SELECT decision_id, signal_storage_id, signal_run_id FROM trading.decisions WHERE signal_run_id IS NOT NULL"
+    ).fetchall()
+    return {client_order_id(did, side): (did, SignalEvent(storage_id, run_id))
+            for did, storage_id, run_id in rows for side in ("buy", "sell")}
 
 
-def _checks_json(verdict) -> str:
-    return json.dumps(verdict.as_record()["checks"] if verdict is not None else [])
+def _price_refusal(broker: LiveBroker, symbol: str, price: Decimal | None, settings) -> str | None:
+    """Why the decision's price cannot be sized with: too far from the exchange's last traded
+    price right now (a bad candle, a stale price), or no ticker to compare it with."""
+    if price is None:
+        return None  # refused later for having no price at all
+    last, why_none = broker.last_price(symbol)
+    if last is None:
+        return f"no fresh ticker to check the decision's price {price} against ({why_none}): not sent"
+    deviation = abs(price - last) / last
+    if deviation > settings.max_price_deviation:
+        return (f"the decision's price {price} is {deviation:.2%} away from the ticker's last price {last} "
+                f"(limit {settings.max_price_deviation:.2%}, TRACER_MAX_PRICE_DEVIATION): not sent")
+    return None
 
 
-def _order_row(order: ExchangeOrder, decision: str, storage_id: int, run_id: str, now: datetime, config_hash: str,
+def _order_row(order: ExchangeOrder, decision: str, event: SignalEvent, run_id: str, now: datetime, config_hash: str,
                reason: str | None, risk_checks: str = "[]") -> dict:
     """An order as the exchange reported it, in trading.orders' shape: `amount` what was asked
     for, `filled` what executed, `price` the average fill price."""
     return {
-        "client_order_id": order.client_order_id, "decision_id": decision, "signal_storage_id": storage_id,
-        "run_id": run_id, "mode": MODE, "symbol": order.symbol, "side": order.side, "amount": order.amount,
+        "client_order_id": order.client_order_id, "decision_id": decision, "signal_storage_id": event.storage_id,
+        "signal_run_id": event.run_id, "run_id": run_id, "mode": MODE, "symbol": order.symbol, "side": order.side, "amount": order.amount,
         "price": order.average_price, "status": order.status, "fee": order.fee, "ts": order.ts or now,
         "updated_at": now, "reason": reason, "risk_checks": risk_checks, "config_hash": config_hash,
         "exchange_order_id": order.exchange_order_id, "filled": order.filled, "fee_currency": order.fee_currency,

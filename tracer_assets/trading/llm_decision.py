@@ -2,6 +2,13 @@
 
 Pure Python (no Dagster). The anthropic client is passed in (`resources/llm.py` builds it).
 
+The time limit is one wall-clock deadline for the whole call: connect, send, every read and the
+parse. httpx's timeouts (the SDK's `timeout`) bound each connect, write and read separately, so a
+server sending a piece every few seconds never trips them; `decide_with_llm` therefore runs the
+request on its own short-lived HTTP connection in a worker thread, waits until the deadline at
+most, then shuts that connection's socket down (which ends the worker's blocked read at once) and
+answers HOLD "LLM timed out after N s (deadline hit ...)". See `_Deadline`.
+
 An LLM answer is data, never code: it is parsed by `json` (no eval), validated field by field
 against `LlmAnswer` and the decision context, and anything that does not pass becomes HOLD with
 the reason recorded. `decide_with_llm` never raises for anything the call or the answer does.
@@ -37,8 +44,11 @@ If that object is not valid JSON, the answer is rejected (the text after it is n
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+import socket
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,9 +90,11 @@ MAX_REASONING_CHARS = 2000
 MAX_ANSWER_CHARS = 20_000  # a longer answer is not a decision: it is refused before parsing
 RAW_TEXT_KEPT = 4000  # characters of the answer kept in the outcome for the audit trail
 RECENT_CLOSES = 12  # closes listed in the prompt per symbol (the summary covers more bars)
+DEADLINE_GRACE_S = 1.0  # after the deadline, how long the worker may take to end once its socket is cut
 # Stop reasons after which the text is the model's complete answer.
 _COMPLETE_STOPS = ("end_turn", "stop_sequence")
 _OBJECT_START = re.compile(r"\{\s*[\"}]")
+_log = logging.getLogger(__name__)
 
 
 class AnswerRejected(ValueError):
@@ -645,16 +657,126 @@ def _status_reason(error: Any) -> str:
     return f"LLM HTTP {status}{label}{detail}"[:300]
 
 
+class _DeadlinePassed(TimeoutError):
+    """The call had no complete answer when its deadline passed."""
+
+
+def _deadline_reason(timeout_s: float) -> str:
+    return f"LLM timed out after {timeout_s} s (deadline hit before a complete answer)"
+
+
+class _Deadline:
+    """One wall-clock deadline for a call, and the sockets of the connections the call opened.
+
+    `attach` is an httpx request event hook: it gives the request httpcore's `trace` extension,
+    through which every network stream the request opens (TCP, then TLS over it) is registered
+    here as soon as it exists. `expire` shuts those sockets down: `shutdown` wakes a thread
+    blocked in recv at once (closing the socket from another thread would not, on Linux), so
+    the read fails, the SDK raises and the worker ends. A connection completed after the
+    deadline (a slow name lookup) is shut down as soon as it is registered.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._streams: list[Any] = []
+        self._expired = False
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def attach(self, request: Any) -> None:
+        previous = request.extensions.get("trace")
+
+        def trace(event: str, info: dict[str, Any]) -> None:
+            self._traced(event, info)
+            if previous is not None:
+                previous(event, info)
+
+        request.extensions = {**request.extensions, "trace": trace}
+
+    def _traced(self, event: str, info: dict[str, Any]) -> None:
+        stream = info.get("return_value")
+        if not event.endswith(".complete") or not callable(getattr(stream, "get_extra_info", None)):
+            return
+        with self._lock:
+            self._streams.append(stream)
+            expired = self._expired
+        if expired:
+            _shut_down(stream)
+
+    def expire(self) -> None:
+        with self._lock:
+            self._expired = True
+            streams = list(self._streams)
+        for stream in streams:
+            _shut_down(stream)
+
+
+def _shut_down(stream: Any) -> None:
+    try:
+        sock = stream.get_extra_info("socket")
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed, or a TCP socket since wrapped by TLS (its TLS stream is registered too)
+        pass
+
+
+def _create_within(client: Any, deadline: _Deadline, **request: Any) -> Any:
+    """`client.messages.create(**request)`, answered by the deadline or `_DeadlinePassed`.
+
+    The request goes through a copy of `client` (same key, base URL, headers, retries) on its
+    own `anthropic.DefaultHttpxClient` (the SDK's defaults; proxies from the environment), so
+    the deadline can cut its connection without touching the caller's; a custom `http_client`
+    of `client` is not used. The httpx timeout is the time remaining. The call runs in a worker
+    thread: the caller's thread waits for it until the deadline at most, whatever the worker is
+    blocked in. At the deadline the worker's sockets are shut down and it is given
+    `DEADLINE_GRACE_S` to end (it normally ends within milliseconds); it closes its own HTTP
+    client on the way out, so no connection outlives the call.
+    """
+    import anthropic
+
+    http_client = anthropic.DefaultHttpxClient(event_hooks={"request": [deadline.attach]})
+    try:
+        call_client = client.with_options(http_client=http_client)
+    except BaseException:
+        http_client.close()
+        raise
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            with http_client:
+                result["response"] = call_client.messages.create(**request, timeout=max(deadline.remaining(), 0.001))
+        except BaseException as error:  # handed to the caller's thread
+            result["error"] = error
+
+    worker = threading.Thread(target=run, name="tracer-llm-call", daemon=True)
+    worker.start()
+    worker.join(max(deadline.remaining(), 0.0))
+    if worker.is_alive():
+        deadline.expire()
+        worker.join(DEADLINE_GRACE_S)
+        if worker.is_alive():  # e.g. blocked in a name lookup: it ends when that returns (daemon)
+            _log.warning("LLM call thread still running %.1f s after its deadline was hit", DEADLINE_GRACE_S)
+        raise _DeadlinePassed()
+    if "error" in result:
+        raise result["error"]
+    return result["response"]
+
+
 def _call_failure(error: Exception, timeout_s: float) -> str:
     """A reason for an exception of the call, by its anthropic class (imported lazily: the
     module stays importable and testable without the package)."""
+    if isinstance(error, _DeadlinePassed):
+        return _deadline_reason(timeout_s)
     try:
         import anthropic
     except ImportError:  # pragma: no cover - the client could not exist without it
         anthropic = None
     if anthropic is not None:
-        if isinstance(error, anthropic.APITimeoutError):
-            return f"LLM timed out after {timeout_s} s"
+        if isinstance(error, anthropic.APITimeoutError):  # an httpx timeout: set to the time remaining
+            return _deadline_reason(timeout_s)
         if isinstance(error, anthropic.APIStatusError):
             return _status_reason(error)
         if isinstance(error, anthropic.APIConnectionError):
@@ -676,7 +798,11 @@ def _usage(response: Any) -> tuple[int | None, int | None]:
 
 def decide_with_llm(client: Any, model: str, ctx: DecisionContext, timeout_s: float, max_tokens: int) -> LlmOutcome:
     """Ask the model, validate its answer; HOLD with the reason on any failure. Never raises
-    for the call or the answer (a bad `ctx` is the caller's bug and was refused when built)."""
+    for the call or the answer (a bad `ctx` is the caller's bug and was refused when built).
+
+    `timeout_s` is one deadline for everything (connect, send, every read, the parse): an
+    answer not complete and validated by then is HOLD, returned at the deadline (see
+    `_create_within`), not when the server finishes."""
     secrets = _client_secrets(client)
     system, user = build_prompt(ctx)
     started = time.monotonic()
@@ -690,13 +816,18 @@ def decide_with_llm(client: Any, model: str, ctx: DecisionContext, timeout_s: fl
             input_tokens=input_tokens, output_tokens=output_tokens,
         )
 
+    numeric = isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool)
+    if not (numeric and math.isfinite(timeout_s) and timeout_s > 0):
+        return hold(f"LLM time limit must be a positive finite number of seconds, got {timeout_s!r}")
+    deadline = _Deadline(timeout_s)
     try:
-        response = client.messages.create(
+        response = _create_within(
+            client,
+            deadline,
             model=model,
             max_tokens=max_tokens,
             system=system,
             messages=[{"role": "user", "content": user}],
-            timeout=timeout_s,
         )
     except Exception as error:  # any failure of the call is a HOLD, never a crash of the tick
         return hold(_call_failure(error, timeout_s))
@@ -722,6 +853,8 @@ def decide_with_llm(client: Any, model: str, ctx: DecisionContext, timeout_s: fl
     except Exception as error:  # a response the SDK built but that has an unexpected shape
         return hold(f"LLM response unreadable: {type(error).__name__}: {error}"[:300], None, response)
 
+    if deadline.remaining() < 0:  # the parse is inside the limit too
+        return hold(_deadline_reason(timeout_s), raw_text, response)
     input_tokens, output_tokens = _usage(response)
     holding = answer.action == "HOLD"
     return LlmOutcome(

@@ -43,7 +43,8 @@ FILL_REASONS: tuple[str, ...] = ("entry", "signal", "stop", "target")
 
 # Binance's rule for client order ids (other exchanges accept a superset of it).
 CLIENT_ORDER_ID_PATTERN = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
-MAX_PREFIX_LENGTH = 7  # prefix + "-" + 19 digits (a 64-bit storage id) + "-" + 8 hex = 36
+MAX_PREFIX_LENGTH = 7  # prefix + "-" + 28 hex (112 bits of the intent's hash) = 36
+CLIENT_ORDER_ID_HEX = 28
 
 # The storage scale: DECIMAL(38, 18).
 SCALE = Decimal("1e-18")
@@ -60,27 +61,23 @@ class PaperStateError(ValueError):
 # --- shared by both brokers ----------------------------------------------------------------
 
 
-def client_order_id(signal_storage_id: int, symbol: str, side: str, prefix: str = "tracer") -> str:
-    """The order's id at the exchange, derived from the signal event, so a retry reuses it.
+def client_order_id(decision_id: str, side: str, prefix: str = "tracer") -> str:
+    """The order's id at the exchange, derived from the trading intent, so a retry reuses it.
 
-    `<prefix>-<storage id>-<8 hex of sha256(symbol|side)>`: one signal event (a materialization's
-    storage id) can lead to one order per symbol and side, and re-processing it yields the same
-    id, which the brokers use to never place a second order.
+    `<prefix>-<28 hex of sha256(decision id|side)>`. The decision id derives from the signal
+    event (the signals run's id, a UUID, and its storage id) and the symbol
+    (`decide.decision_id`), so the same event decided again gives the same id, while events of
+    another Dagster instance, a restart on a new instance or another machine never share one
+    (a storage id alone restarts at 1 in every new instance).
     """
-    if isinstance(signal_storage_id, bool) or not isinstance(signal_storage_id, int) or signal_storage_id < 0:
-        raise ValueError(f"signal_storage_id={signal_storage_id!r}: expected an int >= 0 (a Dagster event storage id)")
-    _check_symbol(symbol, "symbol")
+    if not isinstance(decision_id, str) or not decision_id.strip():
+        raise ValueError(f"decision_id={decision_id!r}: expected a non-empty string")
     if side not in SIDES:
         raise ValueError(f"side={side!r}: expected 'buy' or 'sell'")
     if not re.fullmatch(r"[A-Za-z0-9_.:]{1,%d}" % MAX_PREFIX_LENGTH, prefix or ""):
         raise ValueError(f"prefix={prefix!r}: expected 1-{MAX_PREFIX_LENGTH} of A-Z a-z 0-9 _ . :")
-    digest = hashlib.sha256(f"{symbol.upper()}|{side}".encode()).hexdigest()[:8]
-    cid = f"{prefix}-{signal_storage_id}-{digest}"
-    if not CLIENT_ORDER_ID_PATTERN.match(cid):
-        raise ValueError(
-            f"client order id {cid!r} is longer than 36 characters: signal_storage_id={signal_storage_id} is too large"
-        )
-    return cid
+    digest = hashlib.sha256(f"{decision_id}|{side}".encode()).hexdigest()[:CLIENT_ORDER_ID_HEX]
+    return f"{prefix}-{digest}"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,67 @@
+"""Which secrets a configuration uses, checked when the definitions load.
+
+A secret is required, and checked, only where it is used: the Anthropic key with the `llm`
+decider, the exchange keys when every live flag is on, a webhook URL or bot token when it is
+set. A malformed one in use (blank, padded with spaces, too short to redact safely) stops the
+code location from loading with an error naming the variable, never its value, instead of
+failing runs after their decisions were committed. A secret that is set but unused is never
+required: it is redacted from the audit files when it is long enough to redact, else ignored.
+"""
+
+from __future__ import annotations
+
+from tracer_assets.resources.notifier import DISCORD_WEBHOOK_URL_VARIABLE, TELEGRAM_BOT_TOKEN_VARIABLE
+from tracer_assets.settings import Settings, SettingsError
+from tracer_assets.trading.audit import MIN_SECRET_LENGTH
+
+ANTHROPIC_KEY_VAR = "ANTHROPIC_API_KEY"
+# The exchange keys of live trading, read through Dagster's EnvVar (definitions.live_resources).
+API_KEY_VAR, SECRET_VAR = "TRACER_EXCHANGE_API_KEY", "TRACER_EXCHANGE_SECRET"
+SECRET_VARIABLES = (ANTHROPIC_KEY_VAR, API_KEY_VAR, SECRET_VAR, DISCORD_WEBHOOK_URL_VARIABLE, TELEGRAM_BOT_TOKEN_VARIABLE)
+
+
+def secrets_in_use(settings: Settings) -> tuple[str, ...]:
+    """The names of the secret variables this configuration uses."""
+    used = []
+    if settings.decider == "llm":
+        used.append(ANTHROPIC_KEY_VAR)
+    if settings.live_flags_on and not settings.is_replay:
+        used += [API_KEY_VAR, SECRET_VAR]
+    used += [name for name in (DISCORD_WEBHOOK_URL_VARIABLE, TELEGRAM_BOT_TOKEN_VARIABLE)
+             if settings.environ.get(name, "").strip()]
+    return tuple(used)
+
+
+def check_secrets(settings: Settings) -> None:
+    """SettingsError naming the first secret in use that is set but malformed. An unset (or
+    empty) one is not an error here: without exchange keys the run trades on paper and says
+    why, without an Anthropic key the LLM decider answers HOLD and says why."""
+    for name in secrets_in_use(settings):
+        problem = _malformed(settings.environ.get(name))
+        if problem:
+            raise SettingsError(f"{name}: {problem}")
+
+
+def secrets_to_redact(settings: Settings) -> list[str]:
+    """The secret values to cut from audit records and notifications: those in use (checked at
+    load time), and unused ones that are long enough to be redacted safely."""
+    used = set(secrets_in_use(settings))
+    values = []
+    for name in SECRET_VARIABLES:
+        value = settings.environ.get(name)
+        if not value or (name not in used and _malformed(value)):
+            continue
+        values.append(value)
+    return values
+
+
+def _malformed(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if not value.strip():
+        return "set but blank (only whitespace)"
+    if value != value.strip():
+        return "has leading or trailing whitespace (a copy-paste slip?)"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"only {len(value)} characters: too short to be a real secret or to be redacted safely (at least {MIN_SECRET_LENGTH})"
+    return None
