@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 import time
 import warnings
 
@@ -27,6 +28,9 @@ import dagster as dg
 from tracer_assets.definitions import DECISION_JOB, RESEARCH_JOB, TICK_JOB, defs
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.settings import load_settings
+from tracer_assets.signals.assets import SIGNALS_KEY
+from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
+from tracer_assets.trading.decide import SignalEvent
 
 
 def market_summary(database: str) -> str:
@@ -96,23 +100,26 @@ def research_summary(database: str, top: int = 10) -> str:
     return "\n".join(lines)
 
 
-def trading_summary(database: str, storage_id: int) -> str:
+def trading_summary(database: str, event: SignalEvent) -> str:
     """The decisions of one signal event, its orders, and the newest portfolio row."""
     with duckdb.connect(database, read_only=True) as connection:
         decisions = connection.execute(
-            "SELECT symbol, timeframe, action, confidence, reason FROM trading.decisions WHERE signal_storage_id = ? ORDER BY symbol",
-            [storage_id],
+            """SELECT symbol, timeframe, action, confidence, reason FROM trading.decisions
+               WHERE signal_storage_id = ? AND signal_run_id = ? ORDER BY symbol""",
+            [event.storage_id, event.run_id],
         ).fetchall()
         orders = connection.execute(
-            "SELECT client_order_id, symbol, side, amount, price, status, reason FROM trading.orders WHERE signal_storage_id = ?",
-            [storage_id],
+            """SELECT client_order_id, symbol, side, amount, price, status, reason FROM trading.orders
+               WHERE signal_storage_id = ? AND signal_run_id = ? ORDER BY symbol""",
+            [event.storage_id, event.run_id],
         ).fetchall()
         portfolio = connection.execute(
             "SELECT quote_balance, positions_value, equity, realized_pnl, open_positions FROM trading.portfolio ORDER BY ts DESC LIMIT 1"
         ).fetchall()
-    lines = [f"decisions on signal event {storage_id}:"]
+    lines = [f"decisions on signal event {event.storage_id} (signals run {event.run_id}):"]
     for symbol, tf, action, confidence, reason in decisions:
-        lines.append(f"  {symbol:<10}{tf or '-':<5}{action:<5}{confidence:>5.2f}  {reason[:150]}")
+        lines.append(f"  {symbol:<10}{tf or '-':<5}{action:<5}{confidence:>5.2f}")
+        lines.append(textwrap.fill(reason, width=110, initial_indent=" " * 6, subsequent_indent=" " * 6))
     lines.append("orders:" if orders else "orders: none (nothing to buy or sell on this signal)")
     for cid, symbol, side, amount, price, status, reason in orders:
         lines.append(f"  {cid}  {side} {amount.normalize()} {symbol} at {price.normalize()}: {status} ({reason})")
@@ -197,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nThe decision run {decision.run_id} failed; see the UI (make dev).", file=sys.stderr)
         return 1
     print(f"Run {decision.run_id} ({request.run_key}) succeeded; mode {'LIVE' if settings.live_flags_on else 'DRY (paper)'}.\n")
-    print(trading_summary(database, int(request.tags["tracer/signal_storage_id"])))
+    with DagsterInstance.get() as instance:
+        [signals] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=SIGNALS_KEY, storage_ids=[int(request.tags[SIGNAL_STORAGE_TAG])]), limit=1
+        ).records
+    print(trading_summary(database, SignalEvent(signals.storage_id, signals.run_id)))
     print(f"Audit files: {settings.log_dir}")
     print(
         "\nOpen the UI on this instance with `make dev`, then http://127.0.0.1:3000 "

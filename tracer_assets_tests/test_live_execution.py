@@ -28,8 +28,9 @@ from test_trading_assets import (  # noqa: F401  (replay_clock is a fixture)
     query,
     replay_clock,
     run,
+    store_history,
 )
-from tracer_assets.definitions import TICK_JOB
+from tracer_assets.definitions import DECISION_JOB, TICK_JOB
 from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
 
 KEY, SECRET = "live-test-key", "live-test-secret"
@@ -223,3 +224,87 @@ def test_a_touched_stop_sells_the_live_position_at_market_on_the_next_run(live, 
     received = sold.cummulative_quote_qty - Decimal(sold.fills[0]["commission"])
     assert position["realized_pnl"] == received - bought.cummulative_quote_qty
     assert sold.orig_qty == (bought.executed_qty - Decimal(bought.fills[0]["commission"])).quantize(Decimal("1e-5"), "ROUND_DOWN")
+
+
+def test_a_second_fresh_instance_sends_its_own_order_and_adopts_none_of_the_first(live, tracer_env, tmp_path, monkeypatch):
+    """Two deployments, each with a new Dagster instance and DuckDB file, trade on one account.
+    Storage ids restart at 1 in every instance, so both answer "signal event 5"; the client ids
+    differ (they carry the signals run's id) and the second reconcile adopts nothing."""
+    server, first_event = live
+    decide(first_event)
+    [first] = server.orders()
+
+    home = tmp_path / "second_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((tmp_path / "dagster_home" / "dagster.yaml").read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("TRACER_DUCKDB_PATH", str(tmp_path / "second.duckdb"))
+    with monkeypatch.context() as patch:
+        patch.setenv("TRACER_EXCHANGE", "replay")
+        store_history()
+    second_event = newest_signal_event()
+    assert second_event == first_event  # the same storage id, another instance
+    make_btc_1h_strongly_bullish(str(tmp_path / "second.duckdb"), second_event)
+    decide(second_event)
+
+    assert len(posts(server)) == 2
+    sent = [order.client_order_id for order in server.orders()]
+    assert len(set(sent)) == 2 and sent[0] == first.client_order_id
+    mine = query(str(tmp_path / "second.duckdb"), "SELECT client_order_id, reason FROM trading.orders")
+    assert mine["client_order_id"].to_list() == [sent[1]]  # its own, not the first instance's
+    assert not any("reconcile" in (reason or "") for reason in mine["reason"])
+
+
+def test_a_signal_three_days_old_on_the_exchanges_clock_sends_nothing(live, tracer_env):
+    server, storage_id = live
+    database = tracer_env["TRACER_DUCKDB_PATH"]
+    server.now_ms = CLOCK_MS + 3 * 86_400_000
+    decide(storage_id)
+    assert posts(server) == []
+    btc = query(database, "SELECT action, reason FROM trading.decisions WHERE symbol = 'BTC/USDT'").row(0, named=True)
+    assert btc["action"] == "HOLD" and "signal too old to trade" in btc["reason"]
+    assert "TRACER_MAX_SIGNAL_AGE_SECONDS" in btc["reason"]
+    assert query(database, "SELECT * FROM trading.orders").is_empty()
+
+
+def test_a_buy_decided_in_time_but_executed_too_late_is_refused_unsent(live, tracer_env):
+    """The decision step ran on a fresh signal; the execution step ran three days later (a run
+    queued through downtime): the order is recorded as refused, nothing reaches the exchange."""
+    server, storage_id = live
+    database = tracer_env["TRACER_DUCKDB_PATH"]
+    decisions_only = run(DECISION_JOB, tags={SIGNAL_STORAGE_TAG: str(storage_id)},
+                         asset_selection=[dg.AssetKey(["trading", "decisions"])])
+    assert decisions_only.success
+    assert query(database, "SELECT action FROM trading.decisions WHERE symbol = 'BTC/USDT'")["action"][0] == "BUY"
+    server.now_ms = CLOCK_MS + 3 * 86_400_000
+    decide(storage_id)
+    assert posts(server) == []
+    order = query(database, "SELECT status, reason FROM trading.orders").row(0, named=True)
+    assert order["status"] == "rejected" and "signal too old at execution" in order["reason"]
+
+
+def test_an_exchange_refusal_is_recorded_as_rejected_and_the_other_symbols_go_on(live, tracer_env):
+    server, storage_id = live
+    database = tracer_env["TRACER_DUCKDB_PATH"]
+    make_btc_1h_strongly_bullish(database, storage_id, symbols=("ETH/USDT",))  # BTC already is
+    # Binance's answer for an order below its minimum notional; ccxt raises BadRequest for it.
+    server.fail_next(ORDER, status=400, body={"code": -1013, "msg": "Filter failure: NOTIONAL"}, method="POST")
+    decide(storage_id)
+    orders = query(database, "SELECT symbol, status, reason, exchange_order_id FROM trading.orders ORDER BY symbol")
+    btc, eth = orders.rows(named=True)
+    assert (btc["symbol"], btc["status"], btc["exchange_order_id"]) == ("BTC/USDT", "rejected", None)
+    assert "Filter failure: NOTIONAL" in btc["reason"]
+    assert (eth["symbol"], eth["status"]) == ("ETH/USDT", "filled")
+    assert len(posts(server)) == 2 and [o.symbol for o in server.orders()] == ["ETHUSDT"]
+
+
+def test_a_price_far_from_the_fresh_ticker_is_refused_unsent(live, tracer_env):
+    server, storage_id = live
+    database = tracer_env["TRACER_DUCKDB_PATH"]
+    server.ticker_prices["BTCUSDT"] = Decimal("28000")  # half the candles' price: one of the two is wrong
+    decide(storage_id)
+    decided = query(database, "SELECT price FROM trading.decisions WHERE symbol = 'BTC/USDT'")["price"][0]
+    assert posts(server) == []
+    order = query(database, "SELECT status, reason FROM trading.orders").row(0, named=True)
+    assert order["status"] == "rejected"
+    assert f"the decision's price {decided}" in order["reason"] and "ticker's last price 28000" in order["reason"]

@@ -185,9 +185,40 @@ def test_amounts_are_exact_decimals():
     assert str(s.order_amount) == "0.1"
 
 
-def test_symbols_are_upper_cased_and_deduplicated_in_order():
-    s = load_settings(environ={"TRACER_SYMBOLS": " eth/usdt, BTC/USDT ,ETH/USDT,"})
+def test_symbols_are_upper_cased_in_order():
+    s = load_settings(environ={"TRACER_SYMBOLS": " eth/usdt, BTC/USDT "})
     assert s.symbols == ("ETH/USDT", "BTC/USDT")
+
+
+@pytest.mark.parametrize(("raw", "fragment"), [
+    ("BTC/USDT,,", "has an empty entry (entry 2)"),
+    ("BTC/USDT,", "has an empty entry (entry 2)"),
+    (",BTC/USDT", "has an empty entry (entry 1)"),
+    ("eth/usdt,BTC/USDT,ETH/USDT", "names ETH/USDT more than once"),
+    ("BTC/", "'BTC/' is not a ccxt symbol"),
+    ("BTC/USDT/X", "'BTC/USDT/X' is not a ccxt symbol"),
+])
+def test_a_symbol_list_with_a_slip_is_refused_naming_it(raw, fragment):
+    """A stray comma or a repeated symbol is a typo, not a list to tidy up silently."""
+    with pytest.raises(SettingsError, match=re.escape(fragment)) as error:
+        load_settings(environ={"TRACER_SYMBOLS": raw})
+    assert str(error.value).startswith("TRACER_SYMBOLS")
+
+
+def test_an_order_amount_above_the_maximum_is_refused_naming_both():
+    with pytest.raises(SettingsError, match=r"ORDER_AMOUNT=150 is above MAX_ORDER_AMOUNT=100"):
+        load_settings(environ={"ORDER_AMOUNT": "150"})
+    assert load_settings(environ={"ORDER_AMOUNT": "100"}).order_amount == Decimal(100)
+
+
+def test_the_signal_age_limit_defaults_to_two_base_candles():
+    assert load_settings(environ={}).max_signal_age_seconds == 600
+    assert load_settings(environ={"TRACER_BASE_TIMEFRAME": "15m", "TRACER_TIMEFRAMES": "1h"}).max_signal_age_seconds == 1800
+    assert load_settings(environ={"TRACER_MAX_SIGNAL_AGE_SECONDS": "90"}).max_signal_age_seconds == 90
+    with pytest.raises(SettingsError, match="TRACER_MAX_SIGNAL_AGE_SECONDS=0"):
+        load_settings(environ={"TRACER_MAX_SIGNAL_AGE_SECONDS": "0"})
+    with pytest.raises(SettingsError, match="TRACER_MAX_PRICE_DEVIATION"):
+        load_settings(environ={"TRACER_MAX_PRICE_DEVIATION": "1.5"})
 
 
 def test_timeframes_are_sorted_by_length_and_deduplicated():

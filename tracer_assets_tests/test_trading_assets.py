@@ -60,14 +60,12 @@ def query(database: str, sql: str, params=None) -> pl.DataFrame:
         return connection.sql(sql, params=params).pl()
 
 
-def make_btc_1h_strongly_bullish(database: str, storage_id: int) -> None:
-    """Out-of-sample stats that read as a Bull regime, and a strong_bull signal on BTC/USDT 1h:
-    the state in which the macro selection picks 1h and the rules decider buys. (Signals and
-    backtests are computed and tested elsewhere; here they are set so the execution path runs.)"""
-    with dg.DagsterInstance.get() as instance:
-        run_id = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=SIGNALS_KEY, storage_ids=[storage_id]), limit=1
-        ).records[0].run_id
+def make_btc_1h_strongly_bullish(database: str, storage_id: int, symbols: tuple[str, ...] = ("BTC/USDT",)) -> None:
+    """Out-of-sample stats that read as a Bull regime, and a strong_bull signal on 1h of each of
+    `symbols` (BTC/USDT by default): the state in which the macro selection picks 1h and the rules
+    decider buys. (Signals and backtests are computed and tested elsewhere; here they are set so
+    the execution path runs.)"""
+    run_id = signal_event_of(storage_id).run_id
     with duckdb.connect(database) as connection:
         connection.execute("CREATE SCHEMA IF NOT EXISTS research")
         connection.execute(
@@ -75,14 +73,16 @@ def make_btc_1h_strongly_bullish(database: str, storage_id: int) -> None:
                timeframe VARCHAR, "window" VARCHAR, pnl DOUBLE, win_rate DOUBLE, trades BIGINT,
                max_drawdown DOUBLE, score DOUBLE)"""
         )
-        connection.execute(
-            "INSERT INTO research.backtests VALUES ('s1', 'ema_cross', 'BTC/USDT', '1h', 'out_of_sample', 500, 0.6, 20, 0.1, 1.0)"
-        )
-        connection.execute(
-            """UPDATE signals.signal_history SET ensemble_label = 'strong_bull', signal_quality = 9, conviction = 9
-               WHERE run_id = ? AND symbol = 'BTC/USDT' AND timeframe = '1h'""",
-            [run_id],
-        )
+        for symbol in symbols:
+            connection.execute(
+                "INSERT INTO research.backtests VALUES ('s1', 'ema_cross', ?, '1h', 'out_of_sample', 500, 0.6, 20, 0.1, 1.0)",
+                [symbol],
+            )
+            connection.execute(
+                """UPDATE signals.signal_history SET ensemble_label = 'strong_bull', signal_quality = 9, conviction = 9
+                   WHERE run_id = ? AND symbol = ? AND timeframe = '1h'""",
+                [run_id, symbol],
+            )
 
 
 @pytest.fixture
@@ -96,10 +96,15 @@ def replay_clock(tracer_env, monkeypatch, tmp_path):
 
     monkeypatch.setenv("TRACER_LOG_DIR", str(tmp_path / "logs"))
     set_clock(CLOCK_START)
+    store_history()
+    return set_clock
+
+
+def store_history() -> None:
+    """45 days of candles, indicators and signals up to the replay clock, as ticks store them."""
     history = run(TICK_JOB, tags={ASSET_PARTITION_RANGE_START_TAG: "2024-07-22", ASSET_PARTITION_RANGE_END_TAG: "2024-09-04"})
     assert history.success
     assert run(TICK_JOB, partition_key="2024-09-05").success
-    return set_clock
 
 
 def test_without_backtest_stats_every_symbol_holds_and_says_why(tracer_env, replay_clock):
@@ -135,7 +140,8 @@ def test_a_buy_is_sized_by_the_risk_manager_filled_at_the_next_open_and_placed_o
     assert order["client_order_id"] == expected_cid(storage_id, "BTC/USDT", "buy")
     assert (order["status"], order["mode"], order["side"], order["signal_storage_id"]) == ("pending", "DRY", "buy", storage_id)
     assert order["decision_id"] == btc["decision_id"]
-    # ORDER_AMOUNT (10 USDT) caps the size; confidence 0.9 takes 0.2 + 0.8 x 0.9 = 92% of it.
+    # ORDER_AMOUNT (10 USDT) caps the size; confidence 0.9 (exact) takes 0.2 + 0.8 x 0.9 = 92% of it.
+    assert btc["confidence"] == Decimal("0.9")
     assert Decimal("9.19") <= order["amount"] * order["price"] <= Decimal("9.2")
     checks = json.loads(order["risk_checks"])
     assert checks and all(check["passed"] for check in checks)
@@ -177,6 +183,8 @@ def test_a_buy_is_sized_by_the_risk_manager_filled_at_the_next_open_and_placed_o
     assert sorted(entry["decision_id"] for entry in audit if entry["type"] == "decision") == sorted(decided["decision_id"])
     diagnostics = json.loads((logs / "macro_diagnostics.json").read_text())
     assert diagnostics["cycles"] == 3
+    # The paper broker's state: its newest snapshot only, not one more per run.
+    assert query(database, "SELECT count(*) AS n FROM trading.paper_state")["n"][0] == 1
     assert diagnostics["last_decision"]["decision_id"] in set(decided["decision_id"])
 
 
@@ -211,3 +219,51 @@ def test_a_signal_whose_lookahead_guard_failed_is_answered_with_hold(tracer_env,
         assert reason == ("signals/signals not trusted: no_lookahead failed: BTC/USDT 1h at 2024-09-05T10:00:00Z "
                           "differs when recomputed from the candles cut there"), reason
     assert query(tracer_env["TRACER_DUCKDB_PATH"], "SELECT * FROM trading.orders").is_empty()
+
+
+def test_a_short_or_blank_secret_that_is_not_used_never_stops_a_paper_run(tracer_env, replay_clock, monkeypatch):
+    """The rules decider never uses the Anthropic key, paper trading never uses the exchange keys."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "short")
+    monkeypatch.setenv("TRACER_EXCHANGE_API_KEY", "   ")
+    monkeypatch.setenv("TRACER_EXCHANGE_SECRET", "x")
+    database = tracer_env["TRACER_DUCKDB_PATH"]
+    storage_id = newest_signal_event()
+    make_btc_1h_strongly_bullish(database, storage_id)
+    decide(storage_id)
+    order = query(database, "SELECT mode, status FROM trading.orders").row(0, named=True)
+    assert (order["mode"], order["status"]) == ("DRY", "pending")
+
+
+@pytest.mark.parametrize(("env", "variable"), [
+    ({"TRACER_DECIDER": "llm", "ANTHROPIC_API_KEY": "k3y9z"}, "ANTHROPIC_API_KEY"),
+    ({"TRACER_DECIDER": "llm", "ANTHROPIC_API_KEY": " sk-ant-0123456789 "}, "ANTHROPIC_API_KEY"),
+    ({"ENABLE_LIVE": "1", "IS_LIVE": "1", "DRY_RUN": "0", "TRACER_EXCHANGE": "binance",
+      "TRACER_EXCHANGE_API_KEY": "   ", "TRACER_EXCHANGE_SECRET": "s" * 64}, "TRACER_EXCHANGE_API_KEY"),
+    ({"DISCORD_WEBHOOK_URL": "hook"}, "DISCORD_WEBHOOK_URL"),
+])
+def test_a_malformed_secret_in_use_stops_the_load_naming_the_variable_not_the_value(tracer_env, monkeypatch, env, variable):
+    from tracer_assets.settings import SettingsError
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as error:
+        build_definitions(load_settings())
+    assert str(error.value).startswith(f"{variable}: ")
+    secret = env[variable].strip()
+    assert not secret or secret not in str(error.value)
+
+
+def test_a_paper_decision_on_a_signal_past_its_age_holds_and_says_why(tracer_env, replay_clock):
+    """Two base candles (10 minutes) after the signal's candle closed, a run that only now answers
+    it (a sensor catching up after downtime) holds, in paper mode as in live."""
+    database = tracer_env["TRACER_DUCKDB_PATH"]
+    storage_id = newest_signal_event()
+    make_btc_1h_strongly_bullish(database, storage_id)
+    replay_clock(CLOCK_START + timedelta(minutes=11))
+    decide(storage_id)
+    decisions = query(database, "SELECT action, reason, valid_until FROM trading.decisions ORDER BY symbol")
+    assert decisions["action"].to_list() == ["HOLD", "HOLD"]
+    assert all(reason.startswith("signal too old to trade") for reason in decisions["reason"])
+    # Its newest candle (5m, opened 11:55) closed at 12:00; valid for two base candles after.
+    assert set(decisions["valid_until"]) == {CLOCK_START + timedelta(minutes=10)}
+    assert query(database, "SELECT * FROM trading.orders").is_empty()

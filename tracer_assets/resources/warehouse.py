@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-from dagster import InputContext
+from dagster import InitResourceContext, InputContext
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
@@ -25,6 +25,16 @@ class TracerDuckDB(DuckDBResource):
     """dagster-duckdb's resource (lock retries included) that also creates the file's folder
     and works in UTC whatever the machine's zone (TimeZone cannot be set at connect: ICU
     loads after the connection opens)."""
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # Resources are set up when the run starts, before its writing steps wait for the pool:
+        # if a dead run holds the slot, say which and how to free it, rather than wait unexplained.
+        if context.instance is not None and context.run_id is not None:
+            from tracer_assets.pool import blocked_hint
+
+            hint = blocked_hint(context.instance, context.run_id)
+            if hint and context.log is not None:
+                context.log.warning(f"this run's writing steps will wait for the duckdb pool: {hint}")
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
