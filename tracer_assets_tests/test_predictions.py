@@ -5,9 +5,12 @@ on every kind of damaged file (truncated mid-write, binary garbage, pretty-print
 from __future__ import annotations
 
 import gc
+import inspect
 import json
 import math
+import os
 import random
+import threading
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from fractions import Fraction
@@ -16,9 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tracer_assets.signals import predictions
 from tracer_assets.signals.predictions import (
+    DEFAULT_MAX_RECORDS,
     LABELS,
     MAX_EXAMPLES,
+    MAX_PREDICTION_AGE_BARS,
     SignalLogRead,
     label_score,
     latest_predictions,
@@ -28,6 +34,7 @@ from tracer_assets.signals.predictions import (
     parse_ts,
     read_signal_log,
     sanitize_record,
+    select_predictions,
 )
 
 UTC = timezone.utc
@@ -518,6 +525,105 @@ def test_latest_ties_go_to_the_later_record_and_junk_is_skipped():
 
 
 # ---------------------------------------------------------------------------------------------
+# select_predictions: what a signal may use
+# ---------------------------------------------------------------------------------------------
+
+CANDLE = datetime(2024, 9, 6, 4, 40, tzinfo=UTC)  # the newest closed 5m candle (open time)
+NEWEST = {("BTC/USDT", "5m"): CANDLE, ("ETH/USDT", "5m"): CANDLE, ("BTC/USDT", "1h"): datetime(2024, 9, 6, 3, tzinfo=UTC)}
+
+
+def records_of(*raw: dict) -> list[dict]:
+    return [sanitize_record(r)[0] for r in raw]
+
+
+def p5(ts, label="bull", symbol="BTC/USDT", timeframe="5m", **fields) -> dict:
+    return {"symbol": symbol, "timeframe": timeframe, "ts": ts.isoformat() if isinstance(ts, datetime) else ts,
+            "label": label, **fields}
+
+
+def test_a_prediction_dated_after_the_newest_candle_never_wins():
+    """The tester's case: a line dated 2099 overrode a newer line and pinned BTC 5m to strong_bull."""
+    records = records_of(
+        p5(CANDLE - timedelta(minutes=5), "bear"),
+        p5("2099-01-01T00:00:00Z", "strong_bull"),
+        p5(CANDLE + timedelta(minutes=5), "strong_bull"),  # the candle still open: after the newest closed one
+    )
+    assert latest_predictions(records)[("BTC/USDT", "5m")]["label"] == "strong_bull"  # by time alone: the bug
+    chosen = select_predictions(records, NEWEST)
+    assert chosen.used[("BTC/USDT", "5m")]["label"] == "bear"
+    assert chosen.counts() == {"used": 1, "rejected_future": 2, "rejected_unconfigured": 0,
+                               "rejected_no_signal": 0, "ignored_stale": 0, "superseded": 0}
+    assert any("2099-01-01T00:00Z: after the newest closed candle 2024-09-06T04:40Z" in e for e in chosen.examples)
+
+
+def test_a_prediction_dated_at_the_candle_is_used_and_only_future_ones_are_rejected():
+    chosen = select_predictions(records_of(p5(CANDLE, "bull"), p5(CANDLE + timedelta(seconds=1), "bear")), NEWEST)
+    assert chosen.used[("BTC/USDT", "5m")]["label"] == "bull" and chosen.rejected_future == 1
+
+
+def test_predictions_older_than_the_bounded_age_are_ignored():
+    assert MAX_PREDICTION_AGE_BARS == 3
+    oldest_used = CANDLE - MAX_PREDICTION_AGE_BARS * timedelta(minutes=5)
+    chosen = select_predictions(records_of(
+        p5(oldest_used, "bear"),  # exactly 3 candles old: still used
+        p5(oldest_used - timedelta(seconds=1), "strong_bull", symbol="ETH/USDT"),  # older: stale
+        p5(datetime(2024, 9, 5, 23, tzinfo=UTC), "bull", timeframe="1h"),  # 4 hours before 03:00 on 1h
+        p5(datetime(2024, 9, 6, 0, tzinfo=UTC), "bear", timeframe="1h"),  # 3 hours: used
+    ), NEWEST)
+    assert {key: r["label"] for key, r in chosen.used.items()} == {("BTC/USDT", "5m"): "bear", ("BTC/USDT", "1h"): "bear"}
+    assert chosen.ignored_stale == 2
+    assert select_predictions(records_of(p5(CANDLE - timedelta(minutes=5))), NEWEST, max_age_bars=0).ignored_stale == 1
+    with pytest.raises(ValueError, match="max_age_bars"):
+        select_predictions([], NEWEST, max_age_bars=-1)
+
+
+def test_unconfigured_symbols_and_timeframes_are_rejected_not_used():
+    records = records_of(
+        p5(CANDLE, "strong_bull", symbol="SOL/USDT"),  # symbol not configured
+        p5(CANDLE, "strong_bull", timeframe="2h"),  # timeframe not configured
+        p5(CANDLE, "strong_bull", symbol="BTC/USDT:USDT"),  # the swap is another market
+        p5(CANDLE, "strong_bear", timeframe="15m"),  # configured, but no signal published for it
+    )
+    configured = [("BTC/USDT", tf) for tf in ("5m", "15m", "1h")] + [("ETH/USDT", "5m")]
+    chosen = select_predictions(records, NEWEST, configured)
+    assert chosen.used == {}
+    assert (chosen.rejected_unconfigured, chosen.rejected_no_signal) == (3, 1)
+    # Without the configured list, whatever has no signal is unconfigured.
+    assert select_predictions(records, NEWEST).rejected_unconfigured == 4
+
+
+def test_newest_keys_compare_normalized_and_used_keeps_the_callers_keys():
+    newest = {("btc/usdt", "60m"): datetime(2024, 9, 6, 3)}  # naive: UTC
+    chosen = select_predictions(records_of(p5(datetime(2024, 9, 6, 3, tzinfo=UTC), "bear", timeframe="1H")), newest)
+    assert list(chosen.used) == [("btc/usdt", "60m")]
+    with pytest.raises(ValueError, match="no \\(symbol, timeframe\\)"):
+        select_predictions([], {("not a symbol", "5m"): CANDLE})
+    with pytest.raises(ValueError, match="fixed length"):
+        select_predictions([], {("BTC/USDT", "1M"): CANDLE})
+
+
+def test_every_record_lands_in_exactly_one_bucket(tmp_path):
+    rng = random.Random(7)
+    raw = []
+    for _ in range(500):
+        raw.append(p5(
+            CANDLE + timedelta(minutes=5 * rng.randint(-8, 3)), rng.choice(["bull", "bear", "strong_bull"]),
+            symbol=rng.choice(["BTC/USDT", "ETH/USDT", "SOL/USDT"]), timeframe=rng.choice(["5m", "1h", "4h"]),
+        ))
+    records = read_signal_log(write(tmp_path, jsonl(raw))).records
+    chosen = select_predictions(records, NEWEST, [*NEWEST, ("ETH/USDT", "1h")])
+    assert sum(chosen.counts().values()) == len(records) == 500
+    length = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1)}
+    for key, record in chosen.used.items():
+        assert NEWEST[key] - MAX_PREDICTION_AGE_BARS * length[key[1]] <= record["ts"] <= NEWEST[key]
+    # The one used per series is the newest usable one.
+    usable = [r for r in records if (r["symbol"], r["timeframe"]) in NEWEST and r["ts"] <= NEWEST[(r["symbol"], r["timeframe"])]]
+    for key in chosen.used:
+        assert chosen.used[key]["ts"] == max(r["ts"] for r in usable if (r["symbol"], r["timeframe"]) == key)
+    assert len(chosen.examples) <= 10
+
+
+# ---------------------------------------------------------------------------------------------
 # The reader: files that are fine, empty or missing
 # ---------------------------------------------------------------------------------------------
 
@@ -541,6 +647,72 @@ def test_unreadable_paths_do_not_raise(tmp_path):
     assert read_signal_log(3).error  # not adopted as a file descriptor
     assert read_signal_log(str(tmp_path / "x.log")).exists is False
     assert read_signal_log(bytes(tmp_path / "x.log")).exists is False
+
+
+def read_or_hang(path, seconds: float = 10.0) -> SignalLogRead:
+    """read_signal_log in a thread; fails the test (and unblocks the reader) if it hangs."""
+    box: list = []
+    reader = threading.Thread(target=lambda: box.append(read_signal_log(path)), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    if reader.is_alive():  # blocked in open(): a writer end lets it go, then the test fails
+        descriptor = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(descriptor)
+        reader.join(seconds)
+        pytest.fail(f"read_signal_log({path}) blocked for {seconds}s")
+    return box[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_never_opened_and_never_blocks(tmp_path):
+    """A FIFO with no writer blocks open() forever: the step hung while holding the DuckDB pool."""
+    fifo = tmp_path / "macro_signal.log"
+    os.mkfifo(fifo)
+    result = read_or_hang(fifo)
+    assert result.records == [] and result.bytes_read == 0 and result.exists
+    assert result.error == "not a regular file: a FIFO (named pipe); not opened"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_swapped_in_after_the_check_is_closed_unread(tmp_path, monkeypatch):
+    fifo = tmp_path / "macro_signal.log"
+    os.mkfifo(fifo)
+    regular = write(tmp_path, jsonl([rec(1)]), name="regular.log")
+    real_stat = os.stat
+    # The check sees a regular file; by the time it is opened, it is a FIFO.
+    monkeypatch.setattr(predictions.os, "stat", lambda path, *a, **k: real_stat(regular) if str(path) == str(fifo) else real_stat(path, *a, **k))
+    result = read_or_hang(fifo)
+    assert result.records == [] and result.error == "not a regular file: a FIFO (named pipe); closed unread"
+
+
+def test_a_directory_or_a_device_is_reported_and_not_opened(tmp_path, monkeypatch):
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(predictions.os, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    result = read_signal_log(tmp_path)
+    assert (result.records, result.exists, result.error) == ([], True, "not a regular file: a directory; not opened")
+    if os.path.exists("/dev/zero"):  # endless: reading it would never stop
+        assert read_signal_log("/dev/zero").error == "not a regular file: a character device; not opened"
+    assert opened == []
+
+
+def test_a_file_that_cannot_be_opened_is_reported(tmp_path, monkeypatch):
+    path = write(tmp_path, jsonl([rec(1)]))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(args[0]))
+
+    monkeypatch.setattr(predictions.os, "open", refuse)  # as root, chmod 000 would not stop a read
+    result = read_signal_log(path)
+    assert result.records == [] and result.exists
+    assert result.error.startswith("PermissionError: [Errno 13] Permission denied")
+
+
+def test_records_are_capped_by_default_and_the_drop_is_counted(tmp_path):
+    assert inspect.signature(read_signal_log).parameters["max_records"].default == DEFAULT_MAX_RECORDS > 0
+    result = read_signal_log(write(tmp_path, jsonl([rec(i) for i in range(50)])), max_records=10)
+    assert (len(result.records), result.records_dropped) == (10, 40)
+    assert read_signal_log(write(tmp_path, jsonl([rec(i) for i in range(50)])), max_records=None).records_dropped == 0
 
 
 def test_jsonl(tmp_path):

@@ -4,6 +4,8 @@ external predictions in the ensemble, and the schedule picking the exchange's da
 from __future__ import annotations
 
 import json
+import os
+import threading
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -20,7 +22,7 @@ from tracer_assets.settings import load_settings
 from tracer_assets.signals.assets import GUARDED_COLUMNS, signal_pipeline
 from tracer_assets.signals.guards import lookahead_mismatches, warmup_mismatches
 from tracer_assets.signals.predictions import LABELS
-from tracer_assets.signals.scoring import ensemble, score_latest
+from tracer_assets.signals.scoring import SIGNAL_HISTORY_BARS, ensemble, history_shortfalls, not_converged, score_latest
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 TIMEFRAMES = ("5m", "15m", "1h", "4h")
@@ -108,6 +110,159 @@ def test_external_predictions_join_the_ensemble_and_a_damaged_log_never_breaks_t
     signals = signals_table(tracer_env["TRACER_DUCKDB_PATH"])
     used = {(s, tf): n for s, tf, n in signals.select("symbol", "timeframe", "predictions_used").rows()}
     assert used[("BTC/USDT", "1h")] == 2 and used[("ETH/USDT", "4h")] == 2 and used[("BTC/USDT", "5m")] == 1
+
+
+def signals_metadata(tick) -> dict:
+    return {key: value.value for key, value in tick.asset_materializations_for_node("signals")[0].metadata.items()}
+
+
+def test_future_stale_and_unconfigured_predictions_never_steer_a_signal(tracer_env, tmp_path, monkeypatch):
+    """A line dated 2099 once overrode a newer line and pinned BTC 5m to strong_bull."""
+    log = tmp_path / "macro_signal.log"
+    lines = [
+        {"symbol": "BTC/USDT", "timeframe": "5m", "label": "bear", "confidence": 1.0, "ts": "2024-09-06T04:35:00Z"},
+        {"symbol": "BTC/USDT", "timeframe": "5m", "label": "strong_bull", "confidence": 1.0, "ts": "2099-01-01T00:00:00Z"},
+        # 04:45 is the candle still open at the tick: after the newest closed one (04:40).
+        {"symbol": "BTC/USDT", "timeframe": "5m", "label": "strong_bull", "confidence": 1.0, "ts": "2024-09-06T04:45:00Z"},
+        # Four 1h candles before the newest (03:00): stale.
+        {"symbol": "ETH/USDT", "timeframe": "1h", "label": "strong_bull", "confidence": 1.0, "ts": "2024-09-05T23:00:00Z"},
+        {"symbol": "SOL/USDT", "timeframe": "5m", "label": "strong_bull", "confidence": 1.0, "ts": "2024-09-06T04:40:00Z"},
+        {"symbol": "BTC/USDT", "timeframe": "2h", "label": "strong_bull", "confidence": 1.0, "ts": "2024-09-06T02:00:00Z"},
+    ]
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines) + "not json at all\n")
+    monkeypatch.setenv("TRACER_SIGNAL_LOG", str(log))
+    tick = backfill_then_tick()
+    assert tick.success
+    signals = signals_table(tracer_env["TRACER_DUCKDB_PATH"])
+    rows = {(r["symbol"], r["timeframe"]): r for r in signals.iter_rows(named=True)}
+    btc = rows[("BTC/USDT", "5m")]
+    assert btc["predictions_used"] == 2  # the rules and the 04:35 bear line, nothing else
+    assert (btc["ensemble_label"], btc["ensemble_confidence"]) == ensemble([(btc["rule_label"], 1.0), ("bear", 1.0)])[:2]
+    assert all(row["predictions_used"] == 1 for key, row in rows.items() if key != ("BTC/USDT", "5m"))
+    metadata = signals_metadata(tick)
+    assert {key: metadata[key] for key in (
+        "external_predictions", "external_predictions_rejected_future", "external_predictions_rejected_unconfigured",
+        "external_predictions_ignored_stale", "external_predictions_superseded", "signal_log_rejected_lines",
+    )} == {
+        "external_predictions": 1, "external_predictions_rejected_future": 2,
+        "external_predictions_rejected_unconfigured": 2, "external_predictions_ignored_stale": 1,
+        "external_predictions_superseded": 0, "signal_log_rejected_lines": 1,
+    }
+    assert metadata["signal_log_warning"] == "" and metadata["withheld_symbols"] == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_signal_log_that_is_a_fifo_or_a_directory_is_a_warning_never_a_hang(tracer_env, tmp_path, monkeypatch):
+    """A FIFO as TRACER_SIGNAL_LOG hung the step forever while it held the DuckDB pool."""
+    assert backfill_then_tick().success
+    fifo = tmp_path / "fifo.log"
+    os.mkfifo(fifo)
+
+    def unblock():  # should the reader ever block on the FIFO, a writer end lets it go (and the test fails)
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+    watchdog = threading.Timer(60, unblock)
+    watchdog.start()
+    try:
+        for path, kind in ((fifo, "a FIFO (named pipe)"), (tmp_path, "a directory")):
+            monkeypatch.setenv("TRACER_SIGNAL_LOG", str(path))
+            tick = run_tick(partition_key="2024-09-06")
+            assert tick.success
+            metadata = signals_metadata(tick)
+            assert metadata["signal_log_warning"] == f"not a regular file: {kind}; not opened"
+            assert metadata["external_predictions"] == 0
+    finally:
+        watchdog.cancel()
+
+
+def step_failure(result, step_key: str = "signals"):
+    (failure,) = [e.event_specific_data for e in result.all_events if e.is_step_failure and e.step_key == step_key]
+    return failure
+
+
+def signal_tables(database: str) -> list[str]:
+    with duckdb.connect(database, read_only=True) as connection:
+        return [name for (name,) in connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'signals'"
+        ).fetchall()]
+
+
+def test_one_day_on_a_new_instance_fails_naming_the_history_needed_and_the_backfill(tracer_env):
+    """It crashed with TypeError: unsupported operand type(s) for +: 'NoneType' and 'datetime.timedelta'."""
+    tick = run_tick(partition_key="2024-09-06", raise_on_error=False)
+    assert not tick.success
+    assert [e.step_key for e in tick.all_events if e.is_step_failure] == ["signals"]  # the market data landed
+    failure = step_failure(tick)
+    assert failure.error.cls_name == "Failure"
+    message = failure.user_failure_data.description
+    assert SIGNAL_HISTORY_BARS == 200
+    assert "which takes 200 candles of each symbol and timeframe" in message
+    assert "Short: BTC/USDT 5m 57 of 200 candles, 15m 19 of 200 candles, 1h 4 of 200 candles, 4h 1 of 200 candles; ETH/USDT 5m 57" in message
+    assert "No signal was published" in message
+    # 200 4h candles up to 2024-09-06 00:00 start on 2024-08-03.
+    command = ("dagster job execute -m tracer_assets.definitions -j trading_tick_job --tags "
+               '\'{"dagster/asset_partition_range_start": "2024-08-03", "dagster/asset_partition_range_end": "2024-09-06"}\'')
+    assert command in message
+    assert signal_tables(tracer_env["TRACER_DUCKDB_PATH"]) == []  # nothing written, not even empty tables
+
+    # The command the message gives, as a run: then the tick publishes every signal.
+    history = run_tick(tags={ASSET_PARTITION_RANGE_START_TAG: "2024-08-03", ASSET_PARTITION_RANGE_END_TAG: "2024-09-06"})
+    assert history.success
+    assert signals_table(tracer_env["TRACER_DUCKDB_PATH"]).height == 8
+
+
+def test_a_day_with_enough_base_candles_but_short_higher_timeframes_publishes_nothing(tracer_env):
+    """2024-01-01 alone: 288 5m candles are enough, the 15m, 1h and 4h ones are not. Before, the 5m signals
+    were published alone (their conviction missing its confirmation across timeframes)."""
+    tick = run_tick(partition_key="2024-01-01", raise_on_error=False)
+    assert not tick.success
+    message = step_failure(tick).user_failure_data.description
+    assert "Short: BTC/USDT 15m 96 of 200 candles, 1h 24 of 200 candles, 4h 6 of 200 candles; ETH/USDT 15m 96" in message
+    assert " 5m " not in message.split("Short:")[1].split(".")[0]
+    # The bundled candles begin that day: the backfill can only start there.
+    assert "The candles begin on 2024-01-01: 2024-01-01 cannot have that history; the first day that can is 2024-02-03." in message
+    assert '"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-02-03"' in message
+    assert signal_tables(tracer_env["TRACER_DUCKDB_PATH"]) == []
+
+
+def test_a_symbol_without_the_history_is_withheld_and_the_others_published(tracer_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRACER_SYMBOLS", "BTC/USDT")
+    assert run_tick(tags={ASSET_PARTITION_RANGE_START_TAG: "2024-08-03", ASSET_PARTITION_RANGE_END_TAG: "2024-09-05"}).success
+    monkeypatch.setenv("TRACER_SYMBOLS", "BTC/USDT,ETH/USDT")  # ETH added without its history
+    log = tmp_path / "macro_signal.log"
+    log.write_text(json.dumps({"symbol": "ETH/USDT", "timeframe": "5m", "label": "strong_bull", "ts": "2024-09-06T04:40:00Z"}))
+    monkeypatch.setenv("TRACER_SIGNAL_LOG", str(log))
+    tick = run_tick(partition_key="2024-09-06")
+    assert tick.success
+    signals = signals_table(tracer_env["TRACER_DUCKDB_PATH"])
+    assert sorted(zip(signals["symbol"], signals["timeframe"])) == sorted(("BTC/USDT", tf) for tf in TIMEFRAMES)
+    metadata = signals_metadata(tick)
+    assert metadata["withheld_symbols"] == ["ETH/USDT"]
+    assert metadata["external_predictions"] == 0 and metadata["external_predictions_rejected_no_signal"] == 1
+    assert metadata["history_bars_min"] >= SIGNAL_HISTORY_BARS
+
+
+def test_a_signal_exists_from_exactly_the_history_bars_on():
+    enough = _series_of("BTC/USDT", SIGNAL_HISTORY_BARS)
+    latest = score_latest(compute_indicators(enough))
+    assert latest["ts"].to_list() == [enough["ts"].max()]
+    assert score_latest(compute_indicators(enough.tail(SIGNAL_HISTORY_BARS - 1))).is_empty()
+
+
+def test_history_shortfalls_name_every_short_or_unscored_series():
+    bars = {("BTC/USDT", "5m"): 3000, ("BTC/USDT", "1h"): 199, ("ETH/USDT", "5m"): 250}
+    scored = [("BTC/USDT", "5m"), ("BTC/USDT", "1h"), ("SOL/USDT", "5m")]
+    shortfalls = history_shortfalls(bars, scored, ["BTC/USDT", "ETH/USDT"], ["5m", "1h"])
+    assert [str(s) for s in shortfalls] == [
+        "BTC/USDT 1h: 199 of 200 candles",
+        "ETH/USDT 5m: 250 candles but no indicators at the newest one (features/indicators not materialized for it)",
+        "ETH/USDT 1h: 0 of 200 candles",
+    ]
+    assert history_shortfalls(bars, scored, ["BTC/USDT"], ["5m"]) == []
+    assert not_converged(bars) == [("BTC/USDT", "1h"), ("ETH/USDT", "5m")]  # fewer than 2,733
 
 
 def _two_series() -> pl.DataFrame:

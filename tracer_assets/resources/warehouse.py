@@ -22,17 +22,17 @@ from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 
 class TracerDuckDB(DuckDBResource):
-    """dagster-duckdb's resource (lock retries included) that also creates the file's folder
-    and works in UTC whatever the machine's zone (TimeZone cannot be set at connect: ICU
-    loads after the connection opens)."""
+    """dagster-duckdb's resource (lock retries included) that also creates the file's folder,
+    works in UTC whatever the machine's zone (TimeZone cannot be set at connect: ICU loads
+    after the connection opens) and closes the connection however the block ends."""
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         # Resources are set up when the run starts, before its writing steps wait for the pool:
         # if a dead run holds the slot, say which and how to free it, rather than wait unexplained.
-        if context.instance is not None and context.run_id is not None:
+        if context.instance is not None and context.run is not None:
             from tracer_assets.pool import blocked_hint
 
-            hint = blocked_hint(context.instance, context.run_id)
+            hint = blocked_hint(context.instance, context.run.run_id)
             if hint and context.log is not None:
                 context.log.warning(f"this run's writing steps will wait for the duckdb pool: {hint}")
 
@@ -41,8 +41,13 @@ class TracerDuckDB(DuckDBResource):
         if self.database != ":memory:":
             Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with super().get_connection() as connection:
-            connection.execute("SET TimeZone = 'UTC'")
-            yield connection
+            try:
+                connection.execute("SET TimeZone = 'UTC'")
+                yield connection
+            finally:
+                # dagster-duckdb closes it only when the block succeeds; one left open after a
+                # failed step would keep the file's lock in this process.
+                connection.close()  # closing twice is harmless
 
 
 class PolarsTypeHandler(DuckDBPolarsTypeHandler):

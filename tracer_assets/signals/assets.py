@@ -1,22 +1,44 @@
 """signals/signals (the newest signal per symbol and timeframe) and signals/signal_history
-(append-only, so any past decision can be explained)."""
+(append-only, so any past decision can be explained).
 
+A symbol is published only when every one of its timeframes has the history a valid signal
+needs (SIGNAL_HISTORY_BARS candles, see scoring.py); the others are withheld and named. When
+no symbol has it (a new instance, one day of candles), the step fails before writing anything,
+with the bars needed and the command that backfills them: a signal computed on too short a
+history is never published, and an empty publication would still wake the decision job.
+"""
+
+import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import duckdb as duckdb_module
 import polars as pl
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from tracer_assets.features.assets import INDICATORS_KEY, INDICATORS_TABLE, all_timeframes, read_with_warmup
-from tracer_assets.features.indicators import INDICATOR_COLUMNS, compute_indicators
-from tracer_assets.market.assets import check_result
+from tracer_assets.features.indicators import INDICATOR_COLUMNS, WARMUP_BARS, compute_indicators
+from tracer_assets.market.assets import candle_partitions, check_result
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.metadata import markdown_table
 from tracer_assets.policies import DUCKDB_POOL, loop_freshness
 from tracer_assets.resources.warehouse import TracerDuckDB, ensure_table, transaction
+from tracer_assets.schedules import TICK_JOB
 from tracer_assets.settings import Settings
 from tracer_assets.signals.guards import guard_outcome, lookahead_mismatches
-from tracer_assets.signals.predictions import latest_predictions, read_signal_log
-from tracer_assets.signals.scoring import VOLATILITY_LOOKBACK, score_history, score_latest
+from tracer_assets.signals.predictions import read_signal_log, select_predictions
+from tracer_assets.signals.scoring import (
+    SIGNAL_COLUMNS,
+    SIGNAL_HISTORY_BARS,
+    VOLATILITY_LOOKBACK,
+    HistoryShortfall,
+    history_shortfalls,
+    not_converged,
+    score_history,
+    score_latest,
+    with_predictions,
+)
 
 SIGNALS_KEY = dg.AssetKey(["signals", "signals"])
 HISTORY_KEY = dg.AssetKey(["signals", "signal_history"])
@@ -28,19 +50,117 @@ LOOKAHEAD_CUTS = (1, 25)  # bars before the newest, per symbol and timeframe
 LOOKAHEAD_BARS = VOLATILITY_LOOKBACK + 100
 
 
-def read_recent_indicators(connection, timeframes, bars: int) -> pl.DataFrame:
-    """The newest `bars` indicator rows of every series, by time range (not a full scan)."""
+def read_recent_indicators(connection, timeframes, bars: int, symbols: Sequence[str] | None = None) -> pl.DataFrame:
+    """The newest `bars` indicator rows of every series (of `symbols`, if given), by time range
+    (not a full scan)."""
+    only = " AND list_contains(?, symbol)" if symbols is not None else ""
     frames = []
     for timeframe in timeframes:
+        chosen = [list(symbols)] if symbols is not None else []
         frame = connection.sql(
             f"""SELECT * FROM {INDICATORS_TABLE}
-                WHERE timeframe = ?
-                  AND ts > (SELECT max(ts) FROM {INDICATORS_TABLE} WHERE timeframe = ?) - to_seconds(?::BIGINT)
+                WHERE timeframe = ?{only}
+                  AND ts > (SELECT max(ts) FROM {INDICATORS_TABLE} WHERE timeframe = ?{only}) - to_seconds(?::BIGINT)
                 ORDER BY symbol, ts""",
-            params=[timeframe, timeframe, bars * timeframe_seconds(timeframe)],
+            params=[timeframe, *chosen, timeframe, *chosen, bars * timeframe_seconds(timeframe)],
         ).pl()
         frames.append(frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC")))
     return pl.concat(frames, how="vertical_relaxed")
+
+
+def read_history_bars(
+    connection, timeframes, symbols: Sequence[str], window_bars: int = WARMUP_BARS
+) -> tuple[dict[tuple[str, str], int], dict[str, datetime]]:
+    """Candles per (symbol, timeframe) in the `window_bars` candles of time up to the timeframe's
+    newest candle (the window the indicators read), and that newest candle per timeframe.
+
+    Bounded by the window, not by the stored history; a series with no candle there is absent.
+    """
+    bars: dict[tuple[str, str], int] = {}
+    newest: dict[str, datetime] = {}
+    for timeframe in timeframes:
+        try:
+            rows = connection.execute(
+                """WITH newest AS (
+                       SELECT max(ts) AS ts FROM market.ohlcv WHERE timeframe = ? AND list_contains(?, symbol)
+                   )
+                   SELECT c.symbol, count(*), any_value(newest.ts) FROM market.ohlcv AS c, newest
+                   WHERE c.timeframe = ? AND list_contains(?, c.symbol)
+                     AND c.ts <= newest.ts AND c.ts > newest.ts - to_seconds(?::BIGINT)
+                   GROUP BY c.symbol""",
+                [timeframe, list(symbols), timeframe, list(symbols), window_bars * timeframe_seconds(timeframe)],
+            ).fetchall()
+        except duckdb_module.CatalogException as error:
+            raise dg.Failure(
+                "market.ohlcv does not exist in this DuckDB file: materialize market/ohlcv "
+                "(`dagster asset materialize --select market/ohlcv -m tracer_assets.definitions`, or `make demo`)"
+            ) from error
+        for symbol, count, newest_ts in rows:
+            bars[(symbol, timeframe)] = int(count)
+            newest[timeframe] = newest_ts.astimezone(timezone.utc)
+    return bars, newest
+
+
+def history_message(
+    shortfalls: Sequence[HistoryShortfall],
+    newest: dict[str, datetime],
+    *,
+    published: Sequence[str] = (),
+    first_day: str | None = None,
+) -> str:
+    """What is short, what a valid signal needs, what was done about it, and the backfill command."""
+    by_symbol: dict[str, list[str]] = {}
+    for shortfall in shortfalls:
+        by_symbol.setdefault(shortfall.symbol, []).append(f"{shortfall.timeframe} {shortfall.reason}")
+    short = "; ".join(f"{symbol} {', '.join(parts)}" for symbol, parts in by_symbol.items())
+    needed = max((s.needed for s in shortfalls), default=SIGNAL_HISTORY_BARS)
+    lines = [
+        f"Not enough candle history for a valid signal: every indicator a signal reads (EMA 200 is the last to appear) must "
+        f"exist at its candle, which takes {needed} candles of each symbol and timeframe up to it "
+        f"(the indicators converge fully after {WARMUP_BARS:,}). Short: {short}.",
+    ]
+    if published:
+        lines.append(
+            f"Withheld (no signal published, their decisions HOLD): {', '.join(by_symbol)}. "
+            f"Published: {', '.join(published)}."
+        )
+    else:
+        lines.append("No signal was published: signals.signals and signals.signal_history are unchanged.")
+    if not newest:
+        lines.append(
+            "market.ohlcv holds no candles of these symbols: run the trading tick over a range of days first "
+            f"(`dagster job execute -m tracer_assets.definitions -j {TICK_JOB} --tags "
+            f"'{{\"{ASSET_PARTITION_RANGE_START_TAG}\": \"<first day>\", \"{ASSET_PARTITION_RANGE_END_TAG}\": \"<today>\"}}'`)."
+        )
+        return "\n".join(lines)
+    end = max(newest.values())
+    spans = {s.timeframe: (s.needed - 1) * timedelta(seconds=timeframe_seconds(s.timeframe)) for s in shortfalls}
+    start = min(newest.get(timeframe, end) - span for timeframe, span in spans.items())
+    range_start, range_end = f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"
+    if first_day is not None and range_start < first_day:
+        # The partitions (the exchange's candles) begin later than that history would have to.
+        earliest = datetime.strptime(first_day, "%Y-%m-%d").replace(tzinfo=timezone.utc) + max(spans.values())
+        range_start, range_end = first_day, max(range_end, f"{earliest:%Y-%m-%d}")
+        lines.append(
+            f"The candles begin on {first_day}: {end:%Y-%m-%d} cannot have that history; the first day that can "
+            f"is {earliest:%Y-%m-%d}."
+        )
+    tags = json.dumps({ASSET_PARTITION_RANGE_START_TAG: range_start, ASSET_PARTITION_RANGE_END_TAG: range_end})
+    lines.append(
+        f"Backfill the candles, resampled candles and indicators from {range_start} to {range_end} in one run of "
+        f"the tick, which then publishes the signals:\n"
+        f"  dagster job execute -m tracer_assets.definitions -j {TICK_JOB} --tags '{tags}'"
+    )
+    return "\n".join(lines)
+
+
+def first_candle_day(settings: Settings) -> str | None:
+    """The first daily partition of the candles ("2024-01-01"), None if it cannot be told."""
+    try:
+        start = candle_partitions(settings).start
+    except Exception:  # only for a message: never let it hide the real problem
+        return None
+    return f"{start:%Y-%m-%d}"
 
 
 def signal_pipeline(candles: pl.DataFrame) -> pl.DataFrame:
@@ -50,6 +170,7 @@ def signal_pipeline(candles: pl.DataFrame) -> pl.DataFrame:
 
 def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     timeframes = all_timeframes(settings)
+    symbols = list(settings.symbols)
 
     # One step publishes the signals and appends them to the history: the history can neither
     # miss a publication nor record one twice, and a tick pays for one step, not two.
@@ -61,7 +182,9 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 description=(
                     "One row per symbol and timeframe for the newest closed candle: signal_quality (0-10), "
                     "regime (Bull/Bear/Flat, volatile flag, confidence), conviction (0-10) and the ensemble "
-                    "label over every prediction available (rules + external predictions). Definitions in "
+                    "label over every prediction available (rules + external predictions, none dated after "
+                    "its candle). A symbol short of the history a valid signal needs is withheld; with none "
+                    "to publish the step fails, naming the backfill. Definitions in "
                     "tracer_assets/signals/scoring.py."
                 ),
                 group_name="signals",
@@ -96,12 +219,39 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     )
     def signals(context: dg.AssetExecutionContext, duckdb: TracerDuckDB):
         log = read_signal_log(settings.signal_log)
-        predictions = latest_predictions(log.records)
+        if log.error:  # a directory, a FIFO, no permission: reported, never blocking
+            context.log.warning(f"TRACER_SIGNAL_LOG {log.path}: {log.error}; no external predictions this run")
         if log.rejected:
             context.log.warning(f"{settings.signal_log}: {log.rejected} lines rejected ({dict(log.reasons)})")
+        if log.records_dropped:
+            context.log.warning(f"{settings.signal_log}: only the newest {len(log.records)} records kept, "
+                                f"{log.records_dropped} older ones dropped")
         with duckdb.get_connection() as connection:
-            recent = read_recent_indicators(connection, timeframes, VOLATILITY_LOOKBACK + 1)
-            latest = score_latest(recent, predictions)
+            recent = read_recent_indicators(connection, timeframes, VOLATILITY_LOOKBACK + 1, symbols)
+            scored = score_latest(recent)
+            bars, newest_candles = read_history_bars(connection, timeframes, symbols)
+            shortfalls = history_shortfalls(bars, scored.select("symbol", "timeframe").rows(), symbols, timeframes)
+            withheld = list(dict.fromkeys(shortfall.symbol for shortfall in shortfalls))
+            kept = [symbol for symbol in symbols if symbol not in withheld]
+            if not kept:  # before any write: the tables keep what they had
+                raise dg.Failure(
+                    description=history_message(shortfalls, newest_candles, first_day=first_candle_day(settings)),
+                    metadata={"history_needed_bars": SIGNAL_HISTORY_BARS, "short_series": [str(s) for s in shortfalls]},
+                )
+            if withheld:
+                context.log.warning(
+                    history_message(shortfalls, newest_candles, published=kept, first_day=first_candle_day(settings))
+                )
+            scored = scored.filter(pl.col("symbol").is_in(kept))
+            newest_by_series = {(s, tf): ts for s, tf, ts in scored.select("symbol", "timeframe", "ts").rows()}
+            chosen = select_predictions(log.records, newest_by_series, [(s, tf) for s in symbols for tf in timeframes])
+            if chosen.rejected_future or chosen.rejected_unconfigured:
+                context.log.warning(
+                    f"{settings.signal_log}: {chosen.rejected_future} predictions dated after their newest candle and "
+                    f"{chosen.rejected_unconfigured} for unconfigured symbols or timeframes rejected "
+                    f"(e.g. {'; '.join(chosen.examples[:3])})"
+                )
+            latest = with_predictions(scored, chosen.used).select(SIGNAL_COLUMNS)
             appended = latest.with_columns(
                 pl.lit(context.run.run_id).alias("run_id"),
                 pl.lit(datetime.now(timezone.utc)).dt.cast_time_unit("us").alias("computed_at"),
@@ -118,19 +268,33 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             newest = latest["ts"].max()
             # Full and cut histories start at the same bar, so they need no convergence, only
             # enough bars for every column to exist (EMA 200, the 500-bar volatility median).
-            candles = read_with_warmup(connection, timeframes, newest, newest + timedelta(days=1), LOOKAHEAD_BARS)
+            candles = read_with_warmup(connection, timeframes, newest, newest + timedelta(days=1), LOOKAHEAD_BARS, kept)
         samples = _lookahead_samples(candles)
         mismatches = lookahead_mismatches(candles, signal_pipeline, samples, GUARDED_COLUMNS)
         table = latest.select("symbol", "timeframe", "ts", "signal_quality", "regime", "conviction", "ensemble_label")
+        published_bars = {key: count for key, count in bars.items() if key[0] in kept}
+        metadata = {
+            "dagster/row_count": latest.height,
+            "newest_candle": newest.isoformat() if newest else "none",
+            "signals": dg.MetadataValue.md(markdown_table(table)),
+            "withheld_symbols": withheld,
+            "history_needed_bars": SIGNAL_HISTORY_BARS,
+            "history_bars_min": min(published_bars.values(), default=0),
+            # Valid, but the indicators still depend on where the stored history starts.
+            "series_below_full_warmup": len(not_converged(published_bars)),
+            "external_predictions": len(chosen.used),
+            "external_predictions_rejected_future": chosen.rejected_future,
+            "external_predictions_rejected_unconfigured": chosen.rejected_unconfigured,
+            "external_predictions_rejected_no_signal": chosen.rejected_no_signal,
+            "external_predictions_ignored_stale": chosen.ignored_stale,
+            "external_predictions_superseded": chosen.superseded,
+            "signal_log_rejected_lines": log.rejected,
+            "signal_log_records_dropped": log.records_dropped,
+            "signal_log_warning": log.error or "",
+        }
         yield dg.MaterializeResult(
             asset_key=SIGNALS_KEY,
-            metadata={
-                "dagster/row_count": latest.height,
-                "newest_candle": newest.isoformat() if newest else "none",
-                "signals": dg.MetadataValue.md(markdown_table(table)),
-                "external_predictions": len(predictions),
-                "signal_log_rejected_lines": log.rejected,
-            },
+            metadata=metadata,
             check_results=[check_result(guard_outcome("no_lookahead", mismatches, samples=len(samples)), SIGNALS_KEY)],
         )
         yield dg.MaterializeResult(

@@ -46,10 +46,21 @@ bear -1, strong_bear -2.
 Reading the log
 ---------------
 `read_signal_log(path)` reads newline-delimited JSON that another process may be writing
-at that moment, and never raises: a missing file, a directory, an empty file, a whole JSON
+at that moment, and never raises: a missing file, an empty file, a whole JSON
 document (a list, one object, or {"signals": [...]}), JSON lines, the two mixed, pretty-printed
 objects spanning lines, binary garbage, NUL bytes, invalid UTF-8 (replaced by U+FFFD) and a
 last object cut mid-write all give a `SignalLogRead`.
+
+Only a regular file is ever opened. The path is checked with `os.stat` first: a directory, a
+FIFO, a socket or a device is not opened at all (opening a FIFO with no writer blocks forever,
+and a device can be endless) and reads as empty with `error` saying what it is; so does a
+path that cannot be opened (permissions). The open itself uses O_NONBLOCK and the opened file
+is checked again (`fstat`), so a FIFO swapped in between the two cannot block either. The
+caller reports `error` as a warning; it never stops anything.
+
+Two caps bound the work: at most the last `max_bytes` of the file are read (default 64 MiB,
+a few seconds of parsing) and at most the last `max_records` usable records are kept (default
+500,000, in file order: the newest lines); `records_dropped` counts the ones the cap let go.
 
 How: each line that looks like one JSON value (starts with { or [ and ends with } or ]) is
 parsed by `json`'s C scanner (the fast path; JSON lines never go further). Consecutive lines
@@ -122,6 +133,31 @@ confidence  confidence, probability, prob, score
 - every other key is kept, unchanged, under `extra`.
 
 A record is {"symbol", "timeframe", "ts", "label", "raw_label", "confidence", "extra"}.
+
+Choosing the predictions a signal may use
+-----------------------------------------
+`latest_predictions(records)` is only the newest record per (symbol, timeframe), whatever its
+time. The signals use `select_predictions(records, newest, configured)` instead: `newest` maps
+each series about to be published, (symbol, timeframe), to the open time of the newest closed
+candle its signal is computed on (Tracer's `ts`). Each record is put in exactly one bucket:
+
+=====================  ======================================================================
+bucket                 what
+=====================  ======================================================================
+rejected_unconfigured  its symbol or timeframe is not configured (not in `configured`, or not
+                       in `newest` when `configured` is not given)
+rejected_no_signal     configured, but no signal is published for that series in this run
+rejected_future        dated after that series' newest closed candle: a prediction can only
+                       use what was known at that candle (no lookahead), and a line dated in
+                       the future (a clock or unit mistake, 2099) must never win
+ignored_stale          dated more than `max_age_bars` candles of its timeframe before that
+                       candle (default `MAX_PREDICTION_AGE_BARS` = 3: for 5m, 15 minutes)
+used                   the newest remaining one of its series (on equal times the later line)
+superseded             another remaining one of its series, older than the one used
+=====================  ======================================================================
+
+Symbols and timeframes of `newest` and `configured` are compared in their normalized form
+("60m" is "1h"); the keys of `used` are the caller's own.
 """
 
 from __future__ import annotations
@@ -132,15 +168,18 @@ import math
 import numbers
 import os
 import re
+import stat
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 __all__ = [
     "LABELS",
+    "MAX_PREDICTION_AGE_BARS",
+    "PredictionSelection",
     "SignalLogRead",
     "label_score",
     "latest_predictions",
@@ -150,6 +189,7 @@ __all__ = [
     "parse_ts",
     "read_signal_log",
     "sanitize_record",
+    "select_predictions",
 ]
 
 UTC = timezone.utc
@@ -551,7 +591,8 @@ def sanitize_record(raw: Any) -> tuple[dict[str, Any] | None, str | None, str]:
 def latest_predictions(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     """The newest record (by ts) per (symbol, timeframe); on equal ts the later one in the list.
 
-    Records without a symbol, timeframe or datetime ts are skipped.
+    Records without a symbol, timeframe or datetime ts are skipped. Nothing else is checked: a
+    record dated in the future wins here. What a signal may use is `select_predictions`.
     """
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for record in records:
@@ -574,11 +615,131 @@ def _aware(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+# A prediction older than this many candles of its timeframe, counted back from the candle the
+# signal is computed on, says nothing about that candle any more: it is ignored (5m: 15 minutes,
+# 1h: 3 hours, 4h: 12 hours).
+MAX_PREDICTION_AGE_BARS = 3
+_MAX_SELECTION_EXAMPLES = 10
+
+
+@dataclass
+class PredictionSelection:
+    """What `select_predictions` made of the records: the predictions used, and a count per bucket."""
+
+    used: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    rejected_future: int = 0
+    rejected_unconfigured: int = 0
+    rejected_no_signal: int = 0
+    ignored_stale: int = 0
+    superseded: int = 0
+    examples: list[str] = field(default_factory=list)  # "BTC/USDT 5m 2099-01-01T00:00Z: future ...", capped
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "used": len(self.used),
+            "rejected_future": self.rejected_future,
+            "rejected_unconfigured": self.rejected_unconfigured,
+            "rejected_no_signal": self.rejected_no_signal,
+            "ignored_stale": self.ignored_stale,
+            "superseded": self.superseded,
+        }
+
+    def _note(self, record: Mapping[str, Any], why: str) -> None:
+        if len(self.examples) < _MAX_SELECTION_EXAMPLES:
+            self.examples.append(f"{record.get('symbol')} {record.get('timeframe')} {_iso(record.get('ts'))}: {why}")
+
+
+def _iso(moment: Any) -> str:
+    return f"{_aware(moment).astimezone(UTC):%Y-%m-%dT%H:%MZ}" if isinstance(moment, datetime) else repr(moment)
+
+
+def _series_key(symbol: Any, timeframe: Any) -> tuple[str, str] | None:
+    symbol, timeframe = normalize_symbol(symbol), normalize_timeframe(timeframe)
+    return None if symbol is None or timeframe is None else (symbol, timeframe)
+
+
+def _timeframe_length(timeframe: str) -> timedelta:
+    """A canonical timeframe's length ("5m" -> 5 minutes); months and years have none."""
+    match = re.fullmatch(r"(\d+)([smhdw])", timeframe)
+    if match is None:
+        raise ValueError(f"{timeframe!r} is not a timeframe of fixed length like 5m, 1h or 4h")
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def select_predictions(
+    records: Iterable[Mapping[str, Any]],
+    newest: Mapping[tuple[str, str], datetime],
+    configured: Iterable[tuple[str, str]] | None = None,
+    *,
+    max_age_bars: int = MAX_PREDICTION_AGE_BARS,
+) -> PredictionSelection:
+    """The prediction each series may use, and every other record counted once (module doc).
+
+    `newest`: (symbol, timeframe) -> open time of the newest closed candle that series' signal
+    is computed on, for every series published. `configured`: every configured series; the ones
+    not in `newest` then count as rejected_no_signal instead of rejected_unconfigured. A record
+    exactly `max_age_bars` candles old is still used; older ones are stale. Records that are not
+    sanitized records (no datetime ts) are skipped, as `latest_predictions` skips them.
+    """
+    if max_age_bars < 0:
+        raise ValueError(f"max_age_bars must be >= 0, got {max_age_bars}")
+    published: dict[tuple[str, str], tuple[tuple[str, str], datetime, datetime]] = {}
+    for caller_key, moment in newest.items():
+        key = _series_key(*caller_key)
+        if key is None:
+            raise ValueError(f"newest has {caller_key!r}, which is no (symbol, timeframe)")
+        if not isinstance(moment, datetime):
+            raise ValueError(f"newest[{caller_key!r}] is {moment!r}, not a datetime")
+        moment = _aware(moment)
+        published[key] = (caller_key, moment, moment - max_age_bars * _timeframe_length(key[1]))
+    known = {key for key in (_series_key(*pair) for pair in (configured or ())) if key is not None}
+    known.update(published)
+
+    selection = PredictionSelection()
+    chosen: dict[tuple[str, str], tuple[datetime, Mapping[str, Any]]] = {}
+    for record in records:
+        try:
+            key = _series_key(record["symbol"], record["timeframe"])
+            ts = record["ts"]
+        except (KeyError, TypeError):
+            continue
+        if not isinstance(ts, datetime):
+            continue
+        ts = _aware(ts)
+        if key is None or key not in known:
+            selection.rejected_unconfigured += 1
+            selection._note(record, "symbol or timeframe not configured")
+            continue
+        series = published.get(key)
+        if series is None:
+            selection.rejected_no_signal += 1
+            selection._note(record, "no signal published for this series")
+            continue
+        _, candle, oldest = series
+        if ts > candle:
+            selection.rejected_future += 1
+            selection._note(record, f"after the newest closed candle {_iso(candle)}")
+            continue
+        if ts < oldest:
+            selection.ignored_stale += 1
+            selection._note(record, f"older than {max_age_bars} candles before {_iso(candle)}")
+            continue
+        current = chosen.get(key)
+        if current is not None:
+            selection.superseded += 1
+            if ts < current[0]:
+                continue
+        chosen[key] = (ts, record)
+    selection.used = {published[key][0]: dict(record) for key, (_, record) in chosen.items()}
+    return selection
+
+
 # ---------------------------------------------------------------------------------------------
 # The tolerant reader
 # ---------------------------------------------------------------------------------------------
 
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # the newest 64 MiB: a few seconds of parsing
+DEFAULT_MAX_RECORDS = 500_000  # the newest usable records kept (a few hundred MB at most)
 MAX_EXAMPLES = 20
 _NESTED_TRY_DEPTH = 6  # try the C decoder on nested objects down to this bracket depth
 _DECODER = json.JSONDecoder()
@@ -613,7 +774,8 @@ class SignalLogRead:
     truncated_tail: bool = False  # the last object was incomplete (the writer was mid-write)
     invalid_utf8_lines: int = 0  # lines decoded with U+FFFD replacements
     skipped_head_bytes: int = 0  # bytes before the window read when the file exceeds max_bytes
-    error: str | None = None  # an OS error that stopped the read (what was read is kept)
+    records_dropped: int = 0  # usable records let go by max_records (the oldest in file order)
+    error: str | None = None  # why the file was not (fully) read: not a regular file, an OS error
 
     @property
     def accepted(self) -> int:
@@ -625,6 +787,7 @@ class _Collector:
         self.result = result
         self.records: list | deque = deque(maxlen=max_records) if max_records else []
         self.reasons = result.reasons
+        self.seen = 0  # usable records, kept or not
 
     def reject(self, reason: str, line: int | None, detail: str = "") -> None:
         self.result.rejected += 1
@@ -662,6 +825,7 @@ class _Collector:
         if record is None:
             self.reject(reason or "unreadable_record", line, detail)
         else:
+            self.seen += 1
             self.records.append(record)
 
 
@@ -895,19 +1059,77 @@ def _raw_lines(handle, remaining: int, result: SignalLogRead):
         yield b"".join(carry)
 
 
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _not_regular(mode: int) -> str | None:
+    """Why a file of this mode is not read ("not a regular file: a FIFO ..."), None if it is."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), f"mode {stat.filemode(mode)}")
+    return f"not a regular file: {kind}; not opened"
+
+
+def _open_regular(path, result: SignalLogRead):
+    """A binary handle on the regular file at `path`, or None with `result` saying why not.
+
+    Never opens anything but a regular file, and never blocks: stat first, open with
+    O_NONBLOCK, and check the opened file again (it may have been replaced in between).
+    """
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, TypeError, ValueError) as error:
+        result.error = f"{type(error).__name__}: {error}"
+        return None
+    result.exists = True
+    why = _not_regular(status.st_mode)
+    if why is not None:
+        result.error = why
+        return None
+    try:
+        descriptor = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:  # removed since the stat
+        result.exists = False
+        return None
+    except (OSError, TypeError, ValueError) as error:
+        result.error = f"{type(error).__name__}: {error}"
+        return None
+    try:
+        why = _not_regular(os.fstat(descriptor).st_mode)
+        if why is None:
+            return os.fdopen(descriptor, "rb")
+        result.error = why.replace("not opened", "closed unread")
+    except OSError as error:
+        result.error = f"{type(error).__name__}: {error}"
+    os.close(descriptor)
+    return None
+
+
 def read_signal_log(
     path: str | os.PathLike[str],
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    max_records: int | None = None,
+    max_records: int | None = DEFAULT_MAX_RECORDS,
 ) -> SignalLogRead:
-    """Every usable prediction in the log at `path`, read tolerantly; never raises.
+    """Every usable prediction in the log at `path`, read tolerantly; never raises, never blocks.
 
-    A missing file reads as empty (`exists` False). At most the last `max_bytes` of the file
-    are read (from the first line start in that window; line numbers in `examples` then count
-    from there), and only as much as the file held when it was opened, so a writer appending
-    meanwhile cannot keep the read going; `max_records` keeps only the last records in file
-    order. Python's cyclic garbage collector is paused during the read (and restored).
+    A missing file reads as empty (`exists` False). Anything but a regular file (a directory, a
+    FIFO, a device) is never opened: it reads as empty, with `error` saying what it is; so does
+    a file that cannot be opened. At most the last `max_bytes` of the file are read (from the
+    first line start in that window; line numbers in `examples` then count from there), and
+    only as much as the file held when it was opened, so a writer appending meanwhile cannot
+    keep the read going; `max_records` keeps only the last records in file order (None or 0:
+    all; `records_dropped` counts the others). Python's cyclic garbage collector is paused
+    during the read (and restored).
     """
     try:
         shown = os.fsdecode(path)
@@ -917,14 +1139,9 @@ def read_signal_log(
     if not isinstance(path, (str, bytes, os.PathLike)):  # open(3) would adopt a descriptor
         result.error = f"TypeError: not a path: {type(path).__name__}"
         return result
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
+    handle = _open_regular(path, result)
+    if handle is None:
         return result
-    except (OSError, TypeError, ValueError) as error:
-        result.error = f"{type(error).__name__}: {error}"
-        return result
-    result.exists = True
     collector = _Collector(result, max_records)
     # The records are acyclic: pausing the cycle collector while thousands of them are built
     # saves about a quarter of the time on a big file.
@@ -939,6 +1156,7 @@ def read_signal_log(
         if collector_was_on:
             gc.enable()
     result.records = list(collector.records)
+    result.records_dropped = collector.seen - len(result.records)
     return result
 
 

@@ -40,14 +40,24 @@ ensemble_label: the weighted mean of every prediction's score (strong_bear -2 ..
     <= -1.5 strong_bear, <= -0.5 bear, else other. ensemble_confidence = the weight of the
     predictions whose direction matches the label's, over all the weight (other: the weight
     of the neutral ones).
+
+History a signal needs: a signal reads every indicator of REQUIRED at its candle, so its series
+needs SIGNAL_HISTORY_BARS candles up to and including that candle (200: EMA 200's first value;
+every other indicator exists sooner). With fewer, the row has no indicators and no signal may be
+published for it. The indicators keep converging after that (to 1e-9 of the full-history value
+after WARMUP_BARS = 2,733 candles, whatever the history before; see features/indicators.py):
+`history_shortfalls` names the series short of SIGNAL_HISTORY_BARS, and `not_converged` the
+ones short of WARMUP_BARS, which are published but reported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import polars as pl
 
+from tracer_assets.features.indicators import FIRST_VALID_INDEX, WARMUP_BARS
 from tracer_assets.signals.predictions import label_score
 
 REQUIRED = ("close", "ema_12", "ema_26", "ema_50", "ema_200", "macd_hist", "rsi_14", "atr_14", "volume_z", "realized_vol")
@@ -58,6 +68,8 @@ SIGNAL_COLUMNS = (
 )
 
 _BY_SERIES = ["symbol", "timeframe"]
+# Candles of a series, up to and including the one scored, for every REQUIRED indicator to exist.
+SIGNAL_HISTORY_BARS = 1 + max(FIRST_VALID_INDEX.get(column, 0) for column in REQUIRED)
 
 
 def _sign(expr: pl.Expr) -> pl.Expr:
@@ -148,7 +160,12 @@ def score_latest(
         confirm.append(agree / len(others) if others else 0.0)
     latest = latest.with_columns(confirmation=pl.Series(confirm, dtype=pl.Float64))
     latest = latest.with_columns(conviction=(10 * (pl.col("partial_conviction") + 0.20 * pl.col("confirmation"))).round(4))
+    return with_predictions(latest, predictions).select(SIGNAL_COLUMNS)
 
+
+def with_predictions(latest: pl.DataFrame, predictions: Mapping[tuple[str, str], Mapping] | None) -> pl.DataFrame:
+    """`latest` with ensemble_label, ensemble_confidence and predictions_used (re)computed from
+    its rule_label and the external prediction of each (symbol, timeframe), if any."""
     labels, confidences, used = [], [], []
     for row in latest.select(*_BY_SERIES, "rule_label").iter_rows(named=True):
         external = (predictions or {}).get((row["symbol"], row["timeframe"]))
@@ -156,12 +173,59 @@ def score_latest(
         labels.append(label)
         confidences.append(confidence)
         used.append(count)
-    latest = latest.with_columns(
+    return latest.with_columns(
         ensemble_label=pl.Series(labels, dtype=pl.String),
         ensemble_confidence=pl.Series(confidences, dtype=pl.Float64),
         predictions_used=pl.Series(used, dtype=pl.Int64),
     )
-    return latest.select(SIGNAL_COLUMNS)
+
+
+@dataclass(frozen=True)
+class HistoryShortfall:
+    """A configured series that has no valid signal: too few candles, or no indicators."""
+
+    symbol: str
+    timeframe: str
+    bars: int  # candles of the series up to its newest one (counted over the indicators' window)
+    needed: int
+
+    @property
+    def reason(self) -> str:
+        if self.bars < self.needed:
+            return f"{self.bars} of {self.needed} candles"
+        return f"{self.bars} candles but no indicators at the newest one (features/indicators not materialized for it)"
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.timeframe}: {self.reason}"
+
+
+def history_shortfalls(
+    bars: Mapping[tuple[str, str], int],
+    scored: Iterable[tuple[str, str]],
+    symbols: Iterable[str],
+    timeframes: Iterable[str],
+    needed: int = SIGNAL_HISTORY_BARS,
+) -> list[HistoryShortfall]:
+    """Every configured (symbol, timeframe) without a valid signal, in configuration order.
+
+    `bars`: candles per series up to its newest (a missing series has 0); `scored`: the series
+    with a scored row (`score_latest`). A series is short when it has fewer than `needed` candles,
+    or when it has them but no scored row (its indicators were computed on less, or not at all).
+    """
+    scored = set(scored)
+    shortfalls = []
+    for symbol in symbols:
+        for timeframe in timeframes:
+            count = int(bars.get((symbol, timeframe), 0))
+            if count < needed or (symbol, timeframe) not in scored:
+                shortfalls.append(HistoryShortfall(symbol, timeframe, count, needed))
+    return shortfalls
+
+
+def not_converged(bars: Mapping[tuple[str, str], int], warmup: int = WARMUP_BARS) -> list[tuple[str, str]]:
+    """The series with fewer than `warmup` candles: valid signals, but their indicators still
+    depend (beyond 1e-9) on where the stored history starts."""
+    return sorted(key for key, count in bars.items() if count < warmup)
 
 
 def _weighted(prediction: Mapping) -> tuple[str, float]:

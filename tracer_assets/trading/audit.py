@@ -384,11 +384,10 @@ class AuditLog:
         _append(self.audit_jsonl_path, _json_line(record))
 
     def record_once(self, decisions: Iterable[Mapping], orders: Iterable[Mapping]) -> int:
-        """Append every record that is not in a file yet, in each file exactly once; returns the
-        lines written. For a caller that writes the records it committed and then marks them as
-        logged: after a crash between the two, the records still unmarked are the ones last
-        appended, so looking for them among each file's last lines finds them. Returns the
-        number of lines written over both files."""
+        """Append every record that is not in a file yet, each file on its own; returns the lines
+        written over both files. For a caller that writes the records it committed, then marks
+        them logged: after a crash between the two, the records still unmarked are the ones
+        appended last, so looking for them among each file's last lines finds them."""
         records = [(record, row) for kind, rows in (("decision", decisions), ("order", orders))
                    for row in rows for record in [self._clean(row, kind)]]
         if not records:
@@ -407,14 +406,14 @@ class AuditLog:
         return written
 
     def _tsv_line(self, record: dict, row: Mapping) -> str:
-        for required in ("symbol",):
-            if not isinstance(row.get(required), str) or not row[required].strip():
-                raise ValueError(f"{record['type']} row: {required}={row.get(required)!r}, expected a non-empty string")
+        """A decision's line carries its action as `side` and `decision` as its status."""
         values = dict(record)
         if record["type"] == "decision":
             values.update(side=record.get("action"), status="decision", client_order_id=None, amount=None)
-        elif not isinstance(row.get("side"), str) or not row["side"].strip():
-            raise ValueError(f"order row: side={row.get('side')!r}, expected a non-empty string")
+        else:
+            for required in ("symbol", "side"):
+                if not isinstance(row.get(required), str) or not row[required].strip():
+                    raise ValueError(f"order row: {required}={row.get(required)!r}, expected a non-empty string")
         if values.get("ts") in (None, ""):
             values["ts"] = record["logged_at"]
         return "\t".join(escape_field(_tsv_value(values.get(name))) for name in ORDER_LOG_FIELDS) + "\n"
