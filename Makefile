@@ -35,7 +35,10 @@ instance: install $(DAGSTER_HOME)/dagster.yaml $(DAGSTER_HOME)/.duckdb_pool
 demo: instance
 	$(BIN)/python -m tracer_assets.demo
 
+# Lint and format check first: a style slip fails fast, before the slow tests.
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 dev: instance

@@ -1,7 +1,7 @@
 """`tracer`: operator commands over the Dagster instance (DAGSTER_HOME) and the DuckDB file.
 
-    tracer pool                    who holds the duckdb pool's slot, and whether its run still lives
-    tracer pool --free RUN_ID      mark a dead run failed and free its slot (refused while its process lives)
+tracer pool                    who holds the duckdb pool's slot, and whether its run still lives
+tracer pool --free RUN_ID      mark a dead run failed and free its slot (refused while its process lives)
 """
 
 from __future__ import annotations

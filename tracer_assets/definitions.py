@@ -23,8 +23,8 @@ from tracer_assets.signals.assets import SIGNALS_KEY, build_signal_assets
 from tracer_assets.sql.assets import build_sql_assets
 from tracer_assets.trading.assets import API_KEY_VAR, SECRET_VAR, build_trading_assets, trading_mode
 from tracer_assets.trading.secrets import check_secrets
-from tracer_assets.trading.signal_checks import blocking_check_names
 from tracer_assets.trading.sensors import DECISION_JOB, build_decision_job, build_signal_sensor
+from tracer_assets.trading.signal_checks import blocking_check_names
 
 MARKET_DATA_JOB = "market_data_job"
 RESEARCH_JOB = "research_job"
@@ -52,7 +52,9 @@ def llm_resources(settings: Settings) -> dict:
 
     return {
         "llm": AnthropicResource.from_env_key(
-            model=settings.anthropic_model, base_url=settings.anthropic_base_url, timeout_seconds=settings.llm_timeout_seconds
+            model=settings.anthropic_model,
+            base_url=settings.anthropic_base_url,
+            timeout_seconds=settings.llm_timeout_seconds,
         )
     }
 
@@ -63,8 +65,11 @@ def live_resources(settings: Settings) -> dict:
         return {}
     return {
         "live_exchange": LiveExchangeResource(
-            exchange=settings.exchange, api_urls=dict(settings.exchange_urls), sandbox=settings.sandbox,
-            api_key=dg.EnvVar(API_KEY_VAR), secret=dg.EnvVar(SECRET_VAR),
+            exchange=settings.exchange,
+            api_urls=dict(settings.exchange_urls),
+            sandbox=settings.sandbox,
+            api_key=dg.EnvVar(API_KEY_VAR),
+            secret=dg.EnvVar(SECRET_VAR),
         )
     }
 

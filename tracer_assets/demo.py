@@ -21,9 +21,8 @@ from dagster import BetaWarning, DagsterInstance
 
 # The demo speaks for itself; Dagster's notes on beta parameters are for developers.
 warnings.filterwarnings("ignore", category=BetaWarning)
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from tracer_assets.definitions import DECISION_JOB, RESEARCH_JOB, TICK_JOB, defs
 from tracer_assets.market.timeframes import timeframe_seconds
@@ -51,7 +50,10 @@ def market_summary(database: str) -> str:
         ).fetchall()
     lines = [f"DuckDB file: {database}", "", "tables:"]
     lines += [f"  {name:<28} {'view' if kind == 'VIEW' else 'table'}" for name, kind in tables]
-    lines += ["", f"  {'timeframe':<10}{'rows':>10}{'symbols':>9}  {'first candle (UTC)':<20} {'last candle (UTC)':<20}"]
+    lines += [
+        "",
+        f"  {'timeframe':<10}{'rows':>10}{'symbols':>9}  {'first candle (UTC)':<20} {'last candle (UTC)':<20}",
+    ]
     for _, timeframe, rows, symbols, first, last in per_table:
         lines.append(f"  {timeframe:<10}{rows:>10,}{symbols:>9}  {first:%Y-%m-%d %H:%M}     {last:%Y-%m-%d %H:%M}")
     lines += ["", f"gaps found: {len(gaps)}"]
@@ -71,12 +73,16 @@ def signals_summary(database: str) -> str:
                FROM signals.signals"""
         ).fetchall()
     rows.sort(key=lambda r: (r[0], timeframe_seconds(r[1])))
-    header = f"  {'symbol':<10}{'tf':<5}{'candle (UTC)':<18}{'close':>12}{'quality':>9}  {'regime':<14}{'conf':>5}{'conviction':>11}  {'ensemble':<12}{'conf':>5}"
+    header = (
+        f"  {'symbol':<10}{'tf':<5}{'candle (UTC)':<18}{'close':>12}{'quality':>9}  "
+        f"{'regime':<14}{'conf':>5}{'conviction':>11}  {'ensemble':<12}{'conf':>5}"
+    )
     lines = ["newest signals:", header]
     for symbol, tf, ts, close, quality, regime, volatile, rconf, conviction, label, lconf in rows:
         regime_text = regime + (" volatile" if volatile else "")
         lines.append(
-            f"  {symbol:<10}{tf:<5}{ts:%Y-%m-%d %H:%M}  {close:>12.6g}{quality:>9.2f}  {regime_text:<14}{rconf:>5.2f}{conviction:>11.2f}  {label:<12}{lconf:>5.2f}"
+            f"  {symbol:<10}{tf:<5}{ts:%Y-%m-%d %H:%M}  {close:>12.6g}{quality:>9.2f}  "
+            f"{regime_text:<14}{rconf:>5.2f}{conviction:>11.2f}  {label:<12}{lconf:>5.2f}"
         )
     return "\n".join(lines)
 
@@ -92,11 +98,16 @@ def research_summary(database: str, top: int = 10) -> str:
         counts = connection.execute(
             """SELECT count(DISTINCT strategy_id), count(DISTINCT symbol || timeframe) FROM research.backtests"""
         ).fetchall()[0]
-    lines = [f"best strategies by out-of-sample score ({counts[0]} strategies x {counts[1]} symbol-timeframes):",
-             f"  {'strategy':<27}{'symbol':<11}{'tf':<5}{'score':>7}{'return':>9}{'win':>6}{'trades':>7}{'maxDD':>7}  chosen parameters"]
+    lines = [
+        f"best strategies by out-of-sample score ({counts[0]} strategies x {counts[1]} symbol-timeframes):",
+        f"  {'strategy':<27}{'symbol':<11}{'tf':<5}{'score':>7}{'return':>9}{'win':>6}{'trades':>7}{'maxDD':>7}"
+        "  chosen parameters",
+    ]
     for name, symbol, tf, score, ret, win, trades, dd, params in rows:
         win_text = "-" if win is None else f"{win:.2f}"
-        lines.append(f"  {name:<27}{symbol:<11}{tf:<5}{score:>7.2f}{ret:>9.2%}{win_text:>6}{trades:>7}{dd:>7.1%}  {params[:60]}")
+        lines.append(
+            f"  {name:<27}{symbol:<11}{tf:<5}{score:>7.2f}{ret:>9.2%}{win_text:>6}{trades:>7}{dd:>7.1%}  {params[:60]}"
+        )
     return "\n".join(lines)
 
 
@@ -114,7 +125,8 @@ def trading_summary(database: str, event: SignalEvent) -> str:
             [event.storage_id, event.run_id],
         ).fetchall()
         portfolio = connection.execute(
-            "SELECT quote_balance, positions_value, equity, realized_pnl, open_positions FROM trading.portfolio ORDER BY ts DESC LIMIT 1"
+            "SELECT quote_balance, positions_value, equity, realized_pnl, open_positions "
+            "FROM trading.portfolio ORDER BY ts DESC LIMIT 1"
         ).fetchall()
     lines = [f"decisions on signal event {event.storage_id} (signals run {event.run_id}):"]
     for symbol, tf, action, confidence, reason in decisions:
@@ -182,12 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nMaterializing {RESEARCH_JOB}: strategy registry and walk-forward backtests ...", flush=True)
     began = time.perf_counter()
     with DagsterInstance.get() as instance:
-        research = defs.resolve_job_def(RESEARCH_JOB).execute_in_process(instance=instance, raise_on_error=False, run_config=quiet)
+        research = defs.resolve_job_def(RESEARCH_JOB).execute_in_process(
+            instance=instance, raise_on_error=False, run_config=quiet
+        )
     if not research.success:
         print(f"\nThe research run {research.run_id} failed; see the UI (make dev).", file=sys.stderr)
         return 1
-    print(f"Run {research.run_id} succeeded in {time.perf_counter() - began:.1f}s "
-          f"(results also in {settings.backtest_json_path}).\n")
+    print(
+        f"Run {research.run_id} succeeded in {time.perf_counter() - began:.1f}s "
+        f"(results also in {settings.backtest_json_path}).\n"
+    )
     print(research_summary(database))
 
     print("\nThe signal sensor answers the newest signals: running decision_job as it would ...", flush=True)
@@ -203,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     if not decision.success:
         print(f"\nThe decision run {decision.run_id} failed; see the UI (make dev).", file=sys.stderr)
         return 1
-    print(f"Run {decision.run_id} ({request.run_key}) succeeded; mode {'LIVE' if settings.live_flags_on else 'DRY (paper)'}.\n")
+    print(
+        f"Run {decision.run_id} ({request.run_key}) succeeded; "
+        f"mode {'LIVE' if settings.live_flags_on else 'DRY (paper)'}.\n"
+    )
     with DagsterInstance.get() as instance:
         [signals] = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=SIGNALS_KEY, storage_ids=[int(request.tags[SIGNAL_STORAGE_TAG])]), limit=1

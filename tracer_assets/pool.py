@@ -39,8 +39,10 @@ class SlotHolder:
     def describe(self) -> str:
         process = "pid unknown" if self.pid is None else f"pid {self.pid} {'alive' if self.process_alive else 'gone'}"
         state = "it looks dead" if self.looks_dead else "it looks alive: wait for it"
-        return (f"run {self.run_id} ({self.job_name or 'unknown job'}, step {self.step_key}) holds the "
-                f"{DUCKDB_POOL} pool's slot: status {self.status}, {process}; {state}")
+        return (
+            f"run {self.run_id} ({self.job_name or 'unknown job'}, step {self.step_key}) holds the "
+            f"{DUCKDB_POOL} pool's slot: status {self.status}, {process}; {state}"
+        )
 
 
 def holders(instance: dg.DagsterInstance, pool: str = DUCKDB_POOL) -> list[SlotHolder]:
@@ -49,11 +51,16 @@ def holders(instance: dg.DagsterInstance, pool: str = DUCKDB_POOL) -> list[SlotH
     for slot in info.claimed_slots:
         run = instance.get_run_by_id(slot.run_id)
         pid = _run_pid(instance, slot.run_id)
-        found.append(SlotHolder(
-            run_id=slot.run_id, step_key=slot.step_key, job_name=run.job_name if run else None,
-            status=run.status.value if run else "unknown", pid=pid,
-            process_alive=None if pid is None else _alive(pid),
-        ))
+        found.append(
+            SlotHolder(
+                run_id=slot.run_id,
+                step_key=slot.step_key,
+                job_name=run.job_name if run else None,
+                status=run.status.value if run else "unknown",
+                pid=pid,
+                process_alive=None if pid is None else _alive(pid),
+            )
+        )
     return found
 
 
@@ -65,10 +72,14 @@ def free_slot(instance: dg.DagsterInstance, run_id: str, force: bool = False) ->
     if not held and run is None:
         raise ValueError(f"no run {run_id} in this instance ({instance.root_directory}), and it holds no slot")
     if held and held[0].process_alive and not force:
-        raise ValueError(f"{held[0].describe()}; its process is alive, so its slot is not freed (--force to free it anyway)")
+        raise ValueError(
+            f"{held[0].describe()}; its process is alive, so its slot is not freed (--force to free it anyway)"
+        )
     done = []
     if run is not None and not run.is_finished:
-        instance.report_run_failed(run, message="marked failed by `tracer pool --free`: its process died holding the duckdb slot")
+        instance.report_run_failed(
+            run, message="marked failed by `tracer pool --free`: its process died holding the duckdb slot"
+        )
         done.append(f"run {run_id} marked failed")
     instance.event_log_storage.free_concurrency_slots_for_run(run_id)
     done.append(f"its {DUCKDB_POOL} slot freed" if held else "it held no slot")

@@ -2,7 +2,7 @@
 indicators and signals, where "today" is the exchange's today (the replay clock's on replay)."""
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -54,7 +54,7 @@ def build_tick(
     )
     def trading_tick(context: dg.ScheduleEvaluationContext, exchange: ExchangeResource):
         now_ms = exchange.client().milliseconds()
-        today = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+        today = datetime.fromtimestamp(now_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
         if not partitions.has_partition_key(today):
             return dg.SkipReason(f"the exchange's day {today} is outside the candle partitions")
         return dg.RunRequest(

@@ -16,7 +16,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -37,60 +37,186 @@ DEFAULT_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT", 
 # from this list (`python -m tracer_assets.settings --markdown`).
 SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
     ("TRACER_DUCKDB_PATH", ".tracer/tracer.duckdb", "The one DuckDB file every asset lives in."),
-    ("DAGSTER_HOME", ".dagster", "The Dagster instance (runs, schedules, sensors) the CLI and the UI share; `make` targets default it."),
-    ("TRACER_EXCHANGE", "replay", "`replay` (the bundled real candles, offline) or any ccxt exchange id (`binance`, `kraken`, ...)."),
-    ("TRACER_EXCHANGE_URLS", "(none)", "JSON merged into the ccxt exchange's `urls['api']`, e.g. to point the real client at a local server or a proxy."),
+    (
+        "DAGSTER_HOME",
+        ".dagster",
+        "The Dagster instance (runs, schedules, sensors) the CLI and the UI share; `make` targets default it.",
+    ),
+    (
+        "TRACER_EXCHANGE",
+        "replay",
+        "`replay` (the bundled real candles, offline) or any ccxt exchange id (`binance`, `kraken`, ...).",
+    ),
+    (
+        "TRACER_EXCHANGE_URLS",
+        "(none)",
+        (
+            "JSON merged into the ccxt exchange's `urls['api']`, "
+            "e.g. to point the real client at a local server or a proxy."
+        ),
+    ),
     ("TRACER_SYMBOLS", ",".join(DEFAULT_SYMBOLS), "Comma-separated ccxt symbols to trade and research."),
     ("TRACER_BASE_TIMEFRAME", "5m", "The timeframe fetched from the exchange and stored in `market.candles`."),
-    ("TRACER_TIMEFRAMES", "15m,1h,4h", "Higher timeframes resampled in SQL from the base; each a whole multiple of the base that divides a day."),
+    (
+        "TRACER_TIMEFRAMES",
+        "15m,1h,4h",
+        "Higher timeframes resampled in SQL from the base; each a whole multiple of the base that divides a day.",
+    ),
     ("TRACER_START_DATE", "first bundled day (2024-01-01)", "First daily partition of `market/candles`."),
-    ("TRACER_END_DATE", "replay: the last bundled day; ccxt: open-ended", "Last daily partition (inclusive), optional."),
-    ("TRACER_REPLAY_DIR", "the bundled 2024 set", "Folder of candle files in freqtrade's layout (`BTC_USDT-5m.feather`, `.json`, `.parquet`)."),
-    ("TRACER_REPLAY_START", "(none: clock stopped at the end of the data)", "Dataset time (ISO, UTC) the replay clock shows at `TRACER_REPLAY_ANCHOR`; setting it starts the clock."),
+    (
+        "TRACER_END_DATE",
+        "replay: the last bundled day; ccxt: open-ended",
+        "Last daily partition (inclusive), optional.",
+    ),
+    (
+        "TRACER_REPLAY_DIR",
+        "the bundled 2024 set",
+        "Folder of candle files in freqtrade's layout (`BTC_USDT-5m.feather`, `.json`, `.parquet`).",
+    ),
+    (
+        "TRACER_REPLAY_START",
+        "(none: clock stopped at the end of the data)",
+        "Dataset time (ISO, UTC) the replay clock shows at `TRACER_REPLAY_ANCHOR`; setting it starts the clock.",
+    ),
     ("TRACER_REPLAY_SPEED", "1", "Dataset seconds that pass per wall-clock second once the replay clock runs."),
-    ("TRACER_REPLAY_ANCHOR", "00:00 UTC of the current day", "Wall-clock instant (ISO, UTC) at which the replay clock shows `TRACER_REPLAY_START`."),
+    (
+        "TRACER_REPLAY_ANCHOR",
+        "00:00 UTC of the current day",
+        "Wall-clock instant (ISO, UTC) at which the replay clock shows `TRACER_REPLAY_START`.",
+    ),
     ("TRACER_SQL_DIR", "dbt_like_sql/ of the checkout", "Folder of the dbt-like SQL models (`<schema>/<table>.sql`)."),
-    ("TRACER_TICK_CRON", "*/3 * * * *", "The trading tick: a schedule materializing today's candles, resampled timeframes, indicators and signals; freshness of candles and signals is two ticks."),
-    ("TRACER_SIGNAL_LOG", ".tracer/logs/macro_signal.log", "External predictions (the macro orchestrator's JSON lines), read tolerantly; the newest line per symbol and timeframe joins the ensemble label."),
+    (
+        "TRACER_TICK_CRON",
+        "*/3 * * * *",
+        (
+            "The trading tick: a schedule materializing today's candles, resampled timeframes, indicators and signals; "
+            "freshness of candles and signals is two ticks."
+        ),
+    ),
+    (
+        "TRACER_SIGNAL_LOG",
+        ".tracer/logs/macro_signal.log",
+        (
+            "External predictions (the macro orchestrator's JSON lines), read tolerantly; "
+            "the newest line per symbol and timeframe joins the ensemble label."
+        ),
+    ),
     ("TRACER_FETCH_PAGE_LIMIT", "1000", "Candles asked for per `fetch_ohlcv` call (pagination page size)."),
-    ("TRACER_FETCH_RETRIES", "5", "Retries, with exponential backoff, on ccxt NetworkError / RateLimitExceeded / ExchangeNotAvailable."),
+    (
+        "TRACER_FETCH_RETRIES",
+        "5",
+        "Retries, with exponential backoff, on ccxt NetworkError / RateLimitExceeded / ExchangeNotAvailable.",
+    ),
     ("TRACER_FETCH_BACKOFF_SECONDS", "1", "First backoff delay; doubles on each retry."),
     ("DRY_RUN", "1", "Seed flag: 1 means paper trading. Live orders need `DRY_RUN=0` and the other live conditions."),
     ("FORCE_DRY", "0", "Seed flag: 1 forces paper trading whatever else is set."),
     ("ENABLE_LIVE", "0", "Seed flag: first of the two live switches."),
     ("IS_LIVE", "0", "Seed flag: second of the two live switches."),
     ("DEBUG", "0", "Seed flag: verbose logging."),
-    ("ORDER_AMOUNT", "10", "The order size (quote currency) the rules decider asks for; the risk manager sizes within the smaller of it (or the LLM's size) and `MAX_ORDER_AMOUNT`."),
+    (
+        "ORDER_AMOUNT",
+        "10",
+        (
+            "The order size (quote currency) the rules decider asks for; "
+            "the risk manager sizes within the smaller of it (or the LLM's size) and `MAX_ORDER_AMOUNT`."
+        ),
+    ),
     ("MIN_ALLOWED_ORDER_AMOUNT", "5", "Smallest order size in quote currency; smaller orders are refused."),
     ("MAX_ORDER_AMOUNT", "100", "Largest order size in quote currency."),
     ("MACRO_MIN_WIN_RATE", "0.2", "Win rate below which backtest stats never read as a Bull regime."),
     ("TB_MIN_SIGNAL_QUALITY", "6", "Rules decider: least signal quality (0-10) to act."),
     ("TB_MIN_CONVICTION_SCORE", "5", "Rules decider: least conviction score to act."),
-    ("SIM_PRICE", "(none: market price)", "Read and checked, but not used yet: the paper broker fills at the next candle's open."),
+    (
+        "SIM_PRICE",
+        "(none: market price)",
+        "Read and checked, but not used yet: the paper broker fills at the next candle's open.",
+    ),
     ("SIM_BASE_BALANCE", "0", "Paper broker: starting base-currency balance."),
     ("SIM_QUOTE_BALANCE", "10000", "Paper broker: starting quote-currency balance."),
-    ("MACRO_BACKTEST_JSON_PATH", ".tracer/backtest/backtest_results.json", "Where the backtests are exported in the macro orchestrator's shape (`totalPNL`, `winRate`, trades, drawdown per strategy variant and timeframe)."),
+    (
+        "MACRO_BACKTEST_JSON_PATH",
+        ".tracer/backtest/backtest_results.json",
+        (
+            "Where the backtests are exported in the macro orchestrator's shape "
+            "(`totalPNL`, `winRate`, trades, drawdown per strategy variant and timeframe)."
+        ),
+    ),
     ("TRACER_BACKTEST_FEE", "0.001", "Backtests: taker fee on every fill, as a fraction of the notional."),
     ("TRACER_BACKTEST_SLIPPAGE_BPS", "5", "Backtests: adverse slippage on every fill, in basis points."),
-    ("TRACER_DECIDER", "rules", "`rules` (thresholds `TB_MIN_SIGNAL_QUALITY`, `TB_MIN_CONVICTION_SCORE`) or `llm` (the anthropic client; key from `ANTHROPIC_API_KEY` through Dagster's `EnvVar`)."),
+    (
+        "TRACER_DECIDER",
+        "rules",
+        (
+            "`rules` (thresholds `TB_MIN_SIGNAL_QUALITY`, `TB_MIN_CONVICTION_SCORE`) or `llm` "
+            "(the anthropic client; key from `ANTHROPIC_API_KEY` through Dagster's `EnvVar`)."
+        ),
+    ),
     ("TRACER_ANTHROPIC_MODEL", "claude-sonnet-4-6", "The model the `llm` decider asks."),
-    ("TRACER_ANTHROPIC_BASE_URL", "(none: Anthropic's API)", "Another Messages API endpoint for the `llm` decider (a proxy, a local server)."),
+    (
+        "TRACER_ANTHROPIC_BASE_URL",
+        "(none: Anthropic's API)",
+        "Another Messages API endpoint for the `llm` decider (a proxy, a local server).",
+    ),
     ("TRACER_LLM_TIMEOUT_SECONDS", "20", "The `llm` decider's time limit; past it the decision is HOLD."),
-    ("TRACER_EXCHANGE_API_KEY", "(none)", "Secret. The exchange API key for live orders, read through Dagster's `EnvVar` and only in LIVE mode; never logged or stored."),
-    ("TRACER_EXCHANGE_SECRET", "(none)", "Secret. The exchange API secret for live orders, like `TRACER_EXCHANGE_API_KEY`."),
+    (
+        "TRACER_EXCHANGE_API_KEY",
+        "(none)",
+        (
+            "Secret. The exchange API key for live orders, read through Dagster's `EnvVar` and only in LIVE mode; "
+            "never logged or stored."
+        ),
+    ),
+    (
+        "TRACER_EXCHANGE_SECRET",
+        "(none)",
+        "Secret. The exchange API secret for live orders, like `TRACER_EXCHANGE_API_KEY`.",
+    ),
     ("TRACER_SANDBOX", "0", "1: live orders go to the exchange's sandbox (testnet) through ccxt's sandbox mode."),
-    ("TRACER_LOG_DIR", ".tracer/logs", "The seed's audit files: `macro_ccxt_orders.log` (tab-separated), `macro_ccxt_orders_audit.jsonl`, `macro_diagnostics.json`."),
-    ("TRACER_FEE_RATE", "0.001", "Paper broker: fee on every fill, as a fraction of the notional, taken in the quote currency."),
+    (
+        "TRACER_LOG_DIR",
+        ".tracer/logs",
+        (
+            "The seed's audit files: `macro_ccxt_orders.log` (tab-separated), "
+            "`macro_ccxt_orders_audit.jsonl`, `macro_diagnostics.json`."
+        ),
+    ),
+    (
+        "TRACER_FEE_RATE",
+        "0.001",
+        "Paper broker: fee on every fill, as a fraction of the notional, taken in the quote currency.",
+    ),
     ("TRACER_SLIPPAGE_BPS", "5", "Paper broker: adverse slippage on every fill, in basis points."),
     ("TRACER_MAX_OPEN_POSITIONS", "3", "Risk: most positions open at once."),
     ("TRACER_MAX_SYMBOL_EXPOSURE", "MAX_ORDER_AMOUNT", "Risk: most quote currency held in one symbol (at cost)."),
     ("TRACER_MAX_TOTAL_EXPOSURE", "3 x MAX_ORDER_AMOUNT", "Risk: most quote currency held over all symbols (at cost)."),
     ("TRACER_DAILY_TRADE_LIMIT", "8", "Risk: most new positions per UTC day."),
-    ("TRACER_DAILY_LOSS_LIMIT", "50", "Risk: realized loss in a UTC day (quote currency) at which new risk halts; positions can still close."),
+    (
+        "TRACER_DAILY_LOSS_LIMIT",
+        "50",
+        "Risk: realized loss in a UTC day (quote currency) at which new risk halts; positions can still close.",
+    ),
     ("TRACER_LOSS_COOLDOWN_MINUTES", "30", "Risk: no new position this long after a losing trade."),
-    ("TRACER_MAX_SIGNAL_AGE_SECONDS", "2 base candles (600 on 5m)", "A signal event whose newest candle closed longer ago than this, on the exchange's clock, is not traded: HOLD at decision time, refused at execution."),
-    ("TRACER_MAX_PRICE_DEVIATION", "0.05", "Live orders: refused when the decision's price differs from a fresh ticker's last price by more than this fraction."),
-    ("TRACER_KELLY_FRACTION", "0.5", "Risk: the fraction of the Kelly bet used when a strategy's win rate and payoff are known."),
+    (
+        "TRACER_MAX_SIGNAL_AGE_SECONDS",
+        "2 base candles (600 on 5m)",
+        (
+            "A signal event whose newest candle closed longer ago than this, on the exchange's clock, is not traded: "
+            "HOLD at decision time, refused at execution."
+        ),
+    ),
+    (
+        "TRACER_MAX_PRICE_DEVIATION",
+        "0.05",
+        (
+            "Live orders: refused when the decision's price differs from a fresh ticker's last price "
+            "by more than this fraction."
+        ),
+    ),
+    (
+        "TRACER_KELLY_FRACTION",
+        "0.5",
+        "Risk: the fraction of the Kelly bet used when a strategy's win rate and payoff are known.",
+    ),
 )
 
 
@@ -160,7 +286,7 @@ class Settings:
 
     @property
     def live_flags_on(self) -> bool:
-        """The flag half of DESIGN.md's live conditions (the exchange keys are the other half)."""
+        """The flag half of the live conditions (docs/architecture.md) (the exchange keys are the other half)."""
         return self.enable_live and self.is_live and not self.force_dry and not self.dry_run
 
     @property
@@ -235,7 +361,7 @@ def _instant(env: Mapping[str, str], name: str) -> datetime | None:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise SettingsError(f"{name}={raw!r}: expected an ISO date or time, e.g. 2024-06-01T00:00") from None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _date(env: Mapping[str, str], name: str) -> str | None:
@@ -367,8 +493,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "TRACER_LOSS_COOLDOWN_MINUTES", _number(env, "TRACER_LOSS_COOLDOWN_MINUTES", "30", float)
         ),
         kelly_fraction=_fraction(env, "TRACER_KELLY_FRACTION", "0.5", Decimal),
-        max_signal_age_seconds=_positive("TRACER_MAX_SIGNAL_AGE_SECONDS", _number(
-            env, "TRACER_MAX_SIGNAL_AGE_SECONDS", str(2 * timeframe_seconds(base_timeframe)), float)),
+        max_signal_age_seconds=_positive(
+            "TRACER_MAX_SIGNAL_AGE_SECONDS",
+            _number(env, "TRACER_MAX_SIGNAL_AGE_SECONDS", str(2 * timeframe_seconds(base_timeframe)), float),
+        ),
         max_price_deviation=_positive(
             "TRACER_MAX_PRICE_DEVIATION", _fraction(env, "TRACER_MAX_PRICE_DEVIATION", "0.05", Decimal)
         ),
@@ -392,16 +520,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not 0 <= settings.macro_min_win_rate <= 1:
         raise SettingsError(f"MACRO_MIN_WIN_RATE={settings.macro_min_win_rate}: must lie in [0, 1]")
     if settings.start_date and settings.end_date and settings.end_date < settings.start_date:
-        raise SettingsError(
-            f"TRACER_END_DATE={settings.end_date} is before TRACER_START_DATE={settings.start_date}"
-        )
+        raise SettingsError(f"TRACER_END_DATE={settings.end_date} is before TRACER_START_DATE={settings.start_date}")
     return settings
 
 
 def settings_markdown() -> str:
     rows = ["| name | default | meaning |", "|---|---|---|"]
-    rows += [f"| `{name}` | {default if default.startswith('(') or ' ' in default else f'`{default}`'} | {meaning} |"
-             for name, default, meaning in SETTINGS_TABLE]
+    rows += [
+        f"| `{name}` | {default if default.startswith('(') or ' ' in default else f'`{default}`'} | {meaning} |"
+        for name, default, meaning in SETTINGS_TABLE
+    ]
     return "\n".join(rows)
 
 

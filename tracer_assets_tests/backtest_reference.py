@@ -9,8 +9,8 @@ the rules.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -64,16 +64,18 @@ def reference_backtest(
         fill = raw_price * (1.0 - slip)  # rule 5: sells fill lower
         proceeds = position.size * fill * (1.0 - fee)  # rule 5: fee on the sale's notional
         cash += proceeds
-        trades.append(ReferenceTrade(
-            entry_idx=position.entry_idx,
-            exit_idx=i,
-            entry_price=position.entry_price,
-            exit_price=fill,
-            size=position.size,
-            pnl=proceeds - position.committed,
-            return_=proceeds / position.committed - 1.0,
-            exit_reason=reason,
-        ))
+        trades.append(
+            ReferenceTrade(
+                entry_idx=position.entry_idx,
+                exit_idx=i,
+                entry_price=position.entry_price,
+                exit_price=fill,
+                size=position.size,
+                pnl=proceeds - position.committed,
+                return_=proceeds / position.committed - 1.0,
+                exit_reason=reason,
+            )
+        )
         position = None
 
     for i in range(n):

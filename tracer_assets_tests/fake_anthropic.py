@@ -166,7 +166,9 @@ class FakeAnthropic:
         within a per-read timeout of more than `pause_s`, while the whole answer takes longer."""
         if pieces < 1 or pause_s < 0:
             raise ValueError(f"pieces must be >= 1 and pause_s >= 0, got {pieces}, {pause_s}")
-        self._push(_Reply(content=[{"type": "text", "text": text}], stop_reason=stop_reason, pieces=pieces, pause_s=pause_s))
+        self._push(
+            _Reply(content=[{"type": "text", "text": text}], stop_reason=stop_reason, pieces=pieces, pause_s=pause_s)
+        )
 
     def reply_refusal(self, text: str = "") -> None:
         """A 200 message stopped by the safety classifiers: stop_reason "refusal"."""
@@ -206,7 +208,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
         request_id = f"req_fake_{next(self.fake._ids)}"
-        self._send(status, {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}, headers)
+        self._send(
+            status, {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}, headers
+        )
 
     def do_GET(self) -> None:
         self._error(404, "not_found_error", f"Not found: {self.path}")
@@ -236,7 +240,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not headers.get("anthropic-version"):
             self._error(400, "invalid_request_error", "anthropic-version: header is required")
             return
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or "max_tokens" not in body or "model" not in body:
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("messages"), list)
+            or "max_tokens" not in body
+            or "model" not in body
+        ):
             self._error(400, "invalid_request_error", "model, max_tokens and messages are required")
             return
         reply = self.fake._next_reply()
@@ -271,10 +280,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(200, message)
 
-    def _send_pieces(self, record: RecordedRequest, body: bytes, content_type: str, reply: _Reply, chunked: bool) -> None:
+    def _send_pieces(
+        self, record: RecordedRequest, body: bytes, content_type: str, reply: _Reply, chunked: bool
+    ) -> None:
         """Headers now; the body in reply.pieces writes, each after reply.pause_s (chunked for SSE)."""
         size = -(-len(body) // reply.pieces)  # ceiling: exactly `pieces` parts (fewer for a tiny body)
-        parts = [body[i:i + size] for i in range(0, len(body), size)]
+        parts = [body[i : i + size] for i in range(0, len(body), size)]
         try:
             self.send_response(200)
             self.send_header("content-type", content_type)
@@ -322,20 +333,46 @@ class _Handler(BaseHTTPRequestHandler):
 def _sse_events(message: dict) -> bytes:
     """The message as the Messages API streams it: one text delta per text block; any other
     block whole in its content_block_start."""
-    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
-             "usage": {**message["usage"], "output_tokens": 1}}
+    start = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**message["usage"], "output_tokens": 1},
+    }
     events: list[tuple[str, dict]] = [("message_start", {"type": "message_start", "message": start})]
     for index, block in enumerate(message["content"]):
         if block.get("type") == "text":
-            events.append(("content_block_start", {"type": "content_block_start", "index": index,
-                                                   "content_block": {"type": "text", "text": ""}}))
-            events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                   "delta": {"type": "text_delta", "text": block.get("text", "")}}))
+            events.append(
+                (
+                    "content_block_start",
+                    {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+                )
+            )
+            events.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "text_delta", "text": block.get("text", "")},
+                    },
+                )
+            )
         else:
-            events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}))
+            events.append(
+                ("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+            )
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
-    events.append(("message_delta", {"type": "message_delta",
-                                     "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                                     "usage": {"output_tokens": message["usage"]["output_tokens"]}}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": message["usage"]["output_tokens"]},
+            },
+        )
+    )
     events.append(("message_stop", {"type": "message_stop"}))
     return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()

@@ -39,7 +39,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,7 +53,7 @@ from tracer_assets.market.timeframes import timeframe_ms
 from tracer_assets.resources.replay_exchange import read_candle_file
 
 BUNDLED_DATA = Path(tracer_assets.__file__).parent / "data" / "binance_spot_2024"
-DATA_END_MS = int(datetime(2024, 9, 6, 4, 45, tzinfo=timezone.utc).timestamp() * 1000)
+DATA_END_MS = int(datetime(2024, 9, 6, 4, 45, tzinfo=UTC).timestamp() * 1000)
 FUNDING_PERIOD_MS = 8 * 3_600_000
 
 # Spot files only (BTC_USDT-5m.parquet); futures files name a settle currency too.
@@ -286,7 +286,12 @@ class FakeBinance:
         self._add_fault(match, status, None, body, method)
 
     def crash_after_accepting(
-        self, path: str = "/api/v3/order", method: str = "POST", mode: str = "drop", times: int = 1, outage_after: int = 0
+        self,
+        path: str = "/api/v3/order",
+        method: str = "POST",
+        mode: str = "drop",
+        times: int = 1,
+        outage_after: int = 0,
     ) -> None:
         """The next `times` matching requests are carried out (an order is stored), but the reply
         is lost: "drop" closes the connection without an answer, "503" sends a gateway error page,
@@ -384,80 +389,150 @@ class FakeBinance:
         symbols = []
         for symbol_id, (base, quote) in sorted(self._assets.items()):
             tick, step, max_qty = _SPOT_FILTERS.get(symbol_id, _DEFAULT_SPOT_FILTERS)
-            symbols.append({
-                "symbol": symbol_id,
-                "status": "TRADING",
-                "baseAsset": base,
-                "baseAssetPrecision": 8,
-                "quoteAsset": quote,
-                "quotePrecision": 8,
-                "quoteAssetPrecision": 8,
-                "baseCommissionPrecision": 8,
-                "quoteCommissionPrecision": 8,
-                "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"],
-                "icebergAllowed": True,
-                "ocoAllowed": True,
-                "otoAllowed": True,
-                "quoteOrderQtyMarketAllowed": True,
-                "allowTrailingStop": True,
-                "cancelReplaceAllowed": True,
-                "isSpotTradingAllowed": True,
-                "isMarginTradingAllowed": True,
-                "filters": [
-                    {"filterType": "PRICE_FILTER", "minPrice": _price(float(tick)), "maxPrice": "1000000.00000000", "tickSize": _price(float(tick))},
-                    {"filterType": "LOT_SIZE", "minQty": _price(float(step)), "maxQty": _price(float(max_qty)), "stepSize": _price(float(step))},
-                    {"filterType": "ICEBERG_PARTS", "limit": 10},
-                    {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": _price(float(max_qty) / 10), "stepSize": "0.00000000"},
-                    {"filterType": "TRAILING_DELTA", "minTrailingAboveDelta": 10, "maxTrailingAboveDelta": 2000, "minTrailingBelowDelta": 10, "maxTrailingBelowDelta": 2000},
-                    {"filterType": "PERCENT_PRICE_BY_SIDE", "bidMultiplierUp": "5", "bidMultiplierDown": "0.2", "askMultiplierUp": "5", "askMultiplierDown": "0.2", "avgPriceMins": 5},
-                    {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True, "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
-                    {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
-                    {"filterType": "MAX_NUM_ALGO_ORDERS", "maxNumAlgoOrders": 5},
-                ],
-                "permissions": [],
-                "permissionSets": [["SPOT", "MARGIN"]],
-                "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
-                "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
-            })
+            symbols.append(
+                {
+                    "symbol": symbol_id,
+                    "status": "TRADING",
+                    "baseAsset": base,
+                    "baseAssetPrecision": 8,
+                    "quoteAsset": quote,
+                    "quotePrecision": 8,
+                    "quoteAssetPrecision": 8,
+                    "baseCommissionPrecision": 8,
+                    "quoteCommissionPrecision": 8,
+                    "orderTypes": [
+                        "LIMIT",
+                        "LIMIT_MAKER",
+                        "MARKET",
+                        "STOP_LOSS",
+                        "STOP_LOSS_LIMIT",
+                        "TAKE_PROFIT",
+                        "TAKE_PROFIT_LIMIT",
+                    ],
+                    "icebergAllowed": True,
+                    "ocoAllowed": True,
+                    "otoAllowed": True,
+                    "quoteOrderQtyMarketAllowed": True,
+                    "allowTrailingStop": True,
+                    "cancelReplaceAllowed": True,
+                    "isSpotTradingAllowed": True,
+                    "isMarginTradingAllowed": True,
+                    "filters": [
+                        {
+                            "filterType": "PRICE_FILTER",
+                            "minPrice": _price(float(tick)),
+                            "maxPrice": "1000000.00000000",
+                            "tickSize": _price(float(tick)),
+                        },
+                        {
+                            "filterType": "LOT_SIZE",
+                            "minQty": _price(float(step)),
+                            "maxQty": _price(float(max_qty)),
+                            "stepSize": _price(float(step)),
+                        },
+                        {"filterType": "ICEBERG_PARTS", "limit": 10},
+                        {
+                            "filterType": "MARKET_LOT_SIZE",
+                            "minQty": "0.00000000",
+                            "maxQty": _price(float(max_qty) / 10),
+                            "stepSize": "0.00000000",
+                        },
+                        {
+                            "filterType": "TRAILING_DELTA",
+                            "minTrailingAboveDelta": 10,
+                            "maxTrailingAboveDelta": 2000,
+                            "minTrailingBelowDelta": 10,
+                            "maxTrailingBelowDelta": 2000,
+                        },
+                        {
+                            "filterType": "PERCENT_PRICE_BY_SIDE",
+                            "bidMultiplierUp": "5",
+                            "bidMultiplierDown": "0.2",
+                            "askMultiplierUp": "5",
+                            "askMultiplierDown": "0.2",
+                            "avgPriceMins": 5,
+                        },
+                        {
+                            "filterType": "NOTIONAL",
+                            "minNotional": "5.00000000",
+                            "applyMinToMarket": True,
+                            "maxNotional": "9000000.00000000",
+                            "applyMaxToMarket": False,
+                            "avgPriceMins": 5,
+                        },
+                        {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
+                        {"filterType": "MAX_NUM_ALGO_ORDERS", "maxNumAlgoOrders": 5},
+                    ],
+                    "permissions": [],
+                    "permissionSets": [["SPOT", "MARGIN"]],
+                    "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+                    "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+                }
+            )
         return self._exchange_info_envelope(symbols)
 
     def _futures_exchange_info(self) -> dict:
         symbols = []
         for p in self.perpetuals.values():
-            symbols.append({
-                "symbol": p.id,
-                "pair": p.id,
-                "contractType": "PERPETUAL",
-                "deliveryDate": 4133404800000,
-                "onboardDate": 1569398400000,
-                "status": "TRADING",
-                "maintMarginPercent": "2.5000",
-                "requiredMarginPercent": "5.0000",
-                "baseAsset": p.base,
-                "quoteAsset": "USDT",
-                "marginAsset": "USDT",
-                "pricePrecision": 2,
-                "quantityPrecision": 3,
-                "baseAssetPrecision": 8,
-                "quotePrecision": 8,
-                "underlyingType": "COIN",
-                "underlyingSubType": [],
-                "triggerProtect": "0.0500",
-                "liquidationFee": "0.012500",
-                "marketTakeBound": "0.05",
-                "maxMoveOrderLimit": 10000,
-                "filters": [
-                    {"filterType": "PRICE_FILTER", "minPrice": p.min_price, "maxPrice": p.max_price, "tickSize": p.tick_size},
-                    {"filterType": "LOT_SIZE", "minQty": p.step_size, "maxQty": p.max_qty, "stepSize": p.step_size},
-                    {"filterType": "MARKET_LOT_SIZE", "minQty": p.step_size, "maxQty": p.market_max_qty, "stepSize": p.step_size},
-                    {"filterType": "MAX_NUM_ORDERS", "limit": 200},
-                    {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
-                    {"filterType": "MIN_NOTIONAL", "notional": p.min_notional},
-                    {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500", "multiplierDecimal": "4"},
-                ],
-                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
-                "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
-            })
+            symbols.append(
+                {
+                    "symbol": p.id,
+                    "pair": p.id,
+                    "contractType": "PERPETUAL",
+                    "deliveryDate": 4133404800000,
+                    "onboardDate": 1569398400000,
+                    "status": "TRADING",
+                    "maintMarginPercent": "2.5000",
+                    "requiredMarginPercent": "5.0000",
+                    "baseAsset": p.base,
+                    "quoteAsset": "USDT",
+                    "marginAsset": "USDT",
+                    "pricePrecision": 2,
+                    "quantityPrecision": 3,
+                    "baseAssetPrecision": 8,
+                    "quotePrecision": 8,
+                    "underlyingType": "COIN",
+                    "underlyingSubType": [],
+                    "triggerProtect": "0.0500",
+                    "liquidationFee": "0.012500",
+                    "marketTakeBound": "0.05",
+                    "maxMoveOrderLimit": 10000,
+                    "filters": [
+                        {
+                            "filterType": "PRICE_FILTER",
+                            "minPrice": p.min_price,
+                            "maxPrice": p.max_price,
+                            "tickSize": p.tick_size,
+                        },
+                        {"filterType": "LOT_SIZE", "minQty": p.step_size, "maxQty": p.max_qty, "stepSize": p.step_size},
+                        {
+                            "filterType": "MARKET_LOT_SIZE",
+                            "minQty": p.step_size,
+                            "maxQty": p.market_max_qty,
+                            "stepSize": p.step_size,
+                        },
+                        {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                        {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+                        {"filterType": "MIN_NOTIONAL", "notional": p.min_notional},
+                        {
+                            "filterType": "PERCENT_PRICE",
+                            "multiplierUp": "1.0500",
+                            "multiplierDown": "0.9500",
+                            "multiplierDecimal": "4",
+                        },
+                    ],
+                    "orderTypes": [
+                        "LIMIT",
+                        "MARKET",
+                        "STOP",
+                        "STOP_MARKET",
+                        "TAKE_PROFIT",
+                        "TAKE_PROFIT_MARKET",
+                        "TRAILING_STOP_MARKET",
+                    ],
+                    "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+                }
+            )
         return self._exchange_info_envelope(symbols)
 
     def _candles(self, symbol_id: str, interval: str) -> tuple[np.ndarray, np.ndarray]:
@@ -494,8 +569,22 @@ class FakeBinance:
             # The files hold OHLCV only: quote volume is estimated at the typical price,
             # trade count and taker volumes are left at zero.
             quote_volume = v * (h + low + c) / 3
-            rows.append([open_ms, _price(o), _price(h), _price(low), _price(c), _price(v), open_ms + step - 1,
-                         _price(quote_volume), 0, _price(0), _price(0), "0"])
+            rows.append(
+                [
+                    open_ms,
+                    _price(o),
+                    _price(h),
+                    _price(low),
+                    _price(c),
+                    _price(v),
+                    open_ms + step - 1,
+                    _price(quote_volume),
+                    0,
+                    _price(0),
+                    _price(0),
+                    "0",
+                ]
+            )
         return rows
 
     def _perpetual(self, query: Mapping[str, str]) -> Perpetual:
@@ -559,7 +648,9 @@ class FakeBinance:
             raise _BinanceError(401, -2015, "Invalid API-key, IP, or permissions for action.")
         _required(query, "timestamp")
         if not query.get("signature"):
-            raise _BinanceError(400, -1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+            raise _BinanceError(
+                400, -1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed."
+            )
         if self._api_keys is not None:
             # The signature covers the query string (or body) before '&signature='.
             signed_part = payload.rsplit("&signature=", 1)[0]
@@ -587,8 +678,15 @@ class FakeBinance:
         if (symbol_id, "5m") in self._files:
             self._candles(symbol_id, "5m")
         last = self.ticker_prices.get(symbol_id) or self._last_price(symbol_id)
-        return {"symbol": symbol_id, "lastPrice": _dec(last), "openTime": self.now_ms - 86_400_000,
-                "closeTime": self.now_ms, "bidPrice": _dec(last), "askPrice": _dec(last), "volume": "0"}
+        return {
+            "symbol": symbol_id,
+            "lastPrice": _dec(last),
+            "openTime": self.now_ms - 86_400_000,
+            "closeTime": self.now_ms,
+            "bidPrice": _dec(last),
+            "askPrice": _dec(last),
+            "volume": "0",
+        }
 
     def _decimal_param(self, query: Mapping[str, str], name: str) -> Decimal | None:
         if name not in query:
@@ -607,9 +705,13 @@ class FakeBinance:
             order_id = _int_param(query, "orderId", None)
             found = [o for o in self._orders if o.order_id == order_id and o.symbol == symbol_id]
         elif query.get("origClientOrderId"):
-            found = [o for o in self._orders if o.client_order_id == query["origClientOrderId"] and o.symbol == symbol_id]
+            found = [
+                o for o in self._orders if o.client_order_id == query["origClientOrderId"] and o.symbol == symbol_id
+            ]
         else:
-            raise _BinanceError(400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+            raise _BinanceError(
+                400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
+            )
         if not found:
             raise _BinanceError(400, -2013, "Order does not exist.")
         return found[-1]  # a client id reused after a fill names the newest order
@@ -626,7 +728,12 @@ class FakeBinance:
             raise _BinanceError(400, -1116, "Invalid orderType.")
         client_id = query.get("newClientOrderId") or f"fake-{self._next_order_id}"
         if not re.fullmatch(r"[\.A-Z\:/a-z0-9_-]{1,36}", client_id):
-            raise _BinanceError(400, -1100, "Illegal characters found in parameter 'newClientOrderId'; legal range is '^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.")
+            raise _BinanceError(
+                400,
+                -1100,
+                "Illegal characters found in parameter 'newClientOrderId'; "
+                "legal range is '^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.",
+            )
         # Binance: the id must be unique among OPEN orders; a filled order's id may be reused.
         if any(o.client_order_id == client_id and o.status in OPEN_STATUSES for o in self._orders):
             raise _BinanceError(400, -2010, "Duplicate order sent.")
@@ -636,7 +743,9 @@ class FakeBinance:
         tick, step, max_qty = (Decimal(v) for v in _SPOT_FILTERS.get(symbol_id, _DEFAULT_SPOT_FILTERS))
         if order_type == "MARKET":
             if quantity is None and quote_qty is None:
-                raise _BinanceError(400, -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!")
+                raise _BinanceError(
+                    400, -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!"
+                )
             if quantity is None:
                 quantity = (quote_qty / last).quantize(step, rounding=ROUND_DOWN)
             price = last
@@ -644,7 +753,9 @@ class FakeBinance:
         else:
             price = limit_price = self._decimal_param(query, "price")
             if quantity is None or price is None:
-                raise _BinanceError(400, -1102, "Mandatory parameter 'quantity' or 'price' was not sent, was empty/null, or malformed.")
+                raise _BinanceError(
+                    400, -1102, "Mandatory parameter 'quantity' or 'price' was not sent, was empty/null, or malformed."
+                )
             if price % tick:
                 raise _BinanceError(400, -1013, "Filter failure: PRICE_FILTER")
         if quantity < step or quantity > max_qty or quantity % step:
@@ -655,10 +766,23 @@ class FakeBinance:
         spend_asset, spend = (quote, quantity * price) if side == "BUY" else (base, quantity)
         if self._balances.get(spend_asset, Decimal(0)) < spend:
             raise _BinanceError(400, -2010, "Account has insufficient balance for requested action.")
-        order = FakeOrder(self._next_order_id, client_id, symbol_id, side, order_type, quantity, limit_price, self.now_ms,
-                          time_in_force="GTC")
+        order = FakeOrder(
+            self._next_order_id,
+            client_id,
+            symbol_id,
+            side,
+            order_type,
+            quantity,
+            limit_price,
+            self.now_ms,
+            time_in_force="GTC",
+        )
         self._next_order_id += 1
-        if order_type == "MARKET" or (side == "BUY" and limit_price >= last) or (side == "SELL" and limit_price <= last):
+        if (
+            order_type == "MARKET"
+            or (side == "BUY" and limit_price >= last)
+            or (side == "SELL" and limit_price <= last)
+        ):
             self._fill(order, last, base, quote)
         else:
             # A resting limit order locks what it would spend.
@@ -667,15 +791,24 @@ class FakeBinance:
         self._orders.append(order)
         response_type = query.get("newOrderRespType", "FULL")
         answer = {
-            "symbol": symbol_id, "orderId": order.order_id, "orderListId": -1,
-            "clientOrderId": client_id, "transactTime": self.now_ms,
+            "symbol": symbol_id,
+            "orderId": order.order_id,
+            "orderListId": -1,
+            "clientOrderId": client_id,
+            "transactTime": self.now_ms,
         }
         if response_type in ("RESULT", "FULL"):
-            answer.update({k: v for k, v in order.as_binance().items()
-                           if k not in ("stopPrice", "icebergQty", "time", "updateTime", "isWorking")})
+            answer.update(
+                {
+                    k: v
+                    for k, v in order.as_binance().items()
+                    if k not in ("stopPrice", "icebergQty", "time", "updateTime", "isWorking")
+                }
+            )
         if response_type == "FULL":
-            answer["fills"] = [{k: f[k] for k in ("price", "qty", "commission", "commissionAsset", "tradeId")}
-                               for f in order.fills]
+            answer["fills"] = [
+                {k: f[k] for k in ("price", "qty", "commission", "commissionAsset", "tradeId")} for f in order.fills
+            ]
         return answer
 
     def _fill(self, order: FakeOrder, price: Decimal, base: str, quote: str) -> None:
@@ -691,10 +824,15 @@ class FakeBinance:
             self._balances[quote] = self._balances.get(quote, Decimal(0)) + quote_qty - commission
         order.status, order.executed_qty, order.cummulative_quote_qty = "FILLED", order.orig_qty, quote_qty
         order.update_ms = self.now_ms
-        order.fills.append({
-            "price": _dec(price), "qty": _dec(order.orig_qty), "commission": _dec(commission),
-            "commissionAsset": asset, "tradeId": self._next_trade_id,
-        })
+        order.fills.append(
+            {
+                "price": _dec(price),
+                "qty": _dec(order.orig_qty),
+                "commission": _dec(commission),
+                "commissionAsset": asset,
+                "tradeId": self._next_trade_id,
+            }
+        )
         self._next_trade_id += 1
 
     def _query_order(self, query: Mapping[str, str]) -> dict:
@@ -717,8 +855,7 @@ class FakeBinance:
 
     def _open_orders(self, query: Mapping[str, str]) -> list[dict]:
         symbol_id = query.get("symbol")
-        return [o.as_binance() for o in self._orders
-                if o.status in OPEN_STATUSES and symbol_id in (None, o.symbol)]
+        return [o.as_binance() for o in self._orders if o.status in OPEN_STATUSES and symbol_id in (None, o.symbol)]
 
     def _all_orders(self, query: Mapping[str, str]) -> list[dict]:
         symbol_id = _required(query, "symbol")
@@ -730,14 +867,34 @@ class FakeBinance:
     def _account(self, query: Mapping[str, str]) -> dict:
         assets = sorted(set(self._balances) | set(self._locked))
         return {
-            "makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
-            "commissionRates": {"maker": "0.00100000", "taker": "0.00100000", "buyer": "0.00000000", "seller": "0.00000000"},
-            "canTrade": True, "canWithdraw": True, "canDeposit": True, "brokered": False,
-            "requireSelfTradePrevention": False, "preventSor": False, "updateTime": self.now_ms,
+            "makerCommission": 10,
+            "takerCommission": 10,
+            "buyerCommission": 0,
+            "sellerCommission": 0,
+            "commissionRates": {
+                "maker": "0.00100000",
+                "taker": "0.00100000",
+                "buyer": "0.00000000",
+                "seller": "0.00000000",
+            },
+            "canTrade": True,
+            "canWithdraw": True,
+            "canDeposit": True,
+            "brokered": False,
+            "requireSelfTradePrevention": False,
+            "preventSor": False,
+            "updateTime": self.now_ms,
             "accountType": "SPOT",
-            "balances": [{"asset": a, "free": _dec(self._balances.get(a, Decimal(0))),
-                          "locked": _dec(self._locked.get(a, Decimal(0)))} for a in assets],
-            "permissions": ["SPOT"], "uid": 1,
+            "balances": [
+                {
+                    "asset": a,
+                    "free": _dec(self._balances.get(a, Decimal(0))),
+                    "locked": _dec(self._locked.get(a, Decimal(0))),
+                }
+                for a in assets
+            ],
+            "permissions": ["SPOT"],
+            "uid": 1,
         }
 
     def _my_trades(self, query: Mapping[str, str]) -> list[dict]:
@@ -748,28 +905,59 @@ class FakeBinance:
             if o.symbol != symbol_id or (order_id is not None and o.order_id != order_id):
                 continue
             for f in o.fills:
-                trades.append({
-                    "symbol": o.symbol, "id": f["tradeId"], "orderId": o.order_id, "orderListId": -1,
-                    "price": f["price"], "qty": f["qty"],
-                    "quoteQty": _dec(Decimal(f["price"]) * Decimal(f["qty"])),
-                    "commission": f["commission"], "commissionAsset": f["commissionAsset"],
-                    "time": o.update_ms, "isBuyer": o.side == "BUY", "isMaker": False, "isBestMatch": True,
-                })
+                trades.append(
+                    {
+                        "symbol": o.symbol,
+                        "id": f["tradeId"],
+                        "orderId": o.order_id,
+                        "orderListId": -1,
+                        "price": f["price"],
+                        "qty": f["qty"],
+                        "quoteQty": _dec(Decimal(f["price"]) * Decimal(f["qty"])),
+                        "commission": f["commission"],
+                        "commissionAsset": f["commissionAsset"],
+                        "time": o.update_ms,
+                        "isBuyer": o.side == "BUY",
+                        "isMaker": False,
+                        "isBestMatch": True,
+                    }
+                )
         return trades
 
     def _coins(self, query: Mapping[str, str]) -> list[dict]:
         coins = sorted({asset for pair in self._assets.values() for asset in pair} | set(self._balances))
-        return [{
-            "coin": coin, "name": coin, "depositAllEnable": True, "withdrawAllEnable": True,
-            "free": _dec(self._balances.get(coin, Decimal(0))), "locked": _dec(self._locked.get(coin, Decimal(0))),
-            "freeze": "0", "withdrawing": "0", "ipoing": "0", "ipoable": "0", "storage": "0",
-            "isLegalMoney": False, "trading": True,
-            "networkList": [{
-                "network": coin, "coin": coin, "name": coin, "isDefault": True, "depositEnable": True,
-                "withdrawEnable": True, "withdrawFee": "0.00000000", "withdrawMin": "0.00000000",
-                "withdrawMax": "9999999999.00000000", "withdrawIntegerMultiple": "0.00000001",
-            }],
-        } for coin in coins]
+        return [
+            {
+                "coin": coin,
+                "name": coin,
+                "depositAllEnable": True,
+                "withdrawAllEnable": True,
+                "free": _dec(self._balances.get(coin, Decimal(0))),
+                "locked": _dec(self._locked.get(coin, Decimal(0))),
+                "freeze": "0",
+                "withdrawing": "0",
+                "ipoing": "0",
+                "ipoable": "0",
+                "storage": "0",
+                "isLegalMoney": False,
+                "trading": True,
+                "networkList": [
+                    {
+                        "network": coin,
+                        "coin": coin,
+                        "name": coin,
+                        "isDefault": True,
+                        "depositEnable": True,
+                        "withdrawEnable": True,
+                        "withdrawFee": "0.00000000",
+                        "withdrawMin": "0.00000000",
+                        "withdrawMax": "9999999999.00000000",
+                        "withdrawIntegerMultiple": "0.00000001",
+                    }
+                ],
+            }
+            for coin in coins
+        ]
 
     def _no_margin_pairs(self, query: Mapping[str, str]) -> list[dict]:
         return []
@@ -795,13 +983,18 @@ def _int_param(query: Mapping[str, str], name: str, default: int | None) -> int 
     try:
         return int(query[name])
     except ValueError:
-        raise _BinanceError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.") from None
+        raise _BinanceError(
+            400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
+        ) from None
 
 
 def _gateway_page(status: int) -> str:
     """What a load balancer in front of an API answers with on a 5xx: HTML, not JSON."""
     phrase = HTTPStatus(status).phrase
-    return f"<html><head><title>{status} {phrase}</title></head><body><center><h1>{status} {phrase}</h1></center></body></html>"
+    return (
+        f"<html><head><title>{status} {phrase}</title></head>"
+        f"<body><center><h1>{status} {phrase}</h1></center></body></html>"
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -83,8 +83,9 @@ class FakeChatServer:
                     body = json.loads(raw)
                 except ValueError:
                     body = raw.decode("utf-8", "replace")
-                server.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                                        "body": body})
+                server.requests.append(
+                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                )
                 script = server.scripted.popleft() if server.scripted else None
                 if script and "delay" in script:
                     server.release.wait(script["delay"])
@@ -97,8 +98,12 @@ class FakeChatServer:
                 if self.path.startswith("/api/webhooks/"):
                     return self._send(401, json.dumps({"message": "Invalid Webhook Token", "code": 50027}))
                 if self.path == f"/bot{TELEGRAM_TOKEN}/sendMessage":
-                    return self._send(200, json.dumps({"ok": True, "result": {"message_id": len(server.requests),
-                                                                              "text": body.get("text")}}))
+                    return self._send(
+                        200,
+                        json.dumps(
+                            {"ok": True, "result": {"message_id": len(server.requests), "text": body.get("text")}}
+                        ),
+                    )
                 return self._send(404, json.dumps({"ok": False, "error_code": 404, "description": "Not Found"}))
 
             def _send(self, status: int, text: str) -> None:
@@ -187,11 +192,19 @@ def test_telegram_message_arrives_at_send_message(chat):
 
 
 def test_both_channels_get_the_order_message(chat):
-    notifier = Notifier(discord_url=chat.discord_url, telegram_token=TELEGRAM_TOKEN, telegram_chat_id=CHAT_ID,
-                        api_base=chat.url)
-    order = {"mode": "DRY", "side": "buy", "symbol": "BTC/USDT", "amount": Decimal("0.00158"),
-             "price": Decimal("63123.45"), "status": "filled", "reason": "signal 7.5 Bull",
-             "client_order_id": "tracer-42-BTCUSDT-ab12cd34"}
+    notifier = Notifier(
+        discord_url=chat.discord_url, telegram_token=TELEGRAM_TOKEN, telegram_chat_id=CHAT_ID, api_base=chat.url
+    )
+    order = {
+        "mode": "DRY",
+        "side": "buy",
+        "symbol": "BTC/USDT",
+        "amount": Decimal("0.00158"),
+        "price": Decimal("63123.45"),
+        "status": "filled",
+        "reason": "signal 7.5 Bull",
+        "client_order_id": "tracer-42-BTCUSDT-ab12cd34",
+    }
     results = notifier.notify(format_order_message(order))
 
     assert [(r.channel, r.ok) for r in results] == [("discord", True), ("telegram", True)]
@@ -199,19 +212,23 @@ def test_both_channels_get_the_order_message(chat):
     telegram_text = chat.requests[1]["body"]["text"]
     assert discord_text == telegram_text
     assert discord_text.splitlines() == [
-        "[INFO] DRY BUY BTC/USDT: filled", "amount 0.00158 at 63123.45", "reason: signal 7.5 Bull",
+        "[INFO] DRY BUY BTC/USDT: filled",
+        "amount 0.00158 at 63123.45",
+        "reason: signal 7.5 Bull",
         "client order id: tracer-42-BTCUSDT-ab12cd34",
     ]
     rejected = format_order_message({**order, "status": "rejected", "reason": "max_open_positions: 3 open"})
     assert rejected.level == "warning"
-    decision = format_decision_message({"mode": "LIVE", "action": "hold", "symbol": None, "confidence": 0.4,
-                                        "reason": "regime Flat"})
+    decision = format_decision_message(
+        {"mode": "LIVE", "action": "hold", "symbol": None, "confidence": 0.4, "reason": "regime Flat"}
+    )
     assert decision.render() == "[INFO] LIVE decision: HOLD\nconfidence 0.4\nreason: regime Flat"
 
 
 def test_long_messages_are_cut_to_each_service_limit(chat):
-    notifier = Notifier(discord_url=chat.discord_url, telegram_token=TELEGRAM_TOKEN, telegram_chat_id=CHAT_ID,
-                        api_base=chat.url)
+    notifier = Notifier(
+        discord_url=chat.discord_url, telegram_token=TELEGRAM_TOKEN, telegram_chat_id=CHAT_ID, api_base=chat.url
+    )
     # "📈" is outside the BMP: 2 UTF-16 units, the way the services count.
     results = notifier.notify(Notification("report", "📈" * 3000))
     assert all(r.ok for r in results)
@@ -224,7 +241,10 @@ def test_long_messages_are_cut_to_each_service_limit(chat):
 
 
 FAILURES = {
-    "HTTP 500 echoing the path": (lambda server: server.reply_status(500, '{"message": "boom at {path}", "description": "boom at {path}"}'), "HTTP 500"),
+    "HTTP 500 echoing the path": (
+        lambda server: server.reply_status(500, '{"message": "boom at {path}", "description": "boom at {path}"}'),
+        "HTTP 500",
+    ),
     "timeout": (lambda server: server.reply_delay(5.0), "timed out"),
     "wrong reply shape": (lambda server: server.reply_status(200, "<html>{path}</html>"), None),
 }
@@ -269,8 +289,12 @@ def test_connection_refused_is_a_failed_delivery(refused_url, channel):
 
 
 def test_a_wrong_token_is_reported_by_the_services_answer(chat):
-    notifier = Notifier(discord_url=f"{chat.url}/api/webhooks/{DISCORD_ID}/wrong-{DISCORD_TOKEN[:30]}",
-                        telegram_token="999:wrong-token-abcdefghijkl", telegram_chat_id=CHAT_ID, api_base=chat.url)
+    notifier = Notifier(
+        discord_url=f"{chat.url}/api/webhooks/{DISCORD_ID}/wrong-{DISCORD_TOKEN[:30]}",
+        telegram_token="999:wrong-token-abcdefghijkl",
+        telegram_chat_id=CHAT_ID,
+        api_base=chat.url,
+    )
     results = notifier.notify("hello")
     assert [(r.channel, r.ok) for r in results] == [("discord", False), ("telegram", False)]
     assert results[0].error == "discord: HTTP 401: Invalid Webhook Token"
@@ -358,21 +382,34 @@ def test_resource_from_env_without_variables_runs_and_sends_nothing(chat, monkey
 # --- audit files -------------------------------------------------------------------------------
 
 
-T0 = datetime(2024, 9, 6, 4, 45, tzinfo=timezone.utc)
+T0 = datetime(2024, 9, 6, 4, 45, tzinfo=UTC)
 
 
 def order_row(**changes) -> dict:
     verdict = RiskVerdict(
-        approved=True, amount=Decimal("0.00158"), price=Decimal("63123.45"), cost=Decimal("99.7350510"),
+        approved=True,
+        amount=Decimal("0.00158"),
+        price=Decimal("63123.45"),
+        cost=Decimal("99.7350510"),
         checks=(Check("min_order", True, "99.735051 >= 5"), Check("daily_trade_limit", True, "2 < 8")),
         reason="approved",
     )
     row = {
         "ts": datetime(2024, 9, 6, 6, 45, tzinfo=timezone(timedelta(hours=2))),  # 04:45 UTC
-        "mode": "DRY", "symbol": "BTC/USDT", "side": "buy", "amount": Decimal("0.00158"),
-        "price": Decimal("63123.45"), "fee": Decimal("1E-8"), "status": "filled",
-        "client_order_id": "tracer-42-BTCUSDT-ab12cd34", "decision_id": "d-42", "signal_storage_id": 42,
-        "run_id": "8c1f7a2e", "reason": "signal 7.5 Bull", "risk": verdict, "config_hash": "0123456789abcdef",
+        "mode": "DRY",
+        "symbol": "BTC/USDT",
+        "side": "buy",
+        "amount": Decimal("0.00158"),
+        "price": Decimal("63123.45"),
+        "fee": Decimal("1E-8"),
+        "status": "filled",
+        "client_order_id": "tracer-42-BTCUSDT-ab12cd34",
+        "decision_id": "d-42",
+        "signal_storage_id": 42,
+        "run_id": "8c1f7a2e",
+        "reason": "signal 7.5 Bull",
+        "risk": verdict,
+        "config_hash": "0123456789abcdef",
     }
     row.update(changes)
     return row
@@ -385,17 +422,27 @@ def read_tsv(path: Path) -> list[list[str]]:
 def test_orders_log_has_a_header_and_one_line_per_order(tmp_path):
     audit = AuditLog(tmp_path / "logs", clock=lambda: T0)
     audit.record_order(order_row())
-    audit.record_order(order_row(side="sell", amount=Decimal("0.00100"), status="rejected", ts=None,
-                                 reason="max_open_positions: 3 open"))
+    audit.record_order(
+        order_row(
+            side="sell", amount=Decimal("0.00100"), status="rejected", ts=None, reason="max_open_positions: 3 open"
+        )
+    )
 
     rows = read_tsv(tmp_path / "logs" / ORDERS_LOG)
     assert rows[0] == list(ORDER_LOG_FIELDS)
     assert len(rows) == 3
     first = dict(zip(ORDER_LOG_FIELDS, rows[1]))
     assert first == {
-        "ts": "2024-09-06T04:45:00+00:00", "mode": "DRY", "symbol": "BTC/USDT", "side": "buy",
-        "amount": "0.00158", "price": "63123.45", "status": "filled",
-        "client_order_id": "tracer-42-BTCUSDT-ab12cd34", "decision_id": "d-42", "signal_storage_id": "42",
+        "ts": "2024-09-06T04:45:00+00:00",
+        "mode": "DRY",
+        "symbol": "BTC/USDT",
+        "side": "buy",
+        "amount": "0.00158",
+        "price": "63123.45",
+        "status": "filled",
+        "client_order_id": "tracer-42-BTCUSDT-ab12cd34",
+        "decision_id": "d-42",
+        "signal_storage_id": "42",
         "reason": "signal 7.5 Bull",
     }
     second = dict(zip(ORDER_LOG_FIELDS, rows[2]))
@@ -421,10 +468,22 @@ def test_a_value_with_tabs_and_newlines_stays_one_line(tmp_path):
 
 def test_jsonl_parses_back_with_exact_decimals_and_risk_checks(tmp_path):
     audit = AuditLog(tmp_path, clock=lambda: T0)
-    audit.record_decision({"mode": "LIVE", "decision_id": "d-42", "signal_storage_id": 42, "run_id": "8c1f7a2e",
-                           "action": "BUY", "symbol": "BTC/USDT", "confidence": Decimal("0.750"),
-                           "reason": "conviction 8", "risk_checks_passed": ["min_order"], "risk_checks_failed": [],
-                           "config_hash": "0123456789abcdef", "decided_at": T0})
+    audit.record_decision(
+        {
+            "mode": "LIVE",
+            "decision_id": "d-42",
+            "signal_storage_id": 42,
+            "run_id": "8c1f7a2e",
+            "action": "BUY",
+            "symbol": "BTC/USDT",
+            "confidence": Decimal("0.750"),
+            "reason": "conviction 8",
+            "risk_checks_passed": ["min_order"],
+            "risk_checks_failed": [],
+            "config_hash": "0123456789abcdef",
+            "decided_at": T0,
+        }
+    )
     audit.record_order(order_row())
 
     lines = (tmp_path / AUDIT_JSONL).read_text(encoding="utf-8").splitlines()
@@ -496,16 +555,28 @@ def test_corrupt_diagnostics_are_replaced_not_fatal(tmp_path, corrupt, caplog):
 def test_no_secret_reaches_any_file(tmp_path):
     webhook = f"https://discord.com/api/webhooks/{DISCORD_ID}/{DISCORD_TOKEN}"
     audit = AuditLog(tmp_path, secrets=[ANTHROPIC_KEY, webhook, TELEGRAM_TOKEN, EXCHANGE_SECRET, None, ""])
-    audit.record_order(order_row(
-        reason=f"anthropic said: invalid x-api-key {ANTHROPIC_KEY}",
-        error=f"POST /api/webhooks/{DISCORD_ID}/{DISCORD_TOKEN} failed; url-encoded {quote(EXCHANGE_SECRET + '/x', safe='')}",
-        exchange={"apiKey": "key-under-a-secret-name", "secret": EXCHANGE_SECRET, "timeout": 10000},
-        notify_targets=[webhook, f"https://api.telegram.org/bot{TELEGRAM_TOKEN}/sendMessage"],
-    ))
-    audit.record_decision({"mode": "LIVE", "reason": f"LLM failed: {ANTHROPIC_KEY}", "max_tokens": 512,
-                           "anthropic_api_key": ANTHROPIC_KEY})
-    audit.update_diagnostics(False, last_decision={"reason": ANTHROPIC_KEY},
-                             last_error="x" * 1990 + ANTHROPIC_KEY)  # straddles the 2000-character cut
+    audit.record_order(
+        order_row(
+            reason=f"anthropic said: invalid x-api-key {ANTHROPIC_KEY}",
+            error=(
+                f"POST /api/webhooks/{DISCORD_ID}/{DISCORD_TOKEN} failed; "
+                f"url-encoded {quote(EXCHANGE_SECRET + '/x', safe='')}"
+            ),
+            exchange={"apiKey": "key-under-a-secret-name", "secret": EXCHANGE_SECRET, "timeout": 10000},
+            notify_targets=[webhook, f"https://api.telegram.org/bot{TELEGRAM_TOKEN}/sendMessage"],
+        )
+    )
+    audit.record_decision(
+        {
+            "mode": "LIVE",
+            "reason": f"LLM failed: {ANTHROPIC_KEY}",
+            "max_tokens": 512,
+            "anthropic_api_key": ANTHROPIC_KEY,
+        }
+    )
+    audit.update_diagnostics(
+        False, last_decision={"reason": ANTHROPIC_KEY}, last_error="x" * 1990 + ANTHROPIC_KEY
+    )  # straddles the 2000-character cut
 
     for path in tmp_path.iterdir():
         text = path.read_text(encoding="utf-8")
@@ -520,18 +591,32 @@ def test_no_secret_reaches_any_file(tmp_path):
 
 
 def test_redact_standalone_keeps_the_shape():
-    row = {"api_key": "abc", "nested": ({"password": "hunter22", "n": 3},), "note": f"key={ANTHROPIC_KEY}",
-           "token_count": 12, "webhook_url": None}
+    row = {
+        "api_key": "abc",
+        "nested": ({"password": "hunter22", "n": 3},),
+        "note": f"key={ANTHROPIC_KEY}",
+        "token_count": 12,
+        "webhook_url": None,
+    }
     assert redact(row, secrets=[ANTHROPIC_KEY]) == {
-        "api_key": "[redacted]", "nested": ({"password": "[redacted]", "n": 3},), "note": "key=[redacted]",
-        "token_count": 12, "webhook_url": None,
+        "api_key": "[redacted]",
+        "nested": ({"password": "[redacted]", "n": 3},),
+        "note": "key=[redacted]",
+        "token_count": 12,
+        "webhook_url": None,
     }
     assert row["api_key"] == "abc"  # a copy: the input is untouched
 
 
 def test_config_hash_is_stable_and_blind_to_secrets():
-    settings = {"exchange": "binance", "symbols": ("BTC/USDT", "ETH/USDT"), "dry_run": True,
-                "max_order_amount": Decimal("100"), "macro_min_win_rate": 0.2, "api_key": "one-key-123456"}
+    settings = {
+        "exchange": "binance",
+        "symbols": ("BTC/USDT", "ETH/USDT"),
+        "dry_run": True,
+        "max_order_amount": Decimal("100"),
+        "macro_min_win_rate": 0.2,
+        "api_key": "one-key-123456",
+    }
     reordered = dict(reversed(list(settings.items())))
     digest = config_hash(settings)
 
@@ -539,8 +624,9 @@ def test_config_hash_is_stable_and_blind_to_secrets():
     assert config_hash(reordered) == digest
     assert config_hash({**settings, "api_key": "another-key-98765"}) == digest
     assert config_hash({k: v for k, v in settings.items() if k != "api_key"}) == digest
-    assert config_hash({**settings, "DISCORD_WEBHOOK_URL": "https://x/y", "nested": {"Secret": "s"}}) == \
-        config_hash({**settings, "nested": {}})
+    assert config_hash({**settings, "DISCORD_WEBHOOK_URL": "https://x/y", "nested": {"Secret": "s"}}) == config_hash(
+        {**settings, "nested": {}}
+    )
     assert config_hash({**settings, "max_order_amount": Decimal("100.00")}) == digest  # same amount
     assert config_hash({**settings, "max_order_amount": Decimal("101")}) != digest
     assert config_hash({**settings, "dry_run": False}) != digest
@@ -552,7 +638,10 @@ def test_config_hash_of_real_settings_follows_trading_values_only():
 
     base = {"TRACER_SYMBOLS": "BTC/USDT,ETH/USDT", "MAX_ORDER_AMOUNT": "100"}
     digest = config_hash(trading_config(load_settings(base)))
-    assert config_hash(trading_config(load_settings({**base, "DEBUG": "1", "TRACER_DUCKDB_PATH": "/tmp/other.duckdb"}))) == digest
+    assert (
+        config_hash(trading_config(load_settings({**base, "DEBUG": "1", "TRACER_DUCKDB_PATH": "/tmp/other.duckdb"})))
+        == digest
+    )
     assert config_hash(trading_config(load_settings({**base, "ANTHROPIC_API_KEY": ANTHROPIC_KEY}))) == digest
     assert config_hash(trading_config(load_settings({**base, "MAX_ORDER_AMOUNT": "50"}))) != digest
     assert config_hash(trading_config(load_settings({**base, "DRY_RUN": "0"}))) != digest
@@ -572,8 +661,7 @@ for i in range(int(sys.argv[3])):
 @pytest.mark.slow
 def test_two_processes_appending_at_once_keep_whole_lines(tmp_path):
     count = 150
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), letter, str(count)])
-               for letter in "AB"]
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), letter, str(count)]) for letter in "AB"]
     assert [w.wait(timeout=120) for w in writers] == [0, 0]
 
     rows = read_tsv(tmp_path / ORDERS_LOG)

@@ -12,7 +12,6 @@ from collections import Counter
 
 import dagster as dg
 import pytest
-
 from test_trading_assets import (  # noqa: F401  (replay_clock is a fixture)
     decide,
     make_btc_1h_strongly_bullish,
@@ -20,6 +19,7 @@ from test_trading_assets import (  # noqa: F401  (replay_clock is a fixture)
     query,
     replay_clock,
 )
+
 from tracer_assets.pool import free_slot, holders
 from tracer_assets.settings import load_settings
 from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
@@ -54,12 +54,22 @@ with dg.DagsterInstance.get() as instance:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("call, when", [(1, "before"), (2, "before"), (2, "after")])
-def test_a_kill_around_the_audit_write_leaves_every_row_in_both_files_exactly_once(tracer_env, replay_clock, call, when):
+def test_a_kill_around_the_audit_write_leaves_every_row_in_both_files_exactly_once(
+    tracer_env,
+    replay_clock,  # noqa: F811  (the fixture imported from test_trading_assets)
+    call,
+    when,
+):
     database = tracer_env["TRACER_DUCKDB_PATH"]
     storage_id = newest_signal_event()
     make_btc_1h_strongly_bullish(database, storage_id)
-    killed = subprocess.run([sys.executable, "-c", KILLED_AT_AUDIT, SIGNAL_STORAGE_TAG, str(storage_id), str(call), when],
-                            env=os.environ.copy(), capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AT_AUDIT, SIGNAL_STORAGE_TAG, str(storage_id), str(call), when],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr[-3000:]
     committed = query(database, "SELECT decision_id FROM trading.decisions")["decision_id"].to_list()
     assert len(committed) == 2  # the decisions were committed before the kill
@@ -79,6 +89,9 @@ def test_a_kill_around_the_audit_write_leaves_every_row_in_both_files_exactly_on
     expected = Counter([("decision", d) for d in committed] + [("order", o) for o in orders])
     assert tsv_keys == expected
     assert json_keys == expected
-    unmarked = query(database, "SELECT (SELECT count(*) FROM trading.decisions WHERE audited_at IS NULL) + "
-                               "(SELECT count(*) FROM trading.orders WHERE audited_at IS NULL) AS n")["n"][0]
+    unmarked = query(
+        database,
+        "SELECT (SELECT count(*) FROM trading.decisions WHERE audited_at IS NULL) + "
+        "(SELECT count(*) FROM trading.orders WHERE audited_at IS NULL) AS n",
+    )["n"][0]
     assert unmarked == 0

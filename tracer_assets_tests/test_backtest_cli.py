@@ -10,7 +10,7 @@ import math
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +41,18 @@ EMA_CROSS_5M = {
         "fast": {"default": 12, "low": 4, "high": 20, "step": 4},
         "slow": {"default": 48, "low": 30, "high": 60, "step": 6},
     },
-    "entry": {"cross_above": {"a": {"indicator": "ema", "params": {"window": "$fast"}},
-                              "b": {"indicator": "ema", "params": {"window": "$slow"}}}},
-    "exit": {"cross_below": {"a": {"indicator": "ema", "params": {"window": "$fast"}},
-                             "b": {"indicator": "ema", "params": {"window": "$slow"}}}},
+    "entry": {
+        "cross_above": {
+            "a": {"indicator": "ema", "params": {"window": "$fast"}},
+            "b": {"indicator": "ema", "params": {"window": "$slow"}},
+        }
+    },
+    "exit": {
+        "cross_below": {
+            "a": {"indicator": "ema", "params": {"window": "$fast"}},
+            "b": {"indicator": "ema", "params": {"window": "$slow"}},
+        }
+    },
 }
 
 
@@ -59,26 +67,42 @@ def report_of(process: subprocess.CompletedProcess[str]) -> dict:
 
 
 def iso(stamp: datetime) -> str:
-    return stamp.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def trade_keys(report: dict) -> list[tuple]:
-    return [(t["entry_time"], t["exit_time"], t["entry_price"], t["exit_price"], t["exit_reason"])
-            for t in report["trades"]]
+    return [
+        (t["entry_time"], t["exit_time"], t["entry_price"], t["exit_price"], t["exit_reason"]) for t in report["trades"]
+    ]
 
 
 def engine_trades(spec, candles: pl.DataFrame, params: dict, rules: FillRules) -> list[tuple]:
     """The same backtest in-process: (entry time, exit time, entry price, exit price, reason)."""
     columns = {name: candles[name].to_numpy() for name in OHLCV}
     signals = evaluate(spec, columns, [resolve_combo(spec, params)])
-    result = simulate(columns["open"], columns["high"], columns["low"], columns["close"],
-                      signals.entries, signals.exits, signals.stop_loss, signals.take_profit,
-                      signals.trailing_stop, rules=rules)
+    result = simulate(
+        columns["open"],
+        columns["high"],
+        columns["low"],
+        columns["close"],
+        signals.entries,
+        signals.exits,
+        signals.stop_loss,
+        signals.take_profit,
+        signals.trailing_stop,
+        rules=rules,
+    )
     dates = candles["date"].to_list()
-    return [(iso(dates[entry]), iso(dates[exit_]), entry_price, exit_price, EXIT_REASON_NAMES[reason])
-            for entry, exit_, entry_price, exit_price, reason in zip(
-                result.entry_idx.tolist(), result.exit_idx.tolist(), result.entry_price.tolist(),
-                result.exit_price.tolist(), result.exit_reason.tolist())]
+    return [
+        (iso(dates[entry]), iso(dates[exit_]), entry_price, exit_price, EXIT_REASON_NAMES[reason])
+        for entry, exit_, entry_price, exit_price, reason in zip(
+            result.entry_idx.tolist(),
+            result.exit_idx.tolist(),
+            result.entry_price.tolist(),
+            result.exit_price.tolist(),
+            result.exit_reason.tolist(),
+        )
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -227,28 +251,47 @@ def _misspelled_spec(tmp: Path) -> Path:
 
 
 ERROR_CASES = {
-    "missing candle file": (lambda tmp: ["--builtin", "ema_cross", "--candles", tmp / "BTC_USDT-5m.parquet"],
-                            ["--candles", "BTC_USDT-5m.parquet", "no such file"]),
-    "unreadable candle file": (lambda tmp: ["--builtin", "ema_cross", "--candles", _garbage_candles(tmp)],
-                               ["cannot read candle file", "BTC_USDT-5m.feather"]),
-    "candles out of order": (lambda tmp: ["--builtin", "ema_cross", "--candles", _unordered_candles(tmp)],
-                             ["--candles", "2024-01-01T02:30:00Z", "out_of_order_timestamp"]),
-    "missing spec file": (lambda tmp: ["--spec", tmp / "nope.json", "--candles", BTC_5M],
-                          ["--spec", "nope.json", "no such file"]),
-    "invalid spec": (lambda tmp: ["--spec", _misspelled_spec(tmp), "--candles", BTC_5M],
-                     ["invalid spec", "entry.cross_above.a.params.window", "'$fats'"]),
-    "param outside its range": (lambda tmp: ["--builtin", "ema_cross", "--candles", BTC_5M, "--param", "fast=100"],
-                                ["--param fast=100", "outside its range [5, 20]"]),
-    "param not a number": (lambda tmp: ["--builtin", "ema_cross", "--candles", BTC_5M, "--param", "slow=abc"],
-                           ["--param slow=abc", "expected an integer"]),
-    "unknown param": (lambda tmp: ["--builtin", "ema_cross", "--candles", BTC_5M, "--param", "fats=5"],
-                      ["--param fats=5", "no parameter 'fats'", "fast, slow"]),
-    "unknown builtin": (lambda tmp: ["--builtin", "nope", "--candles", BTC_5M],
-                        ["--builtin", "no built-in strategy 'nope'", "ema_cross"]),
-    "fee of 100%": (lambda tmp: ["--builtin", "ema_cross", "--candles", BTC_5M, "--fee", "1"],
-                    ["--fee", "[0, 1)"]),
-    "spec and builtin together": (lambda tmp: ["--spec", "x.json", "--builtin", "ema_cross", "--candles", BTC_5M],
-                                  ["--builtin", "not allowed with", "--spec"]),
+    "missing candle file": (
+        lambda tmp: ["--builtin", "ema_cross", "--candles", tmp / "BTC_USDT-5m.parquet"],
+        ["--candles", "BTC_USDT-5m.parquet", "no such file"],
+    ),
+    "unreadable candle file": (
+        lambda tmp: ["--builtin", "ema_cross", "--candles", _garbage_candles(tmp)],
+        ["cannot read candle file", "BTC_USDT-5m.feather"],
+    ),
+    "candles out of order": (
+        lambda tmp: ["--builtin", "ema_cross", "--candles", _unordered_candles(tmp)],
+        ["--candles", "2024-01-01T02:30:00Z", "out_of_order_timestamp"],
+    ),
+    "missing spec file": (
+        lambda tmp: ["--spec", tmp / "nope.json", "--candles", BTC_5M],
+        ["--spec", "nope.json", "no such file"],
+    ),
+    "invalid spec": (
+        lambda tmp: ["--spec", _misspelled_spec(tmp), "--candles", BTC_5M],
+        ["invalid spec", "entry.cross_above.a.params.window", "'$fats'"],
+    ),
+    "param outside its range": (
+        lambda tmp: ["--builtin", "ema_cross", "--candles", BTC_5M, "--param", "fast=100"],
+        ["--param fast=100", "outside its range [5, 20]"],
+    ),
+    "param not a number": (
+        lambda tmp: ["--builtin", "ema_cross", "--candles", BTC_5M, "--param", "slow=abc"],
+        ["--param slow=abc", "expected an integer"],
+    ),
+    "unknown param": (
+        lambda tmp: ["--builtin", "ema_cross", "--candles", BTC_5M, "--param", "fats=5"],
+        ["--param fats=5", "no parameter 'fats'", "fast, slow"],
+    ),
+    "unknown builtin": (
+        lambda tmp: ["--builtin", "nope", "--candles", BTC_5M],
+        ["--builtin", "no built-in strategy 'nope'", "ema_cross"],
+    ),
+    "fee of 100%": (lambda tmp: ["--builtin", "ema_cross", "--candles", BTC_5M, "--fee", "1"], ["--fee", "[0, 1)"]),
+    "spec and builtin together": (
+        lambda tmp: ["--spec", "x.json", "--builtin", "ema_cross", "--candles", BTC_5M],
+        ["--builtin", "not allowed with", "--spec"],
+    ),
 }
 
 
@@ -283,8 +326,13 @@ def test_the_script_exits_2_with_one_line_on_stderr(case, tmp_path):
 
 def test_a_run_without_trades_prints_strict_json_with_nulls(tmp_path, btc_5m):
     """A run with no trade has no win rate, expectancy, profit factor or sortino: null, not NaN."""
-    never = dict(EMA_CROSS_5M, name="never", entry={"compare": {"left": "close", "op": "<", "right": 1.0}},
-                 exit=None, parameters={})
+    never = dict(
+        EMA_CROSS_5M,
+        name="never",
+        entry={"compare": {"left": "close", "op": "<", "right": 1.0}},
+        exit=None,
+        parameters={},
+    )
     spec_file = tmp_path / "never.json"
     spec_file.write_text(json.dumps(never))
     process = run_cli("--spec", spec_file, "--candles", BTC_5M, "--timeframe", "5m")

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
 
 import numpy as np
 import polars as pl
 import pytest
+from backtest_reference import reference_backtest, reference_metrics
+from conftest import bundled_frame
 
 from tracer_assets.research.engine import EXIT_REASON_NAMES, FillRules, SimResult, simulate
 from tracer_assets.research.macro import backtest_results_json, regime_from_stats, write_backtest_results
 from tracer_assets.research.metrics import METRIC_COLUMNS, bars_per_year, metrics
 from tracer_assets.research.walkforward import Window, check_windows, rolling_windows, walk_forward
-from backtest_reference import reference_backtest, reference_metrics
-from conftest import bundled_frame
 
 NO_COSTS = FillRules(fee=0.0, slippage_bps=0.0)
 
@@ -32,15 +32,14 @@ CALM = [
 ]
 
 
-def run(bars, entries=(), exits=(), stop_loss=None, take_profit=None, trailing_stop=None,
-        rules=NO_COSTS) -> SimResult:
+def run(bars, entries=(), exits=(), stop_loss=None, take_profit=None, trailing_stop=None, rules=NO_COSTS) -> SimResult:
     """Simulate one combination over hand-built candles; signals given as bar numbers."""
-    o, h, l, c = (np.array(column, dtype=np.float64) for column in zip(*bars))
+    o, h, low, c = (np.array(column, dtype=np.float64) for column in zip(*bars))
     entry = np.zeros(len(bars), dtype=bool)
     entry[list(entries)] = True
     exit_ = np.zeros(len(bars), dtype=bool)
     exit_[list(exits)] = True
-    return simulate(o, h, l, c, entry, exit_, stop_loss, take_profit, trailing_stop, rules, record_equity=True)
+    return simulate(o, h, low, c, entry, exit_, stop_loss, take_profit, trailing_stop, rules, record_equity=True)
 
 
 def fills(result: SimResult) -> list[tuple[int, int, float, float, str]]:
@@ -49,8 +48,9 @@ def fills(result: SimResult) -> list[tuple[int, int, float, float, str]]:
     (the exact arithmetic is checked separately, to 1e-14)."""
     return [
         (int(a), int(b), round(float(p), 9), round(float(q), 9), EXIT_REASON_NAMES[r])
-        for a, b, p, q, r in zip(result.entry_idx, result.exit_idx, result.entry_price,
-                                 result.exit_price, result.exit_reason)
+        for a, b, p, q, r in zip(
+            result.entry_idx, result.exit_idx, result.entry_price, result.exit_price, result.exit_reason
+        )
     ]
 
 
@@ -251,24 +251,24 @@ def test_fill_rules_refuse_bad_values_by_name(kwargs, message):
 
 
 def test_bad_inputs_are_refused_by_name():
-    o, h, l, c = (np.array(x) for x in zip(*CALM))
+    o, h, low, c = (np.array(x) for x in zip(*CALM))
     ok = np.zeros(5, dtype=bool)
-    bad_low = l.copy()
+    bad_low = low.copy()
     bad_low[2] = 103.5
     with pytest.raises(ValueError, match=r"candle 2: high < low"):
         simulate(o, h, bad_low, c, ok, ok)
     nan_close = c.copy()
     nan_close[3] = np.nan
     with pytest.raises(ValueError, match=r"close\[3\]=nan"):
-        simulate(o, h, l, nan_close, ok, ok)
+        simulate(o, h, low, nan_close, ok, ok)
     with pytest.raises(ValueError, match=r"entries: must be a boolean array"):
-        simulate(o, h, l, c, ok.astype(int), ok)
+        simulate(o, h, low, c, ok.astype(int), ok)
     with pytest.raises(ValueError, match=r"stop_loss\[1\]=1.5"):
-        simulate(o, h, l, c, np.zeros((5, 2), bool), np.zeros((5, 2), bool), [0.1, 1.5])
+        simulate(o, h, low, c, np.zeros((5, 2), bool), np.zeros((5, 2), bool), [0.1, 1.5])
     with pytest.raises(ValueError, match=r"take_profit\[0\]=-0.1"):
-        simulate(o, h, l, c, ok, ok, None, -0.1)
+        simulate(o, h, low, c, ok, ok, None, -0.1)
     with pytest.raises(ValueError, match=r"exits: shape"):
-        simulate(o, h, l, c, np.zeros((5, 2), bool), np.zeros((5, 3), bool))
+        simulate(o, h, low, c, np.zeros((5, 2), bool), np.zeros((5, 3), bool))
 
 
 # --- the engine against the reference on real candles ---------------------------------------------
@@ -325,29 +325,56 @@ def generator(name: str, prices: dict[str, np.ndarray]):
     if name == "ema_cross_with_stops":
         e, x = crossings(ema(close, 9), ema(close, 50))
         entries, exits = np.stack([e] * 4, axis=1), np.stack([x] * 4, axis=1)
-        return (entries, exits, np.array([0.01, nan, 0.02, 0.005]), np.array([nan, 0.015, 0.03, nan]),
-                np.array([nan, nan, 0.01, 0.004]), FillRules(fee=0.001, slippage_bps=2.0))
+        return (
+            entries,
+            exits,
+            np.array([0.01, nan, 0.02, 0.005]),
+            np.array([nan, 0.015, 0.03, nan]),
+            np.array([nan, nan, 0.01, 0.004]),
+            FillRules(fee=0.001, slippage_bps=2.0),
+        )
     if name == "rsi_thresholds":
         value = rsi(close)
         entries = np.stack([value < 30, value < 25], axis=1)
         exits = np.stack([value > 70, value > 60], axis=1)
-        return (entries, exits, np.array([nan, 0.02]), np.array([nan, 0.02]), np.array([nan, nan]),
-                FillRules(fee=0.00075, position_fraction=0.8))
+        return (
+            entries,
+            exits,
+            np.array([nan, 0.02]),
+            np.array([nan, 0.02]),
+            np.array([nan, nan]),
+            FillRules(fee=0.00075, position_fraction=0.8),
+        )
     if name == "random":
         rng = np.random.default_rng(20240601)
         entries = rng.random((n, 4)) < np.array([0.01, 0.05, 0.2, 0.02])
         exits = rng.random((n, 4)) < np.array([0.01, 0.05, 0.2, 0.005])
-        return (entries, exits, np.array([nan, 0.01, 0.003, 0.02]), np.array([nan, 0.01, nan, 0.04]),
-                np.array([0.01, nan, 0.002, 0.015]), FillRules(fee=0.001, slippage_bps=5.0, position_fraction=0.6))
+        return (
+            entries,
+            exits,
+            np.array([nan, 0.01, 0.003, 0.02]),
+            np.array([nan, 0.01, nan, 0.04]),
+            np.array([0.01, nan, 0.002, 0.015]),
+            FillRules(fee=0.001, slippage_bps=5.0, position_fraction=0.6),
+        )
     raise KeyError(name)
 
 
 def reference_for(prices, entries, exits, stops, targets, trailing, rules, combo):
     level = lambda a: None if math.isnan(a[combo]) else float(a[combo])  # noqa: E731
     return reference_backtest(
-        prices["open"].tolist(), prices["high"].tolist(), prices["low"].tolist(), prices["close"].tolist(),
-        entries[:, combo].tolist(), exits[:, combo].tolist(), level(stops), level(targets), level(trailing),
-        rules.fee, rules.slippage_bps, rules.position_fraction,
+        prices["open"].tolist(),
+        prices["high"].tolist(),
+        prices["low"].tolist(),
+        prices["close"].tolist(),
+        entries[:, combo].tolist(),
+        exits[:, combo].tolist(),
+        level(stops),
+        level(targets),
+        level(trailing),
+        rules.fee,
+        rules.slippage_bps,
+        rules.position_fraction,
     )
 
 
@@ -363,16 +390,32 @@ def assert_close(actual, expected, what: str, rel: float = 1e-9, abs_: float = 1
 @pytest.mark.parametrize("name", ["ema_cross", "ema_cross_with_stops", "rsi_thresholds", "random"])
 def test_engine_equals_reference_on_real_candles(btc, name):
     entries, exits, stops, targets, trailing, rules = generator(name, btc)
-    result = simulate(btc["open"], btc["high"], btc["low"], btc["close"], entries, exits,
-                      stops, targets, trailing, rules, record_equity=True)
+    result = simulate(
+        btc["open"],
+        btc["high"],
+        btc["low"],
+        btc["close"],
+        entries,
+        exits,
+        stops,
+        targets,
+        trailing,
+        rules,
+        record_equity=True,
+    )
     table = metrics(result, "5m")
     reasons_seen = set()
     for combo in range(entries.shape[1]):
         ref_trades, ref_equity = reference_for(btc, entries, exits, stops, targets, trailing, rules, combo)
         assert len(ref_trades) >= 20, "too few trades for the comparison to mean anything"
         part = result.combo_trades(combo)
-        engine_trades = list(zip(result.entry_idx[part].tolist(), result.exit_idx[part].tolist(),
-                                 [EXIT_REASON_NAMES[r] for r in result.exit_reason[part]]))
+        engine_trades = list(
+            zip(
+                result.entry_idx[part].tolist(),
+                result.exit_idx[part].tolist(),
+                [EXIT_REASON_NAMES[r] for r in result.exit_reason[part]],
+            )
+        )
         assert engine_trades == [(t.entry_idx, t.exit_idx, t.exit_reason) for t in ref_trades], combo
         for field in ("entry_price", "exit_price", "size", "pnl", "return_"):
             expected = np.array([getattr(t, field) for t in ref_trades])
@@ -394,7 +437,9 @@ def test_signal_layout_and_one_dimensional_signals_give_the_same_trades(btc):
     entries, exits, stops, targets, trailing, rules = generator("ema_cross_with_stops", btc)
     prices = (btc["open"], btc["high"], btc["low"], btc["close"])
     bar_major = simulate(*prices, entries, exits, stops, targets, trailing, rules)
-    combo_major = simulate(*prices, np.asfortranarray(entries), np.asfortranarray(exits), stops, targets, trailing, rules)
+    combo_major = simulate(
+        *prices, np.asfortranarray(entries), np.asfortranarray(exits), stops, targets, trailing, rules
+    )
     for field in ("combo", "entry_idx", "exit_idx", "exit_reason", "pnl", "final_equity", "max_drawdown"):
         np.testing.assert_array_equal(getattr(bar_major, field), getattr(combo_major, field))
     single = simulate(*prices, entries[:, 2], exits[:, 2], stops[2], targets[2], trailing[2], rules)
@@ -438,9 +483,18 @@ def test_metrics_by_hand():
 def test_metrics_without_trades_or_without_losses():
     idle = metrics(run(CALM), "5m").row(0, named=True)
     assert idle | {"combo": 0} == {
-        "combo": 0, "total_return": 0.0, "pnl": 0.0, "win_rate": None, "trades": 0, "sharpe": 0.0,
-        "sortino": None, "max_drawdown": 0.0, "profit_factor": None, "exposure": 0.0,
-        "expectancy": None, "score": 0.0,
+        "combo": 0,
+        "total_return": 0.0,
+        "pnl": 0.0,
+        "win_rate": None,
+        "trades": 0,
+        "sharpe": 0.0,
+        "sortino": None,
+        "max_drawdown": 0.0,
+        "profit_factor": None,
+        "exposure": 0.0,
+        "expectancy": None,
+        "score": 0.0,
     }
     winner = metrics(run(CALM, entries={0}, exits={3}), "5m").row(0, named=True)
     assert winner["trades"] == 1 and winner["win_rate"] == 1.0
@@ -455,7 +509,9 @@ def test_metrics_without_trades_or_without_losses():
 # --- walk-forward ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("n", "train", "test", "step"), [(100, 30, 10, None), (1000, 200, 50, 80), (71769, 8640, 2016, None)])
+@pytest.mark.parametrize(
+    ("n", "train", "test", "step"), [(100, 30, 10, None), (1000, 200, 50, 80), (71769, 8640, 2016, None)]
+)
 def test_rolling_windows_never_overlap_their_test_data(n, train, test, step):
     windows = rolling_windows(n, train, test, step)
     assert windows
@@ -474,7 +530,9 @@ def test_rolling_windows_never_overlap_their_test_data(n, train, test, step):
 
 def test_rolling_windows_count_and_refusals():
     assert [(w.in_sample, w.out_of_sample) for w in rolling_windows(100, 30, 10)][:2] == [
-        (slice(0, 30), slice(30, 40)), (slice(10, 40), slice(40, 50))]
+        (slice(0, 30), slice(30, 40)),
+        (slice(10, 40), slice(40, 50)),
+    ]
     assert len(rolling_windows(100, 30, 10)) == 7
     with pytest.raises(ValueError, match="exceeds n_bars=100"):
         rolling_windows(100, 90, 20)
@@ -510,17 +568,41 @@ def test_walk_forward_selects_in_sample_and_judges_out_of_sample(btc):
     assert result.in_sample.height == result.out_of_sample.height == len(windows) == 7
     chained_equity = 1.0
     for k, w in enumerate(windows):
-        in_table = metrics(simulate(*(p[w.in_sample] for p in ohlc), entries[w.in_sample], exits[w.in_sample],
-                                    stops, targets, trailing, rules), "5m")
+        in_table = metrics(
+            simulate(
+                *(p[w.in_sample] for p in ohlc),
+                entries[w.in_sample],
+                exits[w.in_sample],
+                stops,
+                targets,
+                trailing,
+                rules,
+            ),
+            "5m",
+        )
         best = int(np.argmax(in_table["score"].to_numpy()))
         assert result.in_sample["combo"][k] == result.out_of_sample["combo"][k] == best
         assert result.in_sample["score"][k] == pytest.approx(in_table["score"][best])
-        tested = simulate(*(p[w.out_of_sample] for p in ohlc), entries[w.out_of_sample, best],
-                          exits[w.out_of_sample, best], stops[best], targets[best], trailing[best], rules)
+        tested = simulate(
+            *(p[w.out_of_sample] for p in ohlc),
+            entries[w.out_of_sample, best],
+            exits[w.out_of_sample, best],
+            stops[best],
+            targets[best],
+            trailing[best],
+            rules,
+        )
         assert result.out_of_sample.row(k, named=True) | {"window": k} == (
-            {"window": k, "is_start": w.in_sample.start, "is_stop": w.in_sample.stop,
-             "oos_start": w.out_of_sample.start, "oos_stop": w.out_of_sample.stop, "combo": best}
-            | metrics(tested, "5m").drop("combo").row(0, named=True))
+            {
+                "window": k,
+                "is_start": w.in_sample.start,
+                "is_stop": w.in_sample.stop,
+                "oos_start": w.out_of_sample.start,
+                "oos_stop": w.out_of_sample.stop,
+                "combo": best,
+            }
+            | metrics(tested, "5m").drop("combo").row(0, named=True)
+        )
         chained_equity *= float(tested.final_equity[0])
 
     trades = result.out_of_sample_trades
@@ -534,12 +616,24 @@ def test_walk_forward_selects_in_sample_and_judges_out_of_sample(btc):
     assert aggregate["trades"] == trades.n_trades
     assert aggregate["max_drawdown"] >= result.out_of_sample["max_drawdown"].max() - 1e-12
     assert aggregate["exposure"] == pytest.approx(
-        (result.out_of_sample["exposure"] * 2000).sum() / (2000 * len(windows)))
+        (result.out_of_sample["exposure"] * 2000).sum() / (2000 * len(windows))
+    )
 
-    by_drawdown = walk_forward(*ohlc, entries, exits, stops, targets, trailing, rules, windows[:1], "5m",
-                               select_by="max_drawdown")
-    in_table = metrics(simulate(*(p[windows[0].in_sample] for p in ohlc), entries[windows[0].in_sample],
-                                exits[windows[0].in_sample], stops, targets, trailing, rules), "5m")
+    by_drawdown = walk_forward(
+        *ohlc, entries, exits, stops, targets, trailing, rules, windows[:1], "5m", select_by="max_drawdown"
+    )
+    in_table = metrics(
+        simulate(
+            *(p[windows[0].in_sample] for p in ohlc),
+            entries[windows[0].in_sample],
+            exits[windows[0].in_sample],
+            stops,
+            targets,
+            trailing,
+            rules,
+        ),
+        "5m",
+    )
     assert by_drawdown.in_sample["combo"][0] == int(np.argmin(in_table["max_drawdown"].to_numpy()))
     with pytest.raises(ValueError, match="select_by='luck'"):
         walk_forward(*ohlc, entries, exits, stops, targets, trailing, rules, windows, "5m", select_by="luck")
@@ -582,20 +676,42 @@ def test_regime_from_stats_refuses_ambiguous_or_wrong_values():
 def test_backtest_results_file_shape_and_atomic_write(tmp_path):
     table = metrics(run(CALM, entries={0, 2}, exits={1, 3}), "5m")
     rows = table.select(
-        pl.lit("ema_9_50").alias("variant"), pl.lit("5m").alias("timeframe"), "pnl", "win_rate", "trades", "max_drawdown",
-    ).vstack(pl.DataFrame({"variant": ["ema_9_50", "idle"], "timeframe": ["1h", "4h"], "pnl": [-12.5, 0.0],
-                           "win_rate": [0.25, None], "trades": [4, 0], "max_drawdown": [0.03, 0.0]},
-                          schema_overrides={"win_rate": pl.Float64, "trades": pl.Int64}))
-    stamp = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
+        pl.lit("ema_9_50").alias("variant"),
+        pl.lit("5m").alias("timeframe"),
+        "pnl",
+        "win_rate",
+        "trades",
+        "max_drawdown",
+    ).vstack(
+        pl.DataFrame(
+            {
+                "variant": ["ema_9_50", "idle"],
+                "timeframe": ["1h", "4h"],
+                "pnl": [-12.5, 0.0],
+                "win_rate": [0.25, None],
+                "trades": [4, 0],
+                "max_drawdown": [0.03, 0.0],
+            },
+            schema_overrides={"win_rate": pl.Float64, "trades": pl.Int64},
+        )
+    )
+    stamp = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
     document = backtest_results_json(rows, generated_at=stamp)
     expected_5m = table.row(0, named=True)
     assert document == {
         "generated_at": "2024-06-01T12:00:00Z",
-        "results": {"ema_9_50": {
-            "5m": {"totalPNL": expected_5m["pnl"], "winRate": expected_5m["win_rate"],
-                   "trades": expected_5m["trades"], "drawdown": expected_5m["max_drawdown"]},
-            "1h": {"totalPNL": -12.5, "winRate": 0.25, "trades": 4, "drawdown": 0.03},
-        }, "idle": {"4h": {"totalPNL": 0.0, "winRate": None, "trades": 0, "drawdown": 0.0}}},
+        "results": {
+            "ema_9_50": {
+                "5m": {
+                    "totalPNL": expected_5m["pnl"],
+                    "winRate": expected_5m["win_rate"],
+                    "trades": expected_5m["trades"],
+                    "drawdown": expected_5m["max_drawdown"],
+                },
+                "1h": {"totalPNL": -12.5, "winRate": 0.25, "trades": 4, "drawdown": 0.03},
+            },
+            "idle": {"4h": {"totalPNL": 0.0, "winRate": None, "trades": 0, "drawdown": 0.0}},
+        },
     }
     assert expected_5m["trades"] == 2 and expected_5m["pnl"] > 0 and expected_5m["win_rate"] == 1.0
 
@@ -606,8 +722,11 @@ def test_backtest_results_file_shape_and_atomic_write(tmp_path):
     assert json.loads(target.read_text()) == document
     assert sorted(p.name for p in target.parent.iterdir()) == ["backtest_results.json"]  # no temp file left
     written = json.loads(target.read_text())["results"]
-    assert [regime_from_stats(written["ema_9_50"]["5m"]), regime_from_stats(written["ema_9_50"]["1h"]),
-            regime_from_stats(written["idle"]["4h"])] == ["Bull", "Bear", "Flat"]
+    assert [
+        regime_from_stats(written["ema_9_50"]["5m"]),
+        regime_from_stats(written["ema_9_50"]["1h"]),
+        regime_from_stats(written["idle"]["4h"]),
+    ] == ["Bull", "Bear", "Flat"]
 
     with pytest.raises(ValueError, match=r"second row for variant 'ema_9_50' and timeframe '5m'"):
         write_backtest_results(target, rows.vstack(rows.head(1)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 import pytest
@@ -20,14 +20,14 @@ from tracer_assets.market.candles import (
 )
 from tracer_assets.resources.replay_exchange import ReplayExchange
 
-SLICE_START = datetime(2024, 3, 10, tzinfo=timezone.utc)
+SLICE_START = datetime(2024, 3, 10, tzinfo=UTC)
 SLICE_ROWS = 50
 BROKEN = 10  # index of the row each case breaks: 2024-03-10 00:50 UTC
 FIVE_MIN_MS = 300_000
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,12 @@ CASES = [
     ("zero_prices", "non_positive_price", _zero_prices, {"non_positive_price"}),
     ("negative_low", "non_positive_price", _negative_low, {"non_positive_price"}),
     # high < low leaves no room for open and close inside [low, high]: those rules fire too.
-    ("high_below_low", "high_below_low", _high_below_low, {"high_below_low", "open_outside_range", "close_outside_range"}),
+    (
+        "high_below_low",
+        "high_below_low",
+        _high_below_low,
+        {"high_below_low", "open_outside_range", "close_outside_range"},
+    ),
     ("open_above_high", "open_outside_range", _open_above_high, {"open_outside_range"}),
     ("close_below_low", "close_outside_range", _close_below_low, {"close_outside_range"}),
     ("negative_volume", "negative_volume", _negative_volume, {"negative_volume"}),
@@ -188,7 +193,7 @@ def test_broken_row_is_rejected_naming_symbol_time_and_rule(btc_rows, rule, brea
     caught_rule = next(v for v in caught.value.violations if v.rule == rule)
     assert caught_rule.symbol == "BTC/USDT"
     assert caught_rule.timeframe == "5m"
-    assert caught_rule.ts == datetime.fromtimestamp(broken_ms / 1000, tz=timezone.utc)
+    assert caught_rule.ts == datetime.fromtimestamp(broken_ms / 1000, tz=UTC)
     # one broken row, except a duplicate, where both copies of the timestamp are flagged
     assert caught_rule.rows == (2 if rule == "duplicate_timestamp" else 1)
 
@@ -258,9 +263,7 @@ def test_two_symbols_in_one_frame_only_the_broken_one_is_named(btc_rows, eth_row
 
 
 def test_the_same_timestamp_under_two_symbols_is_not_a_duplicate(btc_rows, eth_rows):
-    candles = pl.concat(
-        [candles_from_rows(btc_rows, "BTC/USDT", "5m"), candles_from_rows(eth_rows, "ETH/USDT", "5m")]
-    )
+    candles = pl.concat([candles_from_rows(btc_rows, "BTC/USDT", "5m"), candles_from_rows(eth_rows, "ETH/USDT", "5m")])
     assert candles["ts"].is_duplicated().all()  # every open time appears once per symbol
     assert validate_candles(candles) is None
 

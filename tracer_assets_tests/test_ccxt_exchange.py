@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import ccxt
 import polars as pl
 import pytest
+
+# A sibling module: pytest puts this folder (it has no __init__.py) on sys.path.
+from fake_binance import BUNDLED_DATA, DATA_END_MS, DEFAULT_PERPETUALS, FakeBinance
 from polars.testing import assert_frame_equal
 
 from tracer_assets.market.download import RetryPolicy, fetch_candles, fetch_candles_for_symbols
 from tracer_assets.market.timeframes import timeframe_ms
 from tracer_assets.resources.ccxt_exchange import fetch_market_context, make_ccxt_exchange
 from tracer_assets.resources.replay_exchange import ReplayExchange, read_candle_file
-
-# A sibling module: pytest puts this folder (it has no __init__.py) on sys.path.
-from fake_binance import BUNDLED_DATA, DATA_END_MS, DEFAULT_PERPETUALS, FakeBinance
 
 BACKOFF = 0.01
 KLINES = "/api/v3/klines"
@@ -50,7 +50,7 @@ def recording_policy(retries: int = 3) -> tuple[RetryPolicy, list[float]]:
 
 
 def ms(*ymd: int) -> int:
-    return int(datetime(*ymd, tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime(*ymd, tzinfo=UTC).timestamp() * 1000)
 
 
 def bundled(symbol: str, start_ms: int, end_ms: int) -> pl.DataFrame:
@@ -98,11 +98,25 @@ def test_unknown_exchange_id_is_a_value_error_naming_it():
 def test_load_markets_reads_spot_pairs_and_perpetuals_from_three_exchange_infos(server, exchange):
     markets = exchange.load_markets()
 
-    assert [r.path for r in server.requests()] == ["/api/v3/exchangeInfo", "/fapi/v1/exchangeInfo", "/dapi/v1/exchangeInfo"]
+    assert [r.path for r in server.requests()] == [
+        "/api/v3/exchangeInfo",
+        "/fapi/v1/exchangeInfo",
+        "/dapi/v1/exchangeInfo",
+    ]
     btc = markets["BTC/USDT"]
-    assert (btc["spot"], btc["precision"]["price"], btc["precision"]["amount"], btc["limits"]["cost"]["min"]) == (True, 0.01, 1e-05, 5.0)
+    assert (btc["spot"], btc["precision"]["price"], btc["precision"]["amount"], btc["limits"]["cost"]["min"]) == (
+        True,
+        0.01,
+        1e-05,
+        5.0,
+    )
     perp = markets["BTC/USDT:USDT"]
-    assert (perp["swap"], perp["linear"], perp["precision"]["price"], perp["limits"]["cost"]["min"]) == (True, True, 0.1, 100.0)
+    assert (perp["swap"], perp["linear"], perp["precision"]["price"], perp["limits"]["cost"]["min"]) == (
+        True,
+        True,
+        0.1,
+        100.0,
+    )
     assert exchange.fetch_time() == DATA_END_MS
 
 
@@ -117,8 +131,15 @@ def test_download_pages_through_three_days_exactly_as_the_file(server, exchange)
     # 864 candles in pages of 250: 250 + 250 + 250 + 114, the last page reaching past `end`.
     pages = server.requests(KLINES)
     step = timeframe_ms("5m")
-    assert [int(r.query["startTime"]) for r in pages] == [start, start + 250 * step, start + 500 * step, start + 750 * step]
-    assert {(r.query["symbol"], r.query["interval"], r.query["limit"], r.status) for r in pages} == {("BTCUSDT", "5m", "250", 200)}
+    assert [int(r.query["startTime"]) for r in pages] == [
+        start,
+        start + 250 * step,
+        start + 500 * step,
+        start + 750 * step,
+    ]
+    assert {(r.query["symbol"], r.query["interval"], r.query["limit"], r.status) for r in pages} == {
+        ("BTCUSDT", "5m", "250", 200)
+    }
     assert sleeps == []
 
 
@@ -149,7 +170,7 @@ def test_a_server_error_is_retried_then_the_download_succeeds(server, exchange, 
 
 
 def test_a_symbol_that_keeps_failing_is_skipped_and_the_others_arrive(server, exchange):
-    start, end = datetime(2024, 7, 1, tzinfo=timezone.utc), datetime(2024, 7, 2, tzinfo=timezone.utc)
+    start, end = datetime(2024, 7, 1, tzinfo=UTC), datetime(2024, 7, 2, tzinfo=UTC)
     server.fail_always("ETH/USDT", status=503)
     policy, sleeps = recording_policy(retries=3)
 
@@ -183,7 +204,11 @@ def test_market_context_of_a_linear_perpetual_is_what_the_server_served(server, 
         "funding_timestamp": ms(2024, 9, 6, 8),  # the next 8-hourly funding after the server's now
         "errors": {},
     }
-    assert [(r.path, r.query, r.status) for r in server.requests() if r.path.startswith("/fapi/v1/") and "exchangeInfo" not in r.path] == [
+    assert [
+        (r.path, r.query, r.status)
+        for r in server.requests()
+        if r.path.startswith("/fapi/v1/") and "exchangeInfo" not in r.path
+    ] == [
         ("/fapi/v1/openInterest", {"symbol": "BTCUSDT"}, 429),
         ("/fapi/v1/openInterest", {"symbol": "BTCUSDT"}, 200),
         ("/fapi/v1/premiumIndex", {"symbol": "BTCUSDT"}, 200),

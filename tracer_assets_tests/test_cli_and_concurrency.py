@@ -14,9 +14,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-
 from conftest import REPO
 from fake_binance import FakeBinance
+
 from tracer_assets.definitions import MARKET_DATA_JOB, build_definitions
 from tracer_assets.settings import SettingsError, load_settings
 
@@ -49,8 +49,15 @@ def test_dagster_validates_the_workspace(tracer_env):
 def test_cli_materializes_a_range_of_days_and_the_view(tracer_env):
     env = dict(os.environ)
     done = dagster_cli(
-        "asset", "materialize", "-m", "tracer_assets.definitions",
-        "--select", SELECT_PARTITIONED, "--partition-range", "2024-05-01...2024-05-03", env=env,
+        "asset",
+        "materialize",
+        "-m",
+        "tracer_assets.definitions",
+        "--select",
+        SELECT_PARTITIONED,
+        "--partition-range",
+        "2024-05-01...2024-05-03",
+        env=env,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     done = dagster_cli("asset", "materialize", "-m", "tracer_assets.definitions", "--select", "market/ohlcv", env=env)
@@ -59,7 +66,10 @@ def test_cli_materializes_a_range_of_days_and_the_view(tracer_env):
     assert rows_per_day(env["TRACER_DUCKDB_PATH"]) == {f"2024-05-0{d}": 2 * 288 for d in (1, 2, 3)}
     with duckdb.connect(env["TRACER_DUCKDB_PATH"], read_only=True) as connection:
         assert dict(connection.execute("SELECT timeframe, count(*) FROM market.ohlcv GROUP BY 1").fetchall()) == {
-            "5m": 1728, "15m": 576, "1h": 144, "4h": 36,
+            "5m": 1728,
+            "15m": 576,
+            "1h": 144,
+            "4h": 36,
         }
     # Both runs are on the persistent instance the UI reads.
     with dg.DagsterInstance.get() as instance:
@@ -75,12 +85,28 @@ def test_two_runs_started_at_once_both_succeed(tracer_env):
     done = dagster_cli("instance", "concurrency", "set", "duckdb", "1", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     first = dagster_cli(
-        "asset", "materialize", "-m", "tracer_assets.definitions", "--select", SELECT_PARTITIONED,
-        "--partition-range", "2024-06-01...2024-06-03", env=env, wait=False,
+        "asset",
+        "materialize",
+        "-m",
+        "tracer_assets.definitions",
+        "--select",
+        SELECT_PARTITIONED,
+        "--partition-range",
+        "2024-06-01...2024-06-03",
+        env=env,
+        wait=False,
     )
     second = dagster_cli(
-        "asset", "materialize", "-m", "tracer_assets.definitions", "--select", SELECT_PARTITIONED,
-        "--partition-range", "2024-06-04...2024-06-06", env=env, wait=False,
+        "asset",
+        "materialize",
+        "-m",
+        "tracer_assets.definitions",
+        "--select",
+        SELECT_PARTITIONED,
+        "--partition-range",
+        "2024-06-04...2024-06-06",
+        env=env,
+        wait=False,
     )
     outputs = [process.communicate(timeout=300)[0] for process in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)

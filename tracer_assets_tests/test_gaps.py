@@ -4,7 +4,7 @@ the candle still forming, and (when ../shared is there) Binance's real 2021 main
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -16,7 +16,7 @@ from tracer_assets.market.candles import GAP_SCHEMA, closed_window_end, find_gap
 from tracer_assets.market.download import fetch_candles, fetch_candles_for_symbols
 from tracer_assets.resources.replay_exchange import ReplayExchange
 
-UTC = timezone.utc
+UTC = UTC
 DAY = datetime(2024, 3, 10, tzinfo=UTC)
 DAY_END = DAY + timedelta(days=1)
 FIVE_MIN = timedelta(minutes=5)
@@ -128,7 +128,11 @@ def test_empty_or_reversed_window_has_no_gaps(btc_day):
 def test_window_ending_at_closed_window_end_does_not_report_the_forming_candle(now, closed_end):
     # the replay clock shows `now`: the exchange serves only closed candles
     exchange = ReplayExchange(
-        BUNDLED_REPLAY_DIR, symbols=["BTC/USDT"], clock_start=now, clock_anchor=now, wall_seconds=lambda: now.timestamp()
+        BUNDLED_REPLAY_DIR,
+        symbols=["BTC/USDT"],
+        clock_start=now,
+        clock_anchor=now,
+        wall_seconds=lambda: now.timestamp(),
     )
     assert exchange.milliseconds() == ms(now)
     end = closed_window_end(DAY_END, exchange.milliseconds(), "5m")

@@ -101,13 +101,13 @@ def ref_rsi(close: list[float], n: int = 14) -> list[float | None]:
         losses.append(-d if d < 0 else 0.0)
     avg_gain, avg_loss = ref_wilder(gains, n), ref_wilder(losses, n)
     out: list[float | None] = []
-    for g, l in zip(avg_gain, avg_loss):
-        if g is None:
+    for gain, loss in zip(avg_gain, avg_loss):
+        if gain is None:
             out.append(None)
-        elif g + l == 0:  # type: ignore[operator]
+        elif gain + loss == 0:  # type: ignore[operator]
             out.append(0.0)
         else:
-            out.append(100.0 * g / (g + l))  # type: ignore[operator]
+            out.append(100.0 * gain / (gain + loss))  # type: ignore[operator]
     return out
 
 
@@ -261,14 +261,16 @@ def test_matches_talib_when_installed(computed: pl.DataFrame) -> None:
         for column, want in expected.items():
             got = [None if v is None else float(v) for v in series[column].to_list()]
             assert_matches(
-                column, got, [None if np.isnan(v) else float(v) for v in want], close.tolist(), f"talib {symbol} {timeframe}"
+                column,
+                got,
+                [None if np.isnan(v) else float(v) for v in want],
+                close.tolist(),
+                f"talib {symbol} {timeframe}",
             )
 
 
 def test_interleaved_unsorted_input_equals_each_series_alone(candles: pl.DataFrame, computed: pl.DataFrame) -> None:
-    alone = pl.concat(
-        [compute_indicators(bundled(symbol, timeframe)) for symbol, timeframe in sorted(SERIES)]
-    )
+    alone = pl.concat([compute_indicators(bundled(symbol, timeframe)) for symbol, timeframe in sorted(SERIES)])
     # Bit for bit: nothing of one series leaks into another, not even rounding.
     assert_frame_equal(computed, alone, check_exact=True)
     reshuffled = compute_indicators(candles.sample(fraction=1.0, shuffle=True, seed=99))

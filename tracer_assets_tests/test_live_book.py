@@ -5,13 +5,13 @@ live position's stop and target (`exit_trigger`)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 from tracer_assets.trading.live_book import Execution, book_positions, exit_trigger
 from tracer_assets.trading.paper import Position
 
-T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 SYMBOL = "BTC/USDT"
 
 
@@ -19,14 +19,40 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def buy(cid: str, filled: str, price: str, fee: str | None = None, fee_currency: str | None = None,
-        ts: datetime = T0, stop: str | None = None, target: str | None = None, symbol: str = SYMBOL) -> Execution:
-    return Execution(cid, symbol, "buy", D(filled), D(price), None if fee is None else D(fee), fee_currency, ts,
-                     None if stop is None else D(stop), None if target is None else D(target))
+def buy(
+    cid: str,
+    filled: str,
+    price: str,
+    fee: str | None = None,
+    fee_currency: str | None = None,
+    ts: datetime = T0,
+    stop: str | None = None,
+    target: str | None = None,
+    symbol: str = SYMBOL,
+) -> Execution:
+    return Execution(
+        cid,
+        symbol,
+        "buy",
+        D(filled),
+        D(price),
+        None if fee is None else D(fee),
+        fee_currency,
+        ts,
+        None if stop is None else D(stop),
+        None if target is None else D(target),
+    )
 
 
-def sell(cid: str, filled: str, price: str, fee: str | None = None, fee_currency: str | None = None,
-         ts: datetime = T0, symbol: str = SYMBOL) -> Execution:
+def sell(
+    cid: str,
+    filled: str,
+    price: str,
+    fee: str | None = None,
+    fee_currency: str | None = None,
+    ts: datetime = T0,
+    symbol: str = SYMBOL,
+) -> Execution:
     return Execution(cid, symbol, "sell", D(filled), D(price), None if fee is None else D(fee), fee_currency, ts)
 
 
@@ -63,10 +89,12 @@ def test_buy_with_the_fee_in_quote_holds_filled_and_adds_the_fee_to_the_cost():
 
 
 def test_fee_in_a_third_currency_leaves_the_amounts_untouched_and_is_noted():
-    book = book_positions([
-        buy("b-bnb", "0.5", "60000", "0.01", "BNB", ts=at(0)),
-        sell("s-bnb", "0.2", "61000", "0.004", "BNB", ts=at(5)),
-    ])
+    book = book_positions(
+        [
+            buy("b-bnb", "0.5", "60000", "0.01", "BNB", ts=at(0)),
+            sell("s-bnb", "0.2", "61000", "0.004", "BNB", ts=at(5)),
+        ]
+    )
 
     [position] = book.positions
     # Buy: 0.5 held, cost 0.5 * 60000 = 30000, no fee counted.
@@ -90,10 +118,12 @@ def test_a_zero_fee_in_a_third_currency_is_not_noted():
 
 
 def test_two_buys_average_the_entry_by_amount_and_sum_the_cost():
-    book = book_positions([
-        buy("b1", "1", "100", "0.1", "USDT", ts=at(0), stop="90", target="120"),
-        buy("b2", "3", "200", "0.6", "USDT", ts=at(5), stop="180"),  # target None: keeps 120
-    ])
+    book = book_positions(
+        [
+            buy("b1", "1", "100", "0.1", "USDT", ts=at(0), stop="90", target="120"),
+            buy("b2", "3", "200", "0.6", "USDT", ts=at(5), stop="180"),  # target None: keeps 120
+        ]
+    )
 
     [position] = book.positions
     assert position.position_id == "b1" and position.opened_at == at(0)
@@ -106,10 +136,12 @@ def test_two_buys_average_the_entry_by_amount_and_sum_the_cost():
 
 
 def test_a_later_buy_without_stop_keeps_the_stop_and_its_target_replaces():
-    book = book_positions([
-        buy("b1", "1", "100", ts=at(0), stop="90", target="120"),
-        buy("b2", "1", "100", ts=at(5), target="130"),
-    ])
+    book = book_positions(
+        [
+            buy("b1", "1", "100", ts=at(0), stop="90", target="120"),
+            buy("b2", "1", "100", ts=at(5), target="130"),
+        ]
+    )
     position = book.positions[0]
     assert (position.stop_loss, position.take_profit) == (D("90"), D("130"))
 
@@ -122,10 +154,12 @@ def test_average_entry_is_rounded_to_18_places():
 
 
 def test_entry_is_weighted_by_the_amounts_held_after_base_fees():
-    book = book_positions([
-        buy("b1", "1", "100", "0.5", "BTC", ts=at(0)),  # holds 0.5
-        buy("b2", "1", "200", "0", "BTC", ts=at(5)),  # holds 1
-    ])
+    book = book_positions(
+        [
+            buy("b1", "1", "100", "0.5", "BTC", ts=at(0)),  # holds 0.5
+            buy("b2", "1", "200", "0", "BTC", ts=at(5)),  # holds 1
+        ]
+    )
     position = book.positions[0]
     assert position.amount == D("1.5")
     # (0.5 * 100 + 1 * 200) / 1.5 = 250 / 1.5 = 166.666..., 18 places (by the raw fills: 150)
@@ -138,10 +172,12 @@ def test_entry_is_weighted_by_the_amounts_held_after_base_fees():
 
 
 def test_a_partial_sell_realizes_its_share_of_the_cost_and_a_full_sell_closes():
-    book = book_positions([
-        buy("b1", "2", "100", "0.2", "USDT", ts=at(0)),  # cost 200 + 0.2 = 200.2
-        sell("s1", "0.5", "110", "0.055", "USDT", ts=at(5)),
-    ])
+    book = book_positions(
+        [
+            buy("b1", "2", "100", "0.2", "USDT", ts=at(0)),  # cost 200 + 0.2 = 200.2
+            sell("s1", "0.5", "110", "0.055", "USDT", ts=at(5)),
+        ]
+    )
     position = book.positions[0]
     # Basis of 0.5 of 2: 200.2 * 0.5 / 2 = 50.05; proceeds 0.5 * 110 - 0.055 = 54.945.
     assert position.amount == D("1.5")
@@ -150,11 +186,13 @@ def test_a_partial_sell_realizes_its_share_of_the_cost_and_a_full_sell_closes():
     assert position.fees_paid == D("0.2") + D("0.055") == D("0.255")
     assert position.is_open
 
-    book = book_positions([
-        buy("b1", "2", "100", "0.2", "USDT", ts=at(0)),
-        sell("s1", "0.5", "110", "0.055", "USDT", ts=at(5)),
-        sell("s2", "1.5", "120", "0.18", "USDT", ts=at(10)),
-    ])
+    book = book_positions(
+        [
+            buy("b1", "2", "100", "0.2", "USDT", ts=at(0)),
+            sell("s1", "0.5", "110", "0.055", "USDT", ts=at(5)),
+            sell("s2", "1.5", "120", "0.18", "USDT", ts=at(10)),
+        ]
+    )
     [position] = book.positions
     # Proceeds 1.5 * 120 - 0.18 = 179.82 against the remaining basis 150.15: +29.67.
     assert position.amount == 0
@@ -170,20 +208,24 @@ def test_a_partial_sell_realizes_its_share_of_the_cost_and_a_full_sell_closes():
 
 
 def test_a_full_sell_realizes_proceeds_less_the_quote_fee_minus_the_cost():
-    book = book_positions([
-        buy("b1", "1", "100", "0.1", "USDT", ts=at(0)),  # cost 100.1
-        sell("s1", "1", "90", "0.09", "USDT", ts=at(5)),  # proceeds 90 - 0.09 = 89.91
-    ])
+    book = book_positions(
+        [
+            buy("b1", "1", "100", "0.1", "USDT", ts=at(0)),  # cost 100.1
+            sell("s1", "1", "90", "0.09", "USDT", ts=at(5)),  # proceeds 90 - 0.09 = 89.91
+        ]
+    )
     [position] = book.positions
     assert position.realized_pnl == D("89.91") - D("100.1") == D("-10.19")
     assert position.closed_at == at(5)
 
 
 def test_binance_round_trip_base_fee_on_the_buy_quote_fee_on_the_sell():
-    book = book_positions([
-        buy("b1", "0.5", "60000", "0.0005", "BTC", ts=at(0)),  # holds 0.4995 for 30000 USDT
-        sell("s1", "0.4995", "62000", "30.969", "USDT", ts=at(60)),  # 0.4995 * 62000 = 30969, fee 0.1%
-    ])
+    book = book_positions(
+        [
+            buy("b1", "0.5", "60000", "0.0005", "BTC", ts=at(0)),  # holds 0.4995 for 30000 USDT
+            sell("s1", "0.4995", "62000", "30.969", "USDT", ts=at(60)),  # 0.4995 * 62000 = 30969, fee 0.1%
+        ]
+    )
     [position] = book.positions
     assert position.closed_at == at(60)
     assert position.realized_pnl == (D("0.4995") * D("62000") - D("30.969")) - D("30000") == D("938.031")
@@ -191,10 +233,12 @@ def test_binance_round_trip_base_fee_on_the_buy_quote_fee_on_the_sell():
 
 
 def test_a_sell_beyond_the_position_books_only_the_positions_share():
-    book = book_positions([
-        buy("b1", "1", "100", ts=at(0)),
-        sell("s1", "2", "110", "0.22", "USDT", ts=at(5)),  # 1 of the 2 sold was not the position's
-    ])
+    book = book_positions(
+        [
+            buy("b1", "1", "100", ts=at(0)),
+            sell("s1", "2", "110", "0.22", "USDT", ts=at(5)),  # 1 of the 2 sold was not the position's
+        ]
+    )
     [position] = book.positions
     # Proceeds (220 - 0.22) * 1 / 2 = 109.89, fee 0.22 / 2 = 0.11, basis 100.
     assert position.realized_pnl == (D("220") - D("0.22")) / 2 - D("100") == D("9.89")
@@ -206,10 +250,13 @@ def test_a_sell_beyond_the_position_books_only_the_positions_share():
 
 
 def test_a_remainder_below_the_markets_smallest_sale_is_written_off():
-    book = book_positions([
-        buy("b1", "1", "100", "0.1", "USDT", ts=at(0)),  # cost 100.1
-        sell("s1", "0.9995", "110", ts=at(5)),  # leaves 0.0005 < 0.001
-    ], dust={SYMBOL: D("0.001")})
+    book = book_positions(
+        [
+            buy("b1", "1", "100", "0.1", "USDT", ts=at(0)),  # cost 100.1
+            sell("s1", "0.9995", "110", ts=at(5)),  # leaves 0.0005 < 0.001
+        ],
+        dust={SYMBOL: D("0.001")},
+    )
 
     [position] = book.positions
     # Sold basis 100.1 * 0.9995 = 100.04995, proceeds 0.9995 * 110 = 109.945 -> +9.89505;
@@ -226,8 +273,9 @@ def test_a_remainder_below_the_markets_smallest_sale_is_written_off():
 
 def test_a_remainder_at_or_above_the_smallest_sale_stays_open():
     for left, sold in (("0.001", "0.999"), ("0.3", "0.7")):
-        book = book_positions([buy("b1", "1", "100", ts=at(0)), sell("s1", sold, "110", ts=at(5))],
-                              dust={SYMBOL: D("0.001")})
+        book = book_positions(
+            [buy("b1", "1", "100", ts=at(0)), sell("s1", sold, "110", ts=at(5))], dust={SYMBOL: D("0.001")}
+        )
         position = book.positions[0]
         assert position.is_open, left
         assert position.amount == D(left)
@@ -248,11 +296,13 @@ def test_dust_is_per_symbol():
 
 
 def test_a_sell_with_no_open_position_is_not_booked_and_is_noted():
-    book = book_positions([
-        sell("s-old", "0.1", "60000", "6", "USDT", ts=at(0)),
-        buy("e1", "1", "3000", ts=at(5), symbol="ETH/USDT"),
-        sell("s-btc", "0.1", "60000", ts=at(10)),  # an ETH position does not make a BTC one
-    ])
+    book = book_positions(
+        [
+            sell("s-old", "0.1", "60000", "6", "USDT", ts=at(0)),
+            buy("e1", "1", "3000", ts=at(5), symbol="ETH/USDT"),
+            sell("s-btc", "0.1", "60000", ts=at(10)),  # an ETH position does not make a BTC one
+        ]
+    )
     [position] = book.positions
     assert position.symbol == "ETH/USDT" and position.amount == D("1") and position.realized_pnl == 0
     assert len(book.notes) == 2
@@ -294,11 +344,13 @@ def test_executions_are_replayed_in_time_order_and_zero_fills_are_ignored():
 
 
 def test_a_buy_after_a_close_opens_a_new_position():
-    book = book_positions([
-        buy("b1", "1", "100", ts=at(0), stop="90", target="120"),
-        sell("s1", "1", "110", ts=at(5)),
-        buy("b2", "2", "105", ts=at(10), stop="100"),
-    ])
+    book = book_positions(
+        [
+            buy("b1", "1", "100", ts=at(0), stop="90", target="120"),
+            sell("s1", "1", "110", ts=at(5)),
+            buy("b2", "2", "105", ts=at(10), stop="100"),
+        ]
+    )
     first, second = book.positions
     assert first.position_id == "b1" and first.closed_at == at(5) and first.realized_pnl == D("10")
     assert second.position_id == "b2"
@@ -310,11 +362,14 @@ def test_a_buy_after_a_close_opens_a_new_position():
 
 
 def test_a_buy_after_a_dust_close_opens_a_new_position():
-    book = book_positions([
-        buy("b1", "1", "100", ts=at(0)),
-        sell("s1", "0.9995", "110", ts=at(5)),
-        buy("b2", "1", "100", ts=at(10)),
-    ], dust={SYMBOL: D("0.001")})
+    book = book_positions(
+        [
+            buy("b1", "1", "100", ts=at(0)),
+            sell("s1", "0.9995", "110", ts=at(5)),
+            buy("b2", "1", "100", ts=at(10)),
+        ],
+        dust={SYMBOL: D("0.001")},
+    )
     first, second = book.positions
     assert not first.is_open
     assert second.position_id == "b2" and second.amount == D("1")  # the dust is not folded in
@@ -324,8 +379,16 @@ def test_a_buy_after_a_dust_close_opens_a_new_position():
 
 
 def position(stop: str | None = "90", target: str | None = "120", opened_at: datetime = T0) -> Position:
-    return Position("b1", SYMBOL, D("1"), D("100"), D("100"), None if stop is None else D(stop),
-                    None if target is None else D(target), opened_at)
+    return Position(
+        "b1",
+        SYMBOL,
+        D("1"),
+        D("100"),
+        D("100"),
+        None if stop is None else D(stop),
+        None if target is None else D(target),
+        opened_at,
+    )
 
 
 def candle(minutes: float, high: str, low: str) -> tuple[datetime, D, D]:

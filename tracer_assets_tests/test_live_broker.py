@@ -5,11 +5,12 @@ whether the signal is processed twice, the reply is lost, or the process dies be
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal as D
 
 import ccxt
 import pytest
+from fake_binance import BUNDLED_DATA, DATA_END_MS, FakeBinance
 
 from tracer_assets.market.download import RetryPolicy
 from tracer_assets.resources.ccxt_exchange import make_ccxt_exchange
@@ -23,8 +24,6 @@ from tracer_assets.trading.live import (
     live_allowed,
 )
 from tracer_assets.trading.paper import OrderTicket, client_order_id
-
-from fake_binance import BUNDLED_DATA, DATA_END_MS, FakeBinance
 
 KEY, SECRET = "test-api-key", "test-api-secret"
 LIVE_ENV = {"ENABLE_LIVE": "1", "IS_LIVE": "1", "FORCE_DRY": "0", "DRY_RUN": "0"}
@@ -65,8 +64,17 @@ def broker(exchange, env: dict[str, str] = LIVE_ENV, allowed: bool | None = None
 
 
 def ticket(storage_id: int, side: str = "buy", amount: str = "0.001", symbol: str = "BTC/USDT") -> OrderTicket:
-    return OrderTicket(client_order_id(f"decision-{storage_id}", side), symbol, side, D(amount), BTC_PRICE,
-                       None, None, f"decision-{storage_id}", storage_id)
+    return OrderTicket(
+        client_order_id(f"decision-{storage_id}", side),
+        symbol,
+        side,
+        D(amount),
+        BTC_PRICE,
+        None,
+        None,
+        f"decision-{storage_id}",
+        storage_id,
+    )
 
 
 def posts(server: FakeBinance) -> list:
@@ -110,9 +118,11 @@ def test_live_allowed_lists_every_missing_condition_and_distrusts_non_bools():
     settings = load_settings({"FORCE_DRY": "1"})
     ok, reason = live_allowed(settings, "", None)
     assert not ok
-    assert reason == ("ENABLE_LIVE is 0, live trading needs 1; IS_LIVE is 0, live trading needs 1; "
-                      "FORCE_DRY is 1, live trading needs 0; DRY_RUN is 1, live trading needs 0; "
-                      "no exchange API key; no exchange API secret")
+    assert reason == (
+        "ENABLE_LIVE is 0, live trading needs 1; IS_LIVE is 0, live trading needs 1; "
+        "FORCE_DRY is 1, live trading needs 0; DRY_RUN is 1, live trading needs 0; "
+        "no exchange API key; no exchange API secret"
+    )
     assert live_allowed(load_settings(LIVE_ENV), KEY, SECRET) == (True, "")
 
     class StringFlags:  # "0" is truthy: a flag that is not a bool must never read as live
@@ -130,14 +140,22 @@ def test_with_every_condition_one_market_order_fills_with_its_fee(server):
 
     [stored] = server.orders()
     assert len(posts(server)) == 1 and stored.client_order_id == client_order_id("decision-101", "buy")
-    assert (order.status, order.exchange_order_id, order.filled, order.average_price) == ("filled", "1", D("0.001"), BTC_PRICE)
+    assert (order.status, order.exchange_order_id, order.filled, order.average_price) == (
+        "filled",
+        "1",
+        D("0.001"),
+        BTC_PRICE,
+    )
     # Binance takes a buy's fee in the asset received: 0.1% of 0.001 BTC.
     assert (order.fee, order.fee_currency) == (D("0.000001"), "BTC")
     assert order.cost == D("0.001") * BTC_PRICE
-    assert server.balances() == {"USDT": D("10000") - D("0.001") * BTC_PRICE, "BTC": D("0.5") + D("0.001") - D("0.000001")}
+    assert server.balances() == {
+        "USDT": D("10000") - D("0.001") * BTC_PRICE,
+        "BTC": D("0.5") + D("0.001") - D("0.000001"),
+    }
     fill = order.to_fill("entry")
     assert (fill.amount, fill.price, fill.fee, fill.reason) == (D("0.001"), BTC_PRICE, D("0.000001"), "entry")
-    assert fill.ts == datetime.fromtimestamp(DATA_END_MS / 1000, timezone.utc)
+    assert fill.ts == datetime.fromtimestamp(DATA_END_MS / 1000, UTC)
 
 
 def test_the_same_signal_processed_twice_or_after_a_restart_sends_one_order(server):
@@ -251,11 +269,15 @@ def test_reconcile_finds_what_the_local_record_lacks_or_has_stale(server):
 
     ours = {client_order_id(f"decision-{n}", side) for n in (201, 202, 203, 204) for side in ("buy", "sell")}
 
-    report = broker(client(server)).reconcile(["BTC/USDT", "ETH/USDT"], [
-        RecordedOrder(recorded_filled.client_order_id, "BTC/USDT", "filled"),
-        RecordedOrder(recorded_pending.client_order_id, "BTC/USDT", "pending"),
-        RecordedOrder(never_arrived, "BTC/USDT", "pending"),
-    ], ours=ours.__contains__)
+    report = broker(client(server)).reconcile(
+        ["BTC/USDT", "ETH/USDT"],
+        [
+            RecordedOrder(recorded_filled.client_order_id, "BTC/USDT", "filled"),
+            RecordedOrder(recorded_pending.client_order_id, "BTC/USDT", "pending"),
+            RecordedOrder(never_arrived, "BTC/USDT", "pending"),
+        ],
+        ours=ours.__contains__,
+    )
 
     assert [o.client_order_id for o in report.unrecorded] == [unrecorded.client_order_id]
     assert report.foreign == [elsewhere.client_order_id]  # listed, never adopted

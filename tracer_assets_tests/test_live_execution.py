@@ -11,13 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 import dagster as dg
 import duckdb
 import pytest
-
 from fake_binance import FakeBinance
 from test_trading_assets import (  # noqa: F401  (replay_clock is a fixture)
     CLOCK_START,
@@ -30,13 +29,19 @@ from test_trading_assets import (  # noqa: F401  (replay_clock is a fixture)
     run,
     store_history,
 )
+
 from tracer_assets.definitions import DECISION_JOB, TICK_JOB
 from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
 
 KEY, SECRET = "live-test-key", "live-test-secret"
 LIVE_ENV = {
-    "ENABLE_LIVE": "1", "IS_LIVE": "1", "FORCE_DRY": "0", "DRY_RUN": "0",
-    "TRACER_EXCHANGE": "binance", "TRACER_EXCHANGE_API_KEY": KEY, "TRACER_EXCHANGE_SECRET": SECRET,
+    "ENABLE_LIVE": "1",
+    "IS_LIVE": "1",
+    "FORCE_DRY": "0",
+    "DRY_RUN": "0",
+    "TRACER_EXCHANGE": "binance",
+    "TRACER_EXCHANGE_API_KEY": KEY,
+    "TRACER_EXCHANGE_SECRET": SECRET,
 }
 ORDER = "/api/v3/order"
 # The fake exchange's clock stands where the replay clock stands: its market orders fill at the
@@ -152,13 +157,20 @@ def test_a_run_killed_after_the_exchange_took_the_order_is_retried_without_a_sec
     database = tracer_env["TRACER_DUCKDB_PATH"]
     cid = expected_cid(storage_id, "BTC/USDT", "buy")
     server.crash_after_accepting(ORDER, mode="hang")  # the order is stored, the reply never comes
-    process = subprocess.Popen([sys.executable, "-c", SEND_AND_DIE, SIGNAL_STORAGE_TAG, str(storage_id)],
-                               env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SEND_AND_DIE, SIGNAL_STORAGE_TAG, str(storage_id)],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while not server.orders() and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.1)
-        assert server.orders(), f"the run never sent its order: {process.stderr.read().decode()[-2000:] if process.poll() is not None else ''}"
+        assert server.orders(), (
+            "the run never sent its order: "
+            f"{process.stderr.read().decode()[-2000:] if process.poll() is not None else ''}"
+        )
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -177,7 +189,11 @@ def test_a_run_killed_after_the_exchange_took_the_order_is_retried_without_a_sec
     decide(storage_id)  # the retry
     assert len(posts(server)) == 1 and len(server.orders()) == 1
     order = query(database, "SELECT * FROM trading.orders WHERE client_order_id = ?", [cid]).row(0, named=True)
-    assert (order["mode"], order["status"], order["exchange_order_id"]) == ("LIVE", "filled", str(server.orders()[0].order_id))
+    assert (order["mode"], order["status"], order["exchange_order_id"]) == (
+        "LIVE",
+        "filled",
+        str(server.orders()[0].order_id),
+    )
     assert "found at binance on reconcile" in order["reason"]
     assert order["filled"] == server.orders()[0].executed_qty
 
@@ -191,7 +207,8 @@ def test_a_touched_stop_sells_the_live_position_at_market_on_the_next_run(live, 
     # it at 2 ATR; set here so the watch has something to find).
     with duckdb.connect(database) as connection:
         stop = connection.execute(
-            "SELECT min(low) FROM market.candles WHERE symbol = 'BTC/USDT' AND ts >= ?::TIMESTAMPTZ", [CLOCK_START],
+            "SELECT min(low) FROM market.candles WHERE symbol = 'BTC/USDT' AND ts >= ?::TIMESTAMPTZ",
+            [CLOCK_START],
         ).fetchall()
     assert stop == [(None,)]  # not yet stored: the tick below brings them
     # Half an hour on, the next tick (the candles come from replay) and its decision run.
@@ -202,12 +219,15 @@ def test_a_touched_stop_sells_the_live_position_at_market_on_the_next_run(live, 
     server.now_ms = CLOCK_MS + 30 * 60 * 1000
     with duckdb.connect(database) as connection:
         candles = connection.execute(
-            "SELECT ts, low FROM market.candles WHERE symbol = 'BTC/USDT' AND ts >= ?::TIMESTAMPTZ ORDER BY ts", [CLOCK_START],
+            "SELECT ts, low FROM market.candles WHERE symbol = 'BTC/USDT' AND ts >= ?::TIMESTAMPTZ ORDER BY ts",
+            [CLOCK_START],
         ).fetchall()
         # Just above the half hour's lowest low: the first candle whose low reaches it touches it.
         stop = Decimal(str(min(low for _, low in candles))) * Decimal("1.00001")
         touched_at = next(ts for ts, low in candles if Decimal(str(low)) <= stop)
-        connection.execute("UPDATE trading.decisions SET stop_loss = ? WHERE symbol = 'BTC/USDT' AND action = 'BUY'", [stop])
+        connection.execute(
+            "UPDATE trading.decisions SET stop_loss = ? WHERE symbol = 'BTC/USDT' AND action = 'BUY'", [stop]
+        )
     next_event = newest_signal_event()
     decide(next_event)
 
@@ -218,15 +238,19 @@ def test_a_touched_stop_sells_the_live_position_at_market_on_the_next_run(live, 
     position = query(database, "SELECT * FROM trading.positions WHERE mode = 'LIVE'").row(0, named=True)
     assert position["closed_at"] is not None
     recorded = query(database, "SELECT * FROM trading.orders WHERE side = 'sell'").row(0, named=True)
-    assert f"stop touched by the candle at {touched_at.astimezone(timezone.utc).isoformat()}" in recorded["reason"]
+    assert f"stop touched by the candle at {touched_at.astimezone(UTC).isoformat()}" in recorded["reason"]
     assert recorded["status"] == "filled"
     # Exact PnL: quote received (less the fee, in USDT) minus the quote paid for what was held.
     received = sold.cummulative_quote_qty - Decimal(sold.fills[0]["commission"])
     assert position["realized_pnl"] == received - bought.cummulative_quote_qty
-    assert sold.orig_qty == (bought.executed_qty - Decimal(bought.fills[0]["commission"])).quantize(Decimal("1e-5"), "ROUND_DOWN")
+    assert sold.orig_qty == (bought.executed_qty - Decimal(bought.fills[0]["commission"])).quantize(
+        Decimal("1e-5"), "ROUND_DOWN"
+    )
 
 
-def test_a_second_fresh_instance_sends_its_own_order_and_adopts_none_of_the_first(live, tracer_env, tmp_path, monkeypatch):
+def test_a_second_fresh_instance_sends_its_own_order_and_adopts_none_of_the_first(
+    live, tracer_env, tmp_path, monkeypatch
+):
     """Two deployments, each with a new Dagster instance and DuckDB file, trade on one account.
     Storage ids restart at 1 in every instance, so both answer "signal event 5"; the client ids
     differ (they carry the signals run's id) and the second reconcile adopts nothing."""
@@ -272,8 +296,11 @@ def test_a_buy_decided_in_time_but_executed_too_late_is_refused_unsent(live, tra
     queued through downtime): the order is recorded as refused, nothing reaches the exchange."""
     server, storage_id = live
     database = tracer_env["TRACER_DUCKDB_PATH"]
-    decisions_only = run(DECISION_JOB, tags={SIGNAL_STORAGE_TAG: str(storage_id)},
-                         asset_selection=[dg.AssetKey(["trading", "decisions"])])
+    decisions_only = run(
+        DECISION_JOB,
+        tags={SIGNAL_STORAGE_TAG: str(storage_id)},
+        asset_selection=[dg.AssetKey(["trading", "decisions"])],
+    )
     assert decisions_only.success
     assert query(database, "SELECT action FROM trading.decisions WHERE symbol = 'BTC/USDT'")["action"][0] == "BUY"
     server.now_ms = CLOCK_MS + 3 * 86_400_000

@@ -17,9 +17,9 @@ import anthropic
 import dagster as dg
 import polars as pl
 import pytest
-
 from conftest import bundled_frame
 from fake_anthropic import FakeAnthropic
+
 from tracer_assets.features.indicators import compute_indicators
 from tracer_assets.market.candles import candles_from_rows
 from tracer_assets.resources.llm import DEFAULT_MODEL, AnthropicResource
@@ -62,9 +62,18 @@ def frames() -> tuple[pl.DataFrame, pl.DataFrame]:
 def _context(frames, quote_balance: str = "1000") -> DecisionContext:
     indicators, signals = frames
     market = {
-        "BTC/USDT": {"open_interest": 81234.5, "funding_rate": 0.000125, "funding_timestamp": 1725609600000, "errors": {}},
-        "ETH/USDT": {"open_interest": None, "funding_rate": None, "funding_timestamp": None,
-                     "errors": {"open_interest": OI_MISSING, "funding_rate": FUNDING_MISSING}},
+        "BTC/USDT": {
+            "open_interest": 81234.5,
+            "funding_rate": 0.000125,
+            "funding_timestamp": 1725609600000,
+            "errors": {},
+        },
+        "ETH/USDT": {
+            "open_interest": None,
+            "funding_rate": None,
+            "funding_timestamp": None,
+            "errors": {"open_interest": OI_MISSING, "funding_rate": FUNDING_MISSING},
+        },
     }
     portfolio = PortfolioState("USDT", Decimal(quote_balance), {"ETH/USDT": Position(Decimal("0.05"), Decimal("2400"))})
     return context_from_frames(SYMBOLS, indicators, signals, market, portfolio, Decimal("5"), Decimal("100"), "1h")
@@ -89,7 +98,10 @@ def _buy(ctx: DecisionContext, **changes) -> dict:
     """A valid BUY of BTC/USDT: stop 2 % below the price, target 3 % above."""
     price = ctx.markets["BTC/USDT"].price
     answer = {
-        "action": "BUY", "symbol": "BTC/USDT", "confidence": 0.72, "position_size_quote": 50,
+        "action": "BUY",
+        "symbol": "BTC/USDT",
+        "confidence": 0.72,
+        "position_size_quote": 50,
         "stop_loss": str((price * Decimal("0.98")).quantize(Decimal("0.01"))),
         "take_profit": str((price * Decimal("1.03")).quantize(Decimal("0.01"))),
         "reasoning": "Momentum turning up above the 12 EMA.",
@@ -158,7 +170,7 @@ def test_the_request_carries_the_data_and_the_key_only_as_a_header(server, ctx, 
     assert "ONLY one JSON object" in system and "BTC/USDT, ETH/USDT" in system
 
     user = request.body["messages"][0]["content"]
-    data = json.loads(user[user.index("{"): user.rindex("}") + 1])
+    data = json.loads(user[user.index("{") : user.rindex("}") + 1])
     btc, eth = data["markets"]["BTC/USDT"], data["markets"]["ETH/USDT"]
     for name in PROMPT_INDICATORS:
         assert btc["indicators"][name] == pytest.approx(ctx.markets["BTC/USDT"].indicators[name], rel=1e-5)
@@ -193,22 +205,53 @@ def test_json_inside_fences_or_prose_is_accepted(server, ctx, wrap):
 
 def test_case_symbol_spelling_and_quoted_numbers_are_normalized(server, ctx):
     # Unambiguous spellings are read as what they are; they are not guesses.
-    server.reply_text(_as_json(_buy(ctx, action=" buy ", symbol="btcusdt", position_size_quote="25.50", confidence="0.6")))
+    server.reply_text(
+        _as_json(_buy(ctx, action=" buy ", symbol="btcusdt", position_size_quote="25.50", confidence="0.6"))
+    )
     outcome = _decide(server, ctx)
     assert outcome.ok and (outcome.action, outcome.symbol) == ("BUY", "BTC/USDT")
     assert outcome.position_size_quote == Decimal("25.50") and outcome.confidence == 0.6
 
 
 def test_a_sell_closes_the_held_position_and_a_hold_carries_no_order(server, ctx):
-    server.reply_text(_as_json({"action": "SELL", "symbol": "ETH/USDT", "confidence": 0.55, "position_size_quote": None,
-                                "stop_loss": None, "take_profit": None, "reasoning": "Bear regime."}))
+    server.reply_text(
+        _as_json(
+            {
+                "action": "SELL",
+                "symbol": "ETH/USDT",
+                "confidence": 0.55,
+                "position_size_quote": None,
+                "stop_loss": None,
+                "take_profit": None,
+                "reasoning": "Bear regime.",
+            }
+        )
+    )
     sell = _decide(server, ctx)
-    assert sell.ok and (sell.action, sell.symbol, sell.position_size_quote, sell.stop_loss) == ("SELL", "ETH/USDT", None, None)
+    assert sell.ok and (sell.action, sell.symbol, sell.position_size_quote, sell.stop_loss) == (
+        "SELL",
+        "ETH/USDT",
+        None,
+        None,
+    )
 
-    server.reply_text(_as_json({"action": "HOLD", "symbol": None, "confidence": 0.3, "position_size_quote": 0,
-                                "stop_loss": 0, "take_profit": 0, "reasoning": "Nothing clear."}))
+    server.reply_text(
+        _as_json(
+            {
+                "action": "HOLD",
+                "symbol": None,
+                "confidence": 0.3,
+                "position_size_quote": 0,
+                "stop_loss": 0,
+                "take_profit": 0,
+                "reasoning": "Nothing clear.",
+            }
+        )
+    )
     hold = _decide(server, ctx)
-    assert hold.ok and hold.action == "HOLD" and hold.position_size_quote is None and hold.reason == "LLM: Nothing clear."
+    assert (
+        hold.ok and hold.action == "HOLD" and hold.position_size_quote is None and hold.reason == "LLM: Nothing clear."
+    )
 
 
 # --- answers that are refused: HOLD with the reason ----------------------------------------------
@@ -221,30 +264,67 @@ def _price(ctx, symbol="BTC/USDT") -> Decimal:
 REFUSED = [
     ("bad-json", lambda c: '{"action": "BUY", "symbol": "BTC/USDT",}', "invalid JSON: Expecting property name"),
     ("no-json", lambda c: "I would buy some bitcoin here.", "no JSON object in the answer"),
-    ("nan", lambda c: _as_json(_buy(c)).replace('"confidence": 0.72', '"confidence": NaN'), "invalid JSON: NaN is not a number JSON allows"),
-    ("duplicate-key", lambda c: _as_json(_buy(c))[:-1] + ', "action": "HOLD"}', "invalid JSON: key 'action' appears twice"),
-    ("missing-field", lambda c: _as_json({k: v for k, v in _buy(c).items() if k != "stop_loss"}), "missing field stop_loss"),
+    (
+        "nan",
+        lambda c: _as_json(_buy(c)).replace('"confidence": 0.72', '"confidence": NaN'),
+        "invalid JSON: NaN is not a number JSON allows",
+    ),
+    (
+        "duplicate-key",
+        lambda c: _as_json(_buy(c))[:-1] + ', "action": "HOLD"}',
+        "invalid JSON: key 'action' appears twice",
+    ),
+    (
+        "missing-field",
+        lambda c: _as_json({k: v for k, v in _buy(c).items() if k != "stop_loss"}),
+        "missing field stop_loss",
+    ),
     ("extra-field", lambda c: _as_json(_buy(c, leverage=10)), "unexpected field leverage"),
     ("unknown-action", lambda c: _as_json(_buy(c, action="LONG")), "action 'LONG' is not one of BUY, SELL, HOLD"),
-    ("size-below-min", lambda c: _as_json(_buy(c, position_size_quote=1)), "position_size_quote 1 is below the minimum 5 USDT"),
-    ("size-above-max", lambda c: _as_json(_buy(c, position_size_quote=500)), "position_size_quote 500 is above the maximum 100 USDT"),
+    (
+        "size-below-min",
+        lambda c: _as_json(_buy(c, position_size_quote=1)),
+        "position_size_quote 1 is below the minimum 5 USDT",
+    ),
+    (
+        "size-above-max",
+        lambda c: _as_json(_buy(c, position_size_quote=500)),
+        "position_size_quote 500 is above the maximum 100 USDT",
+    ),
     ("size-null-buy", lambda c: _as_json(_buy(c, position_size_quote=None)), "position_size_quote is null for BUY"),
     ("size-boolean", lambda c: _as_json(_buy(c, position_size_quote=True)), "position_size_quote True is not a number"),
-    ("size-list", lambda c: _as_json(_buy(c, position_size_quote=[0, [5, 0], 0])), "position_size_quote [0, [5, 0], 0] is not a number"),
+    (
+        "size-list",
+        lambda c: _as_json(_buy(c, position_size_quote=[0, [5, 0], 0])),
+        "position_size_quote [0, [5, 0], 0] is not a number",
+    ),
     ("unknown-symbol", lambda c: _as_json(_buy(c, symbol="DOGE/USDT")), "symbol DOGE/USDT is not in the universe"),
     ("not-a-symbol", lambda c: _as_json(_buy(c, symbol="bitcoin")), "symbol 'bitcoin' is not a market symbol"),
     ("confidence-1.5", lambda c: _as_json(_buy(c, confidence=1.5)), "confidence 1.5 is not in [0, 1]"),
     ("confidence-percent", lambda c: _as_json(_buy(c, confidence=85)), "confidence 85 is not in [0, 1]"),
     ("confidence-text", lambda c: _as_json(_buy(c, confidence="high")), "confidence 'high' is not a number"),
-    ("stop-above-price", lambda c: _as_json(_buy(c, stop_loss=str(_price(c) + 500))),
-     "stop_loss {} is not below the price {} for BUY"),
-    ("stop-at-price", lambda c: _as_json(_buy(c, stop_loss=str(_price(c)))), "stop_loss {} is not below the price {} for BUY"),
-    ("target-below-price", lambda c: _as_json(_buy(c, take_profit=str(_price(c) - 500))),
-     "take_profit {} is not above the price {} for BUY"),
+    (
+        "stop-above-price",
+        lambda c: _as_json(_buy(c, stop_loss=str(_price(c) + 500))),
+        "stop_loss {} is not below the price {} for BUY",
+    ),
+    (
+        "stop-at-price",
+        lambda c: _as_json(_buy(c, stop_loss=str(_price(c)))),
+        "stop_loss {} is not below the price {} for BUY",
+    ),
+    (
+        "target-below-price",
+        lambda c: _as_json(_buy(c, take_profit=str(_price(c) - 500))),
+        "take_profit {} is not above the price {} for BUY",
+    ),
     ("stop-negative", lambda c: _as_json(_buy(c, stop_loss="-5")), "stop_loss -5 is not a positive price"),
     ("sell-not-held", lambda c: _as_json(_buy(c, action="SELL")), "SELL of BTC/USDT, but no BTC/USDT position is held"),
-    ("sell-above-value", lambda c: _as_json(_buy(c, action="SELL", symbol="ETH/USDT", position_size_quote=200)),
-     "position_size_quote 200 is above the position's value"),
+    (
+        "sell-above-value",
+        lambda c: _as_json(_buy(c, action="SELL", symbol="ETH/USDT", position_size_quote=200)),
+        "position_size_quote 200 is above the position's value",
+    ),
     ("reasoning-too-long", lambda c: _as_json(_buy(c, reasoning="x" * 2001)), "reasoning has 2001 characters"),
     ("not-an-object", lambda c: "[1, 2, 3]", "no JSON object in the answer"),
 ]
@@ -330,7 +410,10 @@ def test_the_time_limit_is_one_deadline_for_the_whole_call(server, ctx):
     # after 1 or 2 of its 8 pieces, and no thread of the call is left behind.
     (request,) = server.requests
     assert _wait_for(lambda: request.hung_up_at is not None, 1.5), "the client never closed its connection"
-    assert request.hung_up_at - started < 3.5 and request.pieces_sent < 8, (request.hung_up_at - started, request.pieces_sent)
+    assert request.hung_up_at - started < 3.5 and request.pieces_sent < 8, (
+        request.hung_up_at - started,
+        request.pieces_sent,
+    )
     assert _llm_threads() == []
 
 
@@ -338,6 +421,10 @@ def test_a_trickled_answer_complete_within_the_deadline_is_accepted(server, ctx)
     server.reply_trickle(_as_json(_buy(ctx)), pieces=8, pause_s=0.1)
     outcome = _decide(server, ctx, timeout_s=5.0)
     assert outcome.ok and outcome.action == "BUY" and 0.7 < outcome.latency_s < 5
+    # The server counts a piece after writing it: the client may have read the last one first.
+    settled = time.monotonic() + 5
+    while server.requests[0].pieces_sent < 8 and time.monotonic() < settled:
+        time.sleep(0.01)
     assert server.requests[0].pieces_sent == 8 and server.requests[0].hung_up_at is None
     assert _llm_threads() == []
 
@@ -353,7 +440,9 @@ def test_the_resource_holds_at_its_deadline(server, ctx):
 
 @pytest.mark.parametrize("timeout_s", [0.0, -1.0, float("nan"), float("inf")])
 def test_a_time_limit_that_is_not_a_positive_finite_number_means_hold(server, ctx, timeout_s):
-    _assert_hold(_decide(server, ctx, timeout_s=timeout_s), "LLM time limit must be a positive finite number of seconds")
+    _assert_hold(
+        _decide(server, ctx, timeout_s=timeout_s), "LLM time limit must be a positive finite number of seconds"
+    )
     assert server.requests == []  # nothing was sent
 
 
@@ -361,9 +450,10 @@ def test_the_fake_server_streams_a_trickled_answer_as_server_sent_events(server,
     # The fake answers `stream: true` the way the API does, so a streaming client can be tested too.
     text = _as_json(_buy(ctx))
     server.reply_trickle(text, pieces=4, pause_s=0.05)
-    with _client(server) as client, client.messages.stream(
-        model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "decide"}]
-    ) as stream:
+    with (
+        _client(server) as client,
+        client.messages.stream(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "decide"}]) as stream,
+    ):
         message = stream.get_final_message()
     assert server.requests[0].streamed and server.requests[0].pieces_sent == 4
     assert message.stop_reason == "end_turn" and message.content[0].text == text
@@ -384,7 +474,9 @@ def test_empty_and_non_text_content_mean_hold(server, ctx):
     _assert_hold(_decide(server, ctx), "LLM answer was empty (no content)")
     server.reply_content([{"type": "text", "text": "   "}])
     _assert_hold(_decide(server, ctx), "invalid answer: the answer is empty")
-    server.reply_content([{"type": "tool_use", "id": "toolu_1", "name": "buy", "input": {"symbol": "BTC/USDT"}}], stop_reason="tool_use")
+    server.reply_content(
+        [{"type": "tool_use", "id": "toolu_1", "name": "buy", "input": {"symbol": "BTC/USDT"}}], stop_reason="tool_use"
+    )
     _assert_hold(_decide(server, ctx), "LLM stopped with stop_reason 'tool_use'")
     server.reply_content([{"type": "thinking", "thinking": "hmm", "signature": "sig"}])
     _assert_hold(_decide(server, ctx), "LLM answer had no text (content types: thinking)")
@@ -443,7 +535,9 @@ def test_the_context_refuses_bad_input_naming_the_field(frames, ctx):
     with pytest.raises(ValueError, match="price of BTC/USDT must be a positive finite Decimal"):
         MarketSnapshot(symbol="BTC/USDT", price=Decimal("0"), candles=None, indicators={}, signal=None)
     with pytest.raises(ValueError, match="indicator rsi_14 of BTC/USDT must be finite"):
-        MarketSnapshot(symbol="BTC/USDT", price=Decimal("1"), candles=None, indicators={"rsi_14": float("nan")}, signal=None)
+        MarketSnapshot(
+            symbol="BTC/USDT", price=Decimal("1"), candles=None, indicators={"rsi_14": float("nan")}, signal=None
+        )
     with pytest.raises(ValueError, match="min_order_quote 200 is above max_order_quote 100"):
         DecisionContext(SYMBOLS, ctx.markets, ctx.portfolio, Decimal("200"), Decimal("100"), "1h")
     with pytest.raises(ValueError, match=r"no market snapshot for \['SOL/USDT'\]"):

@@ -3,15 +3,15 @@ instance on disk, the replay exchange over the bundled Binance candles."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+from conftest import bundled_frame, copy_replay_files
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from conftest import bundled_frame, copy_replay_files
 from tracer_assets.definitions import MARKET_DATA_JOB, build_definitions
 from tracer_assets.settings import SettingsError, load_settings
 
@@ -40,9 +40,7 @@ def query(sql: str, params=None) -> list[tuple]:
 
 def table_fingerprint(table: str = "market.candles") -> tuple:
     """Row count and a checksum over every value: equal fingerprints, equal tables."""
-    return query(
-        f"SELECT count(*), sum(hash(symbol, timeframe, ts, open, high, low, close, volume)) FROM {table}"
-    )[0]
+    return query(f"SELECT count(*), sum(hash(symbol, timeframe, ts, open, high, low, close, volume)) FROM {table}")[0]
 
 
 def test_definitions_load_and_every_job_resolves(tracer_env):
@@ -72,9 +70,7 @@ def test_a_range_of_days_materializes_in_one_run(tracer_env):
     per_timeframe = dict(query("SELECT timeframe, count(*) FROM market.ohlcv GROUP BY 1"))
     assert per_timeframe == {"5m": 3 * 288 * 2, "15m": 3 * 96 * 2, "1h": 3 * 24 * 2, "4h": 3 * 6 * 2}
     # A fact of the real data: BTC/USDT's 2024 high of 73,777.00 came on 2024-03-14.
-    high, when = query(
-        "SELECT max(high), arg_max(ts, high) FROM market.candles WHERE symbol = 'BTC/USDT'"
-    )[0]
+    high, when = query("SELECT max(high), arg_max(ts, high) FROM market.candles WHERE symbol = 'BTC/USDT'")[0]
     assert high == 73777.0 and when.date().isoformat() == "2024-03-14"
     assert query("SELECT count(*) FROM market.gaps") == [(0,)]
 
@@ -107,7 +103,7 @@ def test_rematerializing_a_day_replaces_exactly_that_day(tracer_env):
 
 def _damage(rule: str):
     """A function breaking the BTC file at 2024-01-02 12:00 in the way `rule` forbids."""
-    at = datetime(2024, 1, 2, 12, tzinfo=timezone.utc)
+    at = datetime(2024, 1, 2, 12, tzinfo=UTC)
 
     def edit(frame: pl.DataFrame) -> pl.DataFrame:
         row = frame.with_row_index().filter(pl.col("date") == at)["index"][0]
@@ -135,7 +131,9 @@ def _damage(rule: str):
         if rule == "duplicate_timestamp":
             return pl.concat([frame.slice(0, row + 1), frame.slice(row, None)])
         if rule == "out_of_order_timestamp":
-            return pl.concat([frame.slice(0, row), frame.slice(row + 1, 1), frame.slice(row, 1), frame.slice(row + 2, None)])
+            return pl.concat(
+                [frame.slice(0, row), frame.slice(row + 1, 1), frame.slice(row, 1), frame.slice(row + 2, None)]
+            )
         raise AssertionError(rule)
 
     return edit
@@ -178,7 +176,7 @@ def test_a_bad_batch_is_rejected_by_name_and_the_table_keeps_what_it_had(rule, t
 
 def test_a_1000x_close_is_flagged_as_a_warning_and_does_not_stop_the_run(tracer_env, tmp_path, monkeypatch):
     replay = copy_replay_files(tmp_path / "bad_tick", ["ETH/USDT"])
-    at = datetime(2024, 1, 2, 12, tzinfo=timezone.utc)
+    at = datetime(2024, 1, 2, 12, tzinfo=UTC)
     close = pl.when(pl.col("date") == at).then(pl.col("close") * 1000).otherwise(pl.col("close"))
     bad_tick = bundled_frame("BTC/USDT").with_columns(close=close, high=pl.max_horizontal("high", close))
     bad_tick.write_parquet(replay / "BTC_USDT-5m.parquet")
@@ -226,7 +224,7 @@ def test_resampled_hours_equal_binance_hourly_candles(tracer_env):
         schema=["ts", "open", "high", "low", "close", "volume"],
         orient="row",
     )
-    start, end = datetime(2024, 3, 10, tzinfo=timezone.utc), datetime(2024, 3, 17, tzinfo=timezone.utc)
+    start, end = datetime(2024, 3, 10, tzinfo=UTC), datetime(2024, 3, 17, tzinfo=UTC)
     binance = bundled_frame("BTC/USDT", "1h").filter(pl.col("date").is_between(start, end, closed="left"))
     assert ours.height == binance.height == 7 * 24
     assert ours["ts"].dt.epoch("ms").to_list() == binance["date"].dt.epoch("ms").to_list()
@@ -238,7 +236,10 @@ def test_resampled_hours_equal_binance_hourly_candles(tracer_env):
 
 def test_gaps_are_recorded_not_filled(tracer_env, tmp_path, monkeypatch):
     replay = copy_replay_files(tmp_path / "holes", ["ETH/USDT"])
-    hole_start, hole_end = datetime(2024, 1, 2, 10, tzinfo=timezone.utc), datetime(2024, 1, 2, 11, 5, tzinfo=timezone.utc)
+    hole_start, hole_end = (
+        datetime(2024, 1, 2, 10, tzinfo=UTC),
+        datetime(2024, 1, 2, 11, 5, tzinfo=UTC),
+    )
     btc = bundled_frame("BTC/USDT").filter(~pl.col("date").is_between(hole_start, hole_end, closed="left"))
     btc.write_parquet(replay / "BTC_USDT-5m.parquet")
     monkeypatch.setenv("TRACER_REPLAY_DIR", str(replay))
@@ -248,15 +249,13 @@ def test_gaps_are_recorded_not_filled(tracer_env, tmp_path, monkeypatch):
     assert gaps == [("BTC/USDT", "5m", hole_start, hole_end, 13)]
     assert result.asset_materializations_for_node("market__candles")[0].metadata["gaps_found"].value == 1
     # The hour buckets the hole touches are incomplete, so they are not made up.
-    hours = {row[0].hour for row in query(
-        "SELECT ts FROM market.ohlcv WHERE symbol = 'BTC/USDT' AND timeframe = '1h'"
-    )}
+    hours = {row[0].hour for row in query("SELECT ts FROM market.ohlcv WHERE symbol = 'BTC/USDT' AND timeframe = '1h'")}
     assert hours == set(range(24)) - {10, 11}
     assert query("SELECT count(*) FROM market.candles WHERE symbol = 'BTC/USDT'") == [(288 - 13,)]
 
 
 def test_polars_io_manager_reads_back_under_duckdb_2(tracer_env):
-    """DESIGN.md's pitfall: dagster-duckdb-polars reads through .arrow(), gone in duckdb 2.0."""
+    """The pitfall in docs/architecture.md: dagster-duckdb-polars reads through .arrow(), gone in duckdb 2.0."""
     from tracer_assets.resources.warehouse import DuckDBPolarsIOManager
 
     @dg.asset(key_prefix=["scratch"])
@@ -279,9 +278,9 @@ def test_replay_data_dir_may_be_a_freqtrade_folder(tracer_env, tmp_path, monkeyp
     """TRACER_REPLAY_DIR pointing at freqtrade's layout (.feather, .json) just works."""
     folder = tmp_path / "user_data" / "data" / "binance"
     folder.mkdir(parents=True)
-    btc = bundled_frame("BTC/USDT").filter(pl.col("date") < datetime(2024, 1, 3, tzinfo=timezone.utc))
+    btc = bundled_frame("BTC/USDT").filter(pl.col("date") < datetime(2024, 1, 3, tzinfo=UTC))
     btc.write_ipc(folder / "BTC_USDT-5m.feather")
-    eth = bundled_frame("ETH/USDT").filter(pl.col("date") < datetime(2024, 1, 3, tzinfo=timezone.utc))
+    eth = bundled_frame("ETH/USDT").filter(pl.col("date") < datetime(2024, 1, 3, tzinfo=UTC))
     rows = eth.select(pl.col("date").dt.epoch("ms"), "open", "high", "low", "close", "volume").rows()
     (folder / "ETH_USDT-5m.json").write_text(str([list(r) for r in rows]).replace("(", "[").replace(")", "]"))
     monkeypatch.setenv("TRACER_REPLAY_DIR", str(folder))

@@ -4,7 +4,7 @@ restart from a snapshot stored in DuckDB that resumes exactly where it stopped."
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 import duckdb
@@ -15,7 +15,7 @@ from tracer_assets.resources.replay_exchange import read_candle_file
 from tracer_assets.settings import load_settings
 from tracer_assets.trading.paper import OrderTicket, PaperBroker, client_order_id
 
-T0 = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 FIVE_MIN = timedelta(minutes=5)
 
 
@@ -23,8 +23,15 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def ticket(storage_id: int, side: str, amount: str, price: str | None = None, stop: str | None = None,
-           target: str | None = None, symbol: str = "BTC/USDT") -> OrderTicket:
+def ticket(
+    storage_id: int,
+    side: str,
+    amount: str,
+    price: str | None = None,
+    stop: str | None = None,
+    target: str | None = None,
+    symbol: str = "BTC/USDT",
+) -> OrderTicket:
     return OrderTicket(
         client_order_id=client_order_id(f"decision-{storage_id}-{symbol}", side),
         symbol=symbol,
@@ -53,7 +60,10 @@ def test_client_order_id_is_deterministic_short_and_in_binances_charset():
     assert cid == client_order_id("5b0c8e9e-7f0e-5d0a-9c51-8b8e1e7c3a10", "buy")
     assert cid.startswith("tracer-") and len(cid) == 35
     # The other side of the same decision, or another decision, is a different order.
-    assert len({cid, client_order_id("5b0c8e9e-7f0e-5d0a-9c51-8b8e1e7c3a10", "sell"), client_order_id("other", "buy")}) == 3
+    assert (
+        len({cid, client_order_id("5b0c8e9e-7f0e-5d0a-9c51-8b8e1e7c3a10", "sell"), client_order_id("other", "buy")})
+        == 3
+    )
     # The longest: a 7-character prefix.
     assert len(client_order_id("d", "sell", prefix="tracer2")) == 36
     with pytest.raises(ValueError, match="prefix='tracer-x'"):
@@ -70,8 +80,12 @@ def test_client_order_ids_differ_across_dagster_instances_for_the_same_storage_i
 
     first = SignalEvent(5, "0b5e6a4c-1111-4c5e-9d1e-3c2f1a0b9e01")
     second = SignalEvent(5, "7d3f2e1a-2222-4b6c-8a9f-0e1d2c3b4a59")
-    assert client_order_id(decision_id(first, "BTC/USDT"), "buy") != client_order_id(decision_id(second, "BTC/USDT"), "buy")
-    assert client_order_id(decision_id(first, "BTC/USDT"), "buy") == client_order_id(decision_id(first, "BTC/USDT"), "buy")
+    assert client_order_id(decision_id(first, "BTC/USDT"), "buy") != client_order_id(
+        decision_id(second, "BTC/USDT"), "buy"
+    )
+    assert client_order_id(decision_id(first, "BTC/USDT"), "buy") == client_order_id(
+        decision_id(first, "BTC/USDT"), "buy"
+    )
 
 
 def test_tickets_refuse_floats_and_inconsistent_stops_naming_the_field():
@@ -89,7 +103,9 @@ def test_a_candle_that_contradicts_itself_is_refused_naming_symbol_time_and_valu
     broker = PaperBroker("USDT", D("1000"))
     with pytest.raises(ValueError, match=r"BTC/USDT candle at 2024-03-01T12:00:00\+00:00: open/close outside"):
         broker.on_candle("BTC/USDT", at(0), "60000", "59000", "58000", "58500")
-    with pytest.raises(ValueError, match=r"BTC/USDT candle at 2024-03-01T12:00:00\+00:00 low=-1: must be greater than 0"):
+    with pytest.raises(
+        ValueError, match=r"BTC/USDT candle at 2024-03-01T12:00:00\+00:00 low=-1: must be greater than 0"
+    ):
         broker.on_candle("BTC/USDT", at(0), "60000", "61000", "-1", "60500")
     with pytest.raises(ValueError, match="timezone-aware"):
         broker.on_candle("BTC/USDT", datetime(2024, 3, 1), "1", "1", "1", "1")
@@ -124,8 +140,8 @@ def test_a_buy_fills_at_the_next_candles_open_with_adverse_slippage_and_the_fee_
     [fill] = broker.on_candle("BTC/USDT", at(5), "60100", "60300", "60000", "60200")
 
     price = D("60100") * (1 + D("10") / D("10000"))  # 60,160.1
-    notional = D("0.01") * price                        # 601.601
-    fee = notional * D("0.001")                          # 0.601601
+    notional = D("0.01") * price  # 601.601
+    fee = notional * D("0.001")  # 0.601601
     assert (price, notional, fee) == (D("60160.1"), D("601.601"), D("0.601601"))
     assert (fill.price, fill.fee, fill.fee_currency, fill.ts, fill.reason) == (price, fee, "USDT", at(5), "entry")
     assert broker.balances == {"USDT": D("1000") - notional - fee, "BTC": D("0.01")}
@@ -190,7 +206,7 @@ def test_stop_loss_inside_a_candle_fills_at_the_stop_with_slippage():
     [exit_] = broker.on_candle("BTC/USDT", at(5), "59800", "59900", "58900", "59100")
 
     assert (exit_.reason, exit_.price) == ("stop", D("59000") * (1 - D("0.0005")))  # 58,970.5
-    cost = D("0.01") * D("60030") * D("1.001")       # 600.90030
+    cost = D("0.01") * D("60030") * D("1.001")  # 600.90030
     proceeds = D("0.01") * D("58970.5") * D("0.999")  # 589.115295
     assert broker.position_history[0].realized_pnl == proceeds - cost == D("-11.785005")
     assert broker.balances["BTC"] == 0 and broker.positions == {}
@@ -310,7 +326,7 @@ def real_candles(symbol: str, start: datetime, count: int) -> list[tuple]:
     frame = read_candle_file(BUNDLED_REPLAY_DIR / f"{symbol.replace('/', '_')}-5m.parquet")
     start_ms = int(start.timestamp() * 1000)
     rows = frame.filter(frame["ms"] >= start_ms).head(count).iter_rows()
-    return [(datetime.fromtimestamp(ms / 1000, timezone.utc), o, h, low, c) for ms, o, h, low, c, _ in rows]
+    return [(datetime.fromtimestamp(ms / 1000, UTC), o, h, low, c) for ms, o, h, low, c, _ in rows]
 
 
 def decide(broker: PaperBroker, symbol: str, index: int, ts: datetime, close: float) -> OrderTicket | None:
@@ -319,8 +335,15 @@ def decide(broker: PaperBroker, symbol: str, index: int, ts: datetime, close: fl
     price = D(str(close))
     if index % 40 == 0:
         amount = D("0.02") if symbol == "BTC/USDT" else D("0.3")
-        return ticket(index, "buy", str(amount), str(price), str((price * D("0.99")).quantize(D("0.01"))),
-                      str((price * D("1.015")).quantize(D("0.01"))), symbol=symbol)
+        return ticket(
+            index,
+            "buy",
+            str(amount),
+            str(price),
+            str((price * D("0.99")).quantize(D("0.01"))),
+            str((price * D("1.015")).quantize(D("0.01"))),
+            symbol=symbol,
+        )
     held = broker.available(symbol.split("/")[0])
     if index % 40 == 20 and held > 0:
         return ticket(index, "sell", str(held / 2), symbol=symbol)
@@ -350,17 +373,24 @@ def through_duckdb(rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
             values = [r[column] for r in table_rows if r[column] is not None]
             types.append(kinds[type(values[0])] if values else "VARCHAR")
         con.execute(f"CREATE TABLE {table} ({', '.join(f'{c} {t}' for c, t in zip(columns, types))})")
-        con.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' for _ in columns)})",
-                        [[r[c] for c in columns] for r in table_rows])
+        con.executemany(
+            f"INSERT INTO {table} VALUES ({', '.join('?' for _ in columns)})",
+            [[r[c] for c in columns] for r in table_rows],
+        )
         # Read back in reverse: a table has no row order, so restore must not rely on one.
         back[table] = [dict(zip(columns, r)) for r in reversed(con.execute(f"SELECT * FROM {table}").fetchall())]
     return back
 
 
 def test_a_restart_from_a_snapshot_stored_in_duckdb_resumes_exactly_as_never_stopping():
-    candles = {s: real_candles(s, datetime(2024, 3, 4, tzinfo=timezone.utc), 400) for s in ("BTC/USDT", "ETH/USDT")}
-    settings = dict(quote_currency="USDT", quote_balance=D("10000"), base_balances={"BTC": D("0"), "ETH": D("0")},
-                    fee_rate=D("0.001"), slippage_bps=D("5"))
+    candles = {s: real_candles(s, datetime(2024, 3, 4, tzinfo=UTC), 400) for s in ("BTC/USDT", "ETH/USDT")}
+    settings = dict(
+        quote_currency="USDT",
+        quote_balance=D("10000"),
+        base_balances={"BTC": D("0"), "ETH": D("0")},
+        fee_rate=D("0.001"),
+        slippage_bps=D("5"),
+    )
 
     uninterrupted = PaperBroker(**settings)
     run(uninterrupted, candles, range(400))

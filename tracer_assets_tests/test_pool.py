@@ -34,7 +34,9 @@ with dg.DagsterInstance.get() as instance:
 
 
 def tracer(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tracer_assets.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tracer_assets.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.slow
@@ -55,9 +57,23 @@ def test_a_dead_runs_slot_is_named_with_the_command_that_frees_it(tracer_env):
 
     # The next writer, with no daemon: it waits for the slot, and its log says why and what to do.
     waiting = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "tracer_assets.definitions",
-         "--select", "market/candles", "--partition", "2024-09-02"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "tracer_assets.definitions",
+            "--select",
+            "market/candles",
+            "--partition",
+            "2024-09-02",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ.copy(),
     )
     try:
         hint = None

@@ -11,7 +11,7 @@ import math
 import os
 import random
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -37,7 +37,7 @@ from tracer_assets.signals.predictions import (
     select_predictions,
 )
 
-UTC = timezone.utc
+UTC = UTC
 T0 = 1_700_000_000  # 2023-11-14 22:13:20 UTC
 RECORD_KEYS = {"symbol", "timeframe", "ts", "label", "raw_label", "confidence", "extra"}
 
@@ -414,7 +414,15 @@ def test_every_alias_is_read(keys, field):
 
 def test_canonical_name_beats_alias_and_filled_beats_empty():
     record, _, _ = sanitize_record(
-        {"pair": "ETHUSDT", "symbol": "BTCUSDT", "timeframe": "", "tf": "5m", "ts": T0, "prediction": 2, "label": "bear"}
+        {
+            "pair": "ETHUSDT",
+            "symbol": "BTCUSDT",
+            "timeframe": "",
+            "tf": "5m",
+            "ts": T0,
+            "prediction": 2,
+            "label": "bear",
+        }
     )
     assert record["symbol"] == "BTC/USDT"
     assert record["timeframe"] == "5m"
@@ -529,7 +537,11 @@ def test_latest_ties_go_to_the_later_record_and_junk_is_skipped():
 # ---------------------------------------------------------------------------------------------
 
 CANDLE = datetime(2024, 9, 6, 4, 40, tzinfo=UTC)  # the newest closed 5m candle (open time)
-NEWEST = {("BTC/USDT", "5m"): CANDLE, ("ETH/USDT", "5m"): CANDLE, ("BTC/USDT", "1h"): datetime(2024, 9, 6, 3, tzinfo=UTC)}
+NEWEST = {
+    ("BTC/USDT", "5m"): CANDLE,
+    ("ETH/USDT", "5m"): CANDLE,
+    ("BTC/USDT", "1h"): datetime(2024, 9, 6, 3, tzinfo=UTC),
+}
 
 
 def records_of(*raw: dict) -> list[dict]:
@@ -537,8 +549,13 @@ def records_of(*raw: dict) -> list[dict]:
 
 
 def p5(ts, label="bull", symbol="BTC/USDT", timeframe="5m", **fields) -> dict:
-    return {"symbol": symbol, "timeframe": timeframe, "ts": ts.isoformat() if isinstance(ts, datetime) else ts,
-            "label": label, **fields}
+    return {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "ts": ts.isoformat() if isinstance(ts, datetime) else ts,
+        "label": label,
+        **fields,
+    }
 
 
 def test_a_prediction_dated_after_the_newest_candle_never_wins():
@@ -551,8 +568,14 @@ def test_a_prediction_dated_after_the_newest_candle_never_wins():
     assert latest_predictions(records)[("BTC/USDT", "5m")]["label"] == "strong_bull"  # by time alone: the bug
     chosen = select_predictions(records, NEWEST)
     assert chosen.used[("BTC/USDT", "5m")]["label"] == "bear"
-    assert chosen.counts() == {"used": 1, "rejected_future": 2, "rejected_unconfigured": 0,
-                               "rejected_no_signal": 0, "ignored_stale": 0, "superseded": 0}
+    assert chosen.counts() == {
+        "used": 1,
+        "rejected_future": 2,
+        "rejected_unconfigured": 0,
+        "rejected_no_signal": 0,
+        "ignored_stale": 0,
+        "superseded": 0,
+    }
     assert any("2099-01-01T00:00Z: after the newest closed candle 2024-09-06T04:40Z" in e for e in chosen.examples)
 
 
@@ -564,13 +587,19 @@ def test_a_prediction_dated_at_the_candle_is_used_and_only_future_ones_are_rejec
 def test_predictions_older_than_the_bounded_age_are_ignored():
     assert MAX_PREDICTION_AGE_BARS == 3
     oldest_used = CANDLE - MAX_PREDICTION_AGE_BARS * timedelta(minutes=5)
-    chosen = select_predictions(records_of(
-        p5(oldest_used, "bear"),  # exactly 3 candles old: still used
-        p5(oldest_used - timedelta(seconds=1), "strong_bull", symbol="ETH/USDT"),  # older: stale
-        p5(datetime(2024, 9, 5, 23, tzinfo=UTC), "bull", timeframe="1h"),  # 4 hours before 03:00 on 1h
-        p5(datetime(2024, 9, 6, 0, tzinfo=UTC), "bear", timeframe="1h"),  # 3 hours: used
-    ), NEWEST)
-    assert {key: r["label"] for key, r in chosen.used.items()} == {("BTC/USDT", "5m"): "bear", ("BTC/USDT", "1h"): "bear"}
+    chosen = select_predictions(
+        records_of(
+            p5(oldest_used, "bear"),  # exactly 3 candles old: still used
+            p5(oldest_used - timedelta(seconds=1), "strong_bull", symbol="ETH/USDT"),  # older: stale
+            p5(datetime(2024, 9, 5, 23, tzinfo=UTC), "bull", timeframe="1h"),  # 4 hours before 03:00 on 1h
+            p5(datetime(2024, 9, 6, 0, tzinfo=UTC), "bear", timeframe="1h"),  # 3 hours: used
+        ),
+        NEWEST,
+    )
+    assert {key: r["label"] for key, r in chosen.used.items()} == {
+        ("BTC/USDT", "5m"): "bear",
+        ("BTC/USDT", "1h"): "bear",
+    }
     assert chosen.ignored_stale == 2
     assert select_predictions(records_of(p5(CANDLE - timedelta(minutes=5))), NEWEST, max_age_bars=0).ignored_stale == 1
     with pytest.raises(ValueError, match="max_age_bars"):
@@ -606,10 +635,14 @@ def test_every_record_lands_in_exactly_one_bucket(tmp_path):
     rng = random.Random(7)
     raw = []
     for _ in range(500):
-        raw.append(p5(
-            CANDLE + timedelta(minutes=5 * rng.randint(-8, 3)), rng.choice(["bull", "bear", "strong_bull"]),
-            symbol=rng.choice(["BTC/USDT", "ETH/USDT", "SOL/USDT"]), timeframe=rng.choice(["5m", "1h", "4h"]),
-        ))
+        raw.append(
+            p5(
+                CANDLE + timedelta(minutes=5 * rng.randint(-8, 3)),
+                rng.choice(["bull", "bear", "strong_bull"]),
+                symbol=rng.choice(["BTC/USDT", "ETH/USDT", "SOL/USDT"]),
+                timeframe=rng.choice(["5m", "1h", "4h"]),
+            )
+        )
     records = read_signal_log(write(tmp_path, jsonl(raw))).records
     chosen = select_predictions(records, NEWEST, [*NEWEST, ("ETH/USDT", "1h")])
     assert sum(chosen.counts().values()) == len(records) == 500
@@ -617,7 +650,11 @@ def test_every_record_lands_in_exactly_one_bucket(tmp_path):
     for key, record in chosen.used.items():
         assert NEWEST[key] - MAX_PREDICTION_AGE_BARS * length[key[1]] <= record["ts"] <= NEWEST[key]
     # The one used per series is the newest usable one.
-    usable = [r for r in records if (r["symbol"], r["timeframe"]) in NEWEST and r["ts"] <= NEWEST[(r["symbol"], r["timeframe"])]]
+    usable = [
+        r
+        for r in records
+        if (r["symbol"], r["timeframe"]) in NEWEST and r["ts"] <= NEWEST[(r["symbol"], r["timeframe"])]
+    ]
     for key in chosen.used:
         assert chosen.used[key]["ts"] == max(r["ts"] for r in usable if (r["symbol"], r["timeframe"]) == key)
     assert len(chosen.examples) <= 10
@@ -680,7 +717,11 @@ def test_a_fifo_swapped_in_after_the_check_is_closed_unread(tmp_path, monkeypatc
     regular = write(tmp_path, jsonl([rec(1)]), name="regular.log")
     real_stat = os.stat
     # The check sees a regular file; by the time it is opened, it is a FIFO.
-    monkeypatch.setattr(predictions.os, "stat", lambda path, *a, **k: real_stat(regular) if str(path) == str(fifo) else real_stat(path, *a, **k))
+    monkeypatch.setattr(
+        predictions.os,
+        "stat",
+        lambda path, *a, **k: real_stat(regular) if str(path) == str(fifo) else real_stat(path, *a, **k),
+    )
     result = read_or_hang(fifo)
     assert result.records == [] and result.error == "not a regular file: a FIFO (named pipe); closed unread"
 
@@ -781,7 +822,7 @@ def test_mixed_json_and_jsonl(tmp_path):
 
 
 def test_non_objects_are_rejected(tmp_path):
-    text = "42\nnull\n\"bull\"\n[1, {\"symbol\": \"BTCUSDT\", \"tf\": \"1h\", \"ts\": %d}]\n" % T0
+    text = f'42\nnull\n"bull"\n[1, {{"symbol": "BTCUSDT", "tf": "1h", "ts": {T0}}}]\n'
     result = read_signal_log(write(tmp_path, text))
     assert len(result.records) == 1
     assert result.reasons == {"not_an_object": 4}
@@ -868,7 +909,7 @@ def test_truncation_at_every_position_keeps_every_complete_line(tmp_path):
 def test_binary_garbage_lines_are_skipped_and_counted(tmp_path):
     rng = random.Random(1234)
     garbage = [rng.randbytes(rng.randint(1, 200)).replace(b"\n", b"") or b"\xff" for _ in range(40)]
-    garbage += [b"\x00" * 64, b"\x00", b"\x00{\x00}\x00", b"{\x00\"symbol\": 1}"]
+    garbage += [b"\x00" * 64, b"\x00", b"\x00{\x00}\x00", b'{\x00"symbol": 1}']
     valid = [json.dumps(rec(i)).encode() for i in range(len(garbage))]
     data = b"".join(v + b"\n" + g + b"\n" for v, g in zip(valid, garbage))
     result = read_signal_log(write(tmp_path, data))
@@ -1029,9 +1070,16 @@ def test_50_mb_file(tmp_path):
             line = garbage[bad % len(garbage)] + b"\n"
             bad += 1
         else:
-            line = (template % (
-                symbols[i % 5], timeframes[i % 4], (T0 + i) * 1000, labels[i % 7], i % 101,
-            )).encode()
+            line = (
+                template
+                % (
+                    symbols[i % 5],
+                    timeframes[i % 4],
+                    (T0 + i) * 1000,
+                    labels[i % 7],
+                    i % 101,
+                )
+            ).encode()
             valid += 1
             newest = T0 + i
         chunks.append(line)
@@ -1123,8 +1171,32 @@ def test_random_mutations_never_raise(tmp_path):
 
 def test_random_values_never_raise():
     rng = random.Random(99)
-    pool = [None, True, False, 0, -1, 2, 1.5, math.nan, math.inf, "", " ", "bull", "1h", "BTCUSDT", "\x00",
-            "2024-01-01", "9" * 30, [], {}, [1], {"a": 1}, b"\xff", -(10**30), 10**30]
+    pool = [
+        None,
+        True,
+        False,
+        0,
+        -1,
+        2,
+        1.5,
+        math.nan,
+        math.inf,
+        "",
+        " ",
+        "bull",
+        "1h",
+        "BTCUSDT",
+        "\x00",
+        "2024-01-01",
+        "9" * 30,
+        [],
+        {},
+        [1],
+        {"a": 1},
+        b"\xff",
+        -(10**30),
+        10**30,
+    ]
     keys = ["symbol", "pair", "tf", "timeframe", "ts", "time", "label", "signal", "confidence", "score", "x", ""]
     for _ in range(2000):
         raw = {rng.choice(keys): rng.choice(pool) for _ in range(rng.randint(0, 8))}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import polars as pl
@@ -25,7 +25,7 @@ from tracer_assets.market.checks import (
 from tracer_assets.resources.warehouse import replace_window
 from tracer_assets.settings import DEFAULT_SYMBOLS
 
-UTC = timezone.utc
+UTC = UTC
 TABLE = "market.candles"
 BUNDLED_START, BUNDLED_END = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 9, 8, tzinfo=UTC)
 PLANTED = datetime(2024, 1, 2, 12, tzinfo=UTC)
@@ -41,7 +41,11 @@ def bundled_candles(symbols=("BTC/USDT", "ETH/USDT"), start=BUNDLED_START, end=B
                 pl.lit(symbol).alias("symbol"),
                 pl.lit("5m").alias("timeframe"),
                 pl.col("date").dt.cast_time_unit("us").alias("ts"),
-                "open", "high", "low", "close", "volume",
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
             )
         )
     return pl.concat(frames).sort("symbol", "timeframe", "ts")
@@ -52,15 +56,22 @@ def set_value(candles: pl.DataFrame, symbol: str, at: datetime, **values) -> pl.
     row = (pl.col("symbol") == symbol) & (pl.col("ts") == at)
     assert candles.filter(row).height == 1
     return candles.with_columns(
-        [pl.when(row).then(value if isinstance(value, pl.Expr) else pl.lit(value, pl.Float64)).otherwise(pl.col(c)).alias(c)
-         for c, value in values.items()]
+        [
+            pl.when(row)
+            .then(value if isinstance(value, pl.Expr) else pl.lit(value, pl.Float64))
+            .otherwise(pl.col(c))
+            .alias(c)
+            for c, value in values.items()
+        ]
     )
 
 
 def plant_close(candles: pl.DataFrame, symbol: str, at: datetime, factor: float) -> pl.DataFrame:
     """A bad tick: the close times `factor`, the high/low stretched to hold it (still valid)."""
     close = pl.col("close") * factor
-    return set_value(candles, symbol, at, close=close, high=pl.max_horizontal("high", close), low=pl.min_horizontal("low", close))
+    return set_value(
+        candles, symbol, at, close=close, high=pl.max_horizontal("high", close), low=pl.min_horizontal("low", close)
+    )
 
 
 def store(candles: pl.DataFrame) -> duckdb.DuckDBPyConnection:
@@ -94,7 +105,9 @@ def bundled_warehouse():
 # --- sane_ohlc: non-finite values are refused by name -------------------------------------------
 
 
-@pytest.mark.parametrize(("column", "value"), [("high", math.inf), ("low", -math.inf), ("close", math.inf), ("volume", math.inf)])
+@pytest.mark.parametrize(
+    ("column", "value"), [("high", math.inf), ("low", -math.inf), ("close", math.inf), ("volume", math.inf)]
+)
 def test_sane_ohlc_refuses_an_infinite_value_naming_symbol_time_and_rule(january, column, value):
     connection = store(set_value(january, "BTC/USDT", PLANTED, **{column: value}))
     outcome = sane_ohlc(connection, TABLE, *day("2024-01-02"))
@@ -112,7 +125,10 @@ def test_sane_ohlc_names_every_rule_a_row_breaks(january):
     outcome = sane_ohlc(store(broken), TABLE, *day("2024-01-02"))
     assert not outcome.passed
     assert outcome.metadata["broken_rules"] == {
-        "missing_value": 1, "high_below_low": 1, "open_outside_range": 1, "close_outside_range": 1
+        "missing_value": 1,
+        "high_below_low": 1,
+        "open_outside_range": 1,
+        "close_outside_range": 1,
     }
     assert outcome.metadata["examples"] == [
         "ETH/USDT 5m at 2024-01-02T12:00:00Z: high < low [high_below_low]; open outside [low, high] "
@@ -214,8 +230,11 @@ def test_a_flat_series_does_not_flag_its_noise():
             "symbol": ["USDC/USDT"] * n,
             "timeframe": ["5m"] * n,
             "ts": [start + timedelta(minutes=5 * i) for i in range(n)],
-            "open": close, "high": [c * 1.0001 for c in close], "low": [c * 0.9999 for c in close],
-            "close": close, "volume": [1.0] * n,
+            "open": close,
+            "high": [c * 1.0001 for c in close],
+            "low": [c * 0.9999 for c in close],
+            "close": close,
+            "volume": [1.0] * n,
         },
         schema_overrides={"ts": pl.Datetime("us", "UTC")},
     )

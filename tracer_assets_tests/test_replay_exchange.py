@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import ccxt
 import polars as pl
@@ -18,7 +18,7 @@ from tracer_assets.market.download import fetch_candles
 from tracer_assets.resources.replay_exchange import ReplayClock, ReplayExchange, pair_to_symbol, read_candle_file
 from tracer_assets.settings import DEFAULT_SYMBOLS
 
-UTC = timezone.utc
+UTC = UTC
 FIVE_MIN_MS = 300_000
 HOUR_MS = 3_600_000
 BUNDLED_SYMBOLS = {"BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT", "LINK/USDT", "LTC/USDT", "AVAX/USDT"}
@@ -160,7 +160,12 @@ def test_running_clock_makes_new_candles_appear_as_wall_time_advances():
     wall = Wall(anchor)
     start = datetime(2024, 4, 2, 12, 0, tzinfo=UTC)
     replay = ReplayExchange(
-        BUNDLED_REPLAY_DIR, symbols=["BTC/USDT"], clock_start=start, clock_speed=60.0, clock_anchor=anchor, wall_seconds=wall
+        BUNDLED_REPLAY_DIR,
+        symbols=["BTC/USDT"],
+        clock_start=start,
+        clock_speed=60.0,
+        clock_anchor=anchor,
+        wall_seconds=wall,
     )
 
     def newest() -> datetime:
@@ -190,7 +195,9 @@ def test_running_clock_makes_new_candles_appear_as_wall_time_advances():
 def test_an_hourly_candle_is_only_served_once_its_hour_has_closed():
     start = datetime(2024, 4, 2, 12, 59, 59, tzinfo=UTC)
     wall = Wall(start)
-    replay = ReplayExchange(BUNDLED_REPLAY_DIR, symbols=["BTC/USDT"], clock_start=start, clock_anchor=start, wall_seconds=wall)
+    replay = ReplayExchange(
+        BUNDLED_REPLAY_DIR, symbols=["BTC/USDT"], clock_start=start, clock_anchor=start, wall_seconds=wall
+    )
     assert replay.fetch_ohlcv("BTC/USDT", "1h", limit=1)[0][0] == ms(datetime(2024, 4, 2, 11, tzinfo=UTC))
     wall.advance(1)
     assert replay.fetch_ohlcv("BTC/USDT", "1h", limit=1)[0][0] == ms(datetime(2024, 4, 2, 12, tzinfo=UTC))
@@ -210,7 +217,9 @@ def test_clock_anchor_defaults_to_midnight_utc_of_the_wall_day():
 @pytest.fixture
 def freqtrade_dir(tmp_path, btc_file):
     """A small folder as freqtrade writes it: BTC as .feather, ETH as .json, a stray README."""
-    window = pl.col("date").is_between(datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 6, 2, tzinfo=UTC), closed="left")
+    window = pl.col("date").is_between(
+        datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 6, 2, tzinfo=UTC), closed="left"
+    )
     btc = pl.read_parquet(BUNDLED_REPLAY_DIR / "BTC_USDT-5m.parquet").filter(window)
     btc.write_ipc(tmp_path / "BTC_USDT-5m.feather", compression="lz4")
     eth = pl.read_parquet(BUNDLED_REPLAY_DIR / "ETH_USDT-5m.parquet").filter(window)
@@ -288,7 +297,8 @@ def test_a_file_out_of_order_is_served_as_it_is_and_validation_catches_it(tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("pair", "symbol"), [("BTC_USDT", "BTC/USDT"), ("XRP_USDT_USDT", "XRP/USDT:USDT"), ("1000SHIB_USDT", "1000SHIB/USDT")]
+    ("pair", "symbol"),
+    [("BTC_USDT", "BTC/USDT"), ("XRP_USDT_USDT", "XRP/USDT:USDT"), ("1000SHIB_USDT", "1000SHIB/USDT")],
 )
 def test_freqtrade_pair_names_become_ccxt_symbols(pair, symbol):
     assert pair_to_symbol(pair) == symbol

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tracer_assets.research.registry import strategy_id, sync_builtins
 from tracer_assets.research.spec import builtin_spec, load_spec
 
-NOW = datetime(2024, 9, 6, tzinfo=timezone.utc)
+NOW = datetime(2024, 9, 6, tzinfo=UTC)
 
 
 def stored(inserts: list[dict], updates: list[dict] = ()) -> list[dict]:
@@ -23,7 +23,8 @@ def test_a_new_library_is_inserted_once_and_a_second_sync_changes_nothing():
     inserts, updates = sync_builtins([], [ema, rsi], NOW)
     assert updates == []
     assert [(row["name"], row["version"], row["origin"], row["status"], row["parent"]) for row in inserts] == [
-        ("ema_cross", 1, "builtin", "active", None), ("rsi_mean_reversion", 1, "builtin", "active", None),
+        ("ema_cross", 1, "builtin", "active", None),
+        ("rsi_mean_reversion", 1, "builtin", "active", None),
     ]
     assert inserts[0]["strategy_id"] == ema.content_hash()[:16]
     assert load_spec(inserts[0]["spec"]) == ema
@@ -39,10 +40,14 @@ def test_a_changed_builtin_archives_its_predecessor_and_becomes_the_next_version
     assert [(row["strategy_id"], row["version"], row["parent"]) for row in inserts] == [
         (strategy_id(changed), 2, strategy_id(ema))
     ]
-    assert updates == [{
-        "strategy_id": strategy_id(ema), "status": "archived",
-        "status_reason": f"superseded by {strategy_id(changed)}", "updated_at": NOW,
-    }]
+    assert updates == [
+        {
+            "strategy_id": strategy_id(ema),
+            "status": "archived",
+            "status_reason": f"superseded by {strategy_id(changed)}",
+            "updated_at": NOW,
+        }
+    ]
 
 
 def test_a_builtin_that_left_the_library_is_archived_with_the_reason():

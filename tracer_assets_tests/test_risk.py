@@ -5,11 +5,12 @@ markets read by ccxt's real binance client from the local fake Binance."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 import ccxt
 import pytest
+from fake_binance import FakeBinance
 
 from tracer_assets.resources.ccxt_exchange import make_ccxt_exchange
 from tracer_assets.trading import risk
@@ -24,14 +25,24 @@ from tracer_assets.trading.risk import (
     assess,
 )
 
-from fake_binance import FakeBinance
-
-NOW = datetime(2024, 9, 6, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 9, 6, 12, 0, tzinfo=UTC)
 # Binance's BTC/USDT and DOGE/USDT spot filters (as the fake server serves them).
-BTC = MarketRules("BTC/USDT", amount_step=D("0.00001"), price_tick=D("0.01"),
-                  min_amount=D("0.00001"), max_amount=D("9000"), min_cost=D("5"))
-DOGE = MarketRules("DOGE/USDT", amount_step=D("1"), price_tick=D("0.00001"),
-                   min_amount=D("1"), max_amount=D("9000000"), min_cost=D("5"))
+BTC = MarketRules(
+    "BTC/USDT",
+    amount_step=D("0.00001"),
+    price_tick=D("0.01"),
+    min_amount=D("0.00001"),
+    max_amount=D("9000"),
+    min_cost=D("5"),
+)
+DOGE = MarketRules(
+    "DOGE/USDT",
+    amount_step=D("1"),
+    price_tick=D("0.00001"),
+    min_amount=D("1"),
+    max_amount=D("9000000"),
+    min_cost=D("5"),
+)
 LIMITS = RiskLimits(
     min_order_quote=D("5"),
     max_order_quote=D("100"),
@@ -42,10 +53,16 @@ LIMITS = RiskLimits(
 )
 
 
-def state(*positions: Position, trades_today: int = 0, pnl: str = "0", last_loss_at: datetime | None = None,
-          free_quote: str | None = None) -> RiskState:
-    return RiskState(tuple(positions), trades_today, D(pnl), last_loss_at, NOW,
-                     None if free_quote is None else D(free_quote))
+def state(
+    *positions: Position,
+    trades_today: int = 0,
+    pnl: str = "0",
+    last_loss_at: datetime | None = None,
+    free_quote: str | None = None,
+) -> RiskState:
+    return RiskState(
+        tuple(positions), trades_today, D(pnl), last_loss_at, NOW, None if free_quote is None else D(free_quote)
+    )
 
 
 def held(symbol: str, amount: str, entry: str) -> Position:
@@ -120,7 +137,9 @@ def test_kelly_size_exactly_at_the_minimum_passes_and_just_below_is_rejected_not
     assert "below the minimum, not raised to it" in below.reason
 
 
-@pytest.mark.parametrize(("win_rate", "payoff"), [(0.6, None), (None, 2.0), (1.2, 2.0), (0.6, 0.0), (float("nan"), 2.0)])
+@pytest.mark.parametrize(
+    ("win_rate", "payoff"), [(0.6, None), (None, 2.0), (1.2, 2.0), (0.6, 0.0), (float("nan"), 2.0)]
+)
 def test_incomplete_or_impossible_strategy_stats_reject(win_rate, payoff):
     verdict = assess(buy(win_rate=win_rate, payoff_ratio=payoff), state(), LIMITS, BTC)
 
@@ -212,15 +231,18 @@ def test_a_price_below_one_tick_is_rejected():
 # --- bad input is a rejection, wrong types raise -------------------------------------------
 
 
-@pytest.mark.parametrize(("price", "confidence", "reason"), [
-    ("NaN", 1.0, "price: price=NaN must be a finite number above 0"),
-    ("-1", 1.0, "price: price=-1 must be a finite number above 0"),
-    ("0", 1.0, "price: price=0 must be a finite number above 0"),
-    ("Infinity", 1.0, "price: price=Infinity must be a finite number above 0"),
-    ("50000", 1.5, "confidence: confidence=1.5 must be within [0, 1]"),
-    ("50000", -0.1, "confidence: confidence=-0.1 must be within [0, 1]"),
-    ("50000", float("nan"), "confidence: confidence=nan must be within [0, 1]"),
-])
+@pytest.mark.parametrize(
+    ("price", "confidence", "reason"),
+    [
+        ("NaN", 1.0, "price: price=NaN must be a finite number above 0"),
+        ("-1", 1.0, "price: price=-1 must be a finite number above 0"),
+        ("0", 1.0, "price: price=0 must be a finite number above 0"),
+        ("Infinity", 1.0, "price: price=Infinity must be a finite number above 0"),
+        ("50000", 1.5, "confidence: confidence=1.5 must be within [0, 1]"),
+        ("50000", -0.1, "confidence: confidence=-0.1 must be within [0, 1]"),
+        ("50000", float("nan"), "confidence: confidence=nan must be within [0, 1]"),
+    ],
+)
 def test_bad_price_or_confidence_is_rejected_with_the_field_named(price, confidence, reason):
     verdict = assess(buy(price=price, confidence=confidence), state(), LIMITS, BTC)
 
@@ -330,8 +352,9 @@ def test_cooldown_after_a_loss():
 
 
 def test_a_sell_closes_the_whole_position_even_under_every_halt():
-    halted = state(held("BTC/USDT", "0.0012345", "52000"), trades_today=8, pnl="-80",
-                   last_loss_at=NOW - timedelta(minutes=1))
+    halted = state(
+        held("BTC/USDT", "0.0012345", "52000"), trades_today=8, pnl="-80", last_loss_at=NOW - timedelta(minutes=1)
+    )
     assert not assess(buy(symbol="BTC/USDT"), halted, replace(LIMITS, allow_adding_to_position=True), BTC).approved
 
     verdict = assess(sell(price="49999.999"), halted, LIMITS, BTC)
@@ -358,7 +381,12 @@ def test_a_dust_position_below_the_market_minimum_cannot_be_sold():
 
 def test_verdict_record_is_exact_and_json_ready():
     record = assess(buy(price="63123.456"), state(), LIMITS, BTC).as_record()
-    assert (record["approved"], record["amount"], record["price"], record["cost"]) == (True, "0.00158", "63123.45", "99.735051")
+    assert (record["approved"], record["amount"], record["price"], record["cost"]) == (
+        True,
+        "0.00158",
+        "63123.45",
+        "99.735051",
+    )
     assert [c["name"] for c in record["checks"]] == list(BUY_CHECKS)
     assert all(c["passed"] for c in record["checks"])
 
@@ -370,7 +398,10 @@ def test_precision_modes_match_ccxt():
     from ccxt.base import decimal_to_precision as ccxt_precision
 
     assert (risk.DECIMAL_PLACES, risk.SIGNIFICANT_DIGITS, risk.TICK_SIZE) == (
-        ccxt_precision.DECIMAL_PLACES, ccxt_precision.SIGNIFICANT_DIGITS, ccxt_precision.TICK_SIZE)
+        ccxt_precision.DECIMAL_PLACES,
+        ccxt_precision.SIGNIFICANT_DIGITS,
+        ccxt_precision.TICK_SIZE,
+    )
 
 
 def test_market_rules_from_ccxt_binance_markets_loaded_from_the_local_server():
@@ -392,13 +423,22 @@ def test_market_rules_from_ccxt_binance_markets_loaded_from_the_local_server():
 
 
 def test_market_rules_from_decimal_places_and_significant_digits_markets():
-    market = {"symbol": "ABC/USDT", "spot": True, "type": "spot",
-              "precision": {"amount": 3, "price": 2},
-              "limits": {"amount": {"min": 0.001, "max": None}, "cost": {"min": 10}}}
+    market = {
+        "symbol": "ABC/USDT",
+        "spot": True,
+        "type": "spot",
+        "precision": {"amount": 3, "price": 2},
+        "limits": {"amount": {"min": 0.001, "max": None}, "cost": {"min": 10}},
+    }
 
     places = MarketRules.from_ccxt_market(market, risk.DECIMAL_PLACES)
     assert (places.amount_step, places.price_tick, places.min_amount, places.max_amount, places.min_cost) == (
-        D("0.001"), D("0.01"), D("0.001"), None, D("10"))
+        D("0.001"),
+        D("0.01"),
+        D("0.001"),
+        None,
+        D("10"),
+    )
 
     # Significant digits have no fixed step: orders on such a market are refused, not guessed.
     digits = MarketRules.from_ccxt_market(market, risk.SIGNIFICANT_DIGITS)

@@ -39,7 +39,9 @@ def test_defaults_are_offline_replay_paper_trading():
 
 
 def test_blank_values_mean_the_default():
-    assert load_settings(environ={"DRY_RUN": "  ", "ORDER_AMOUNT": "", "TRACER_SYMBOLS": ""}) == load_settings(environ={})
+    assert load_settings(environ={"DRY_RUN": "  ", "ORDER_AMOUNT": "", "TRACER_SYMBOLS": ""}) == load_settings(
+        environ={}
+    )
 
 
 def test_defaults_match_the_settings_table():
@@ -51,7 +53,13 @@ def test_defaults_match_the_settings_table():
     assert table["TRACER_BASE_TIMEFRAME"] == s.base_timeframe
     assert table["TRACER_EXCHANGE"] == s.exchange
     assert table["TRACER_TICK_CRON"] == s.tick_cron
-    for name, attr in [("DRY_RUN", "dry_run"), ("FORCE_DRY", "force_dry"), ("ENABLE_LIVE", "enable_live"), ("IS_LIVE", "is_live"), ("DEBUG", "debug")]:
+    for name, attr in [
+        ("DRY_RUN", "dry_run"),
+        ("FORCE_DRY", "force_dry"),
+        ("ENABLE_LIVE", "enable_live"),
+        ("IS_LIVE", "is_live"),
+        ("DEBUG", "debug"),
+    ]:
         assert table[name] == ("1" if getattr(s, attr) else "0"), name
     for name, attr in [
         ("ORDER_AMOUNT", "order_amount"),
@@ -90,7 +98,19 @@ def test_every_seed_variable_name_is_honoured(name, raw, attr, expected):
     assert getattr(load_settings(environ={name: raw}), attr) == expected
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("TRUE", True), (" Yes ", True), ("on", True), ("0", False), ("false", False), ("No", False), ("OFF", False)])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("TRUE", True),
+        (" Yes ", True),
+        ("on", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("OFF", False),
+    ],
+)
 def test_flag_spellings(raw, expected):
     assert load_settings(environ={"DEBUG": raw}).debug is expected
 
@@ -125,11 +145,19 @@ BAD_VALUES = [
     ({"TRACER_EXCHANGE_URLS": '["http://127.0.0.1"]'}, "TRACER_EXCHANGE_URLS", "must be a JSON object of strings"),
     ({"TRACER_EXCHANGE_URLS": '{"public": 8080}'}, "TRACER_EXCHANGE_URLS", "must be a JSON object of strings"),
     ({"TRACER_TIMEFRAMES": "7m"}, "TRACER_TIMEFRAMES", "not a whole multiple of the base timeframe 5m"),
-    ({"TRACER_TIMEFRAMES": "15m,5m"}, "TRACER_TIMEFRAMES", "timeframe 5m is not a whole multiple of the base timeframe 5m"),
+    (
+        {"TRACER_TIMEFRAMES": "15m,5m"},
+        "TRACER_TIMEFRAMES",
+        "timeframe 5m is not a whole multiple of the base timeframe 5m",
+    ),
     ({"TRACER_TIMEFRAMES": "1w"}, "TRACER_TIMEFRAMES", "timeframe 1w does not divide one day evenly"),
     ({"TRACER_TIMEFRAMES": "7h"}, "TRACER_TIMEFRAMES", "timeframe 7h does not divide one day evenly"),
     ({"TRACER_TIMEFRAMES": "1h,fortnight"}, "TRACER_TIMEFRAMES", "'fortnight' is not a timeframe"),
-    ({"TRACER_BASE_TIMEFRAME": "1h"}, "TRACER_BASE_TIMEFRAME", "timeframe 15m is not a whole multiple of the base timeframe 1h"),
+    (
+        {"TRACER_BASE_TIMEFRAME": "1h"},
+        "TRACER_BASE_TIMEFRAME",
+        "timeframe 15m is not a whole multiple of the base timeframe 1h",
+    ),
     ({"TRACER_SYMBOLS": "BTCUSDT"}, "TRACER_SYMBOLS", "'BTCUSDT' is not a ccxt symbol"),
     ({"TRACER_SYMBOLS": " , "}, "TRACER_SYMBOLS", "is empty"),
     ({"MIN_ALLOWED_ORDER_AMOUNT": "200"}, "MIN_ALLOWED_ORDER_AMOUNT", "is above MAX_ORDER_AMOUNT=100"),
@@ -139,12 +167,18 @@ BAD_VALUES = [
     ({"TRACER_REPLAY_SPEED": "0"}, "TRACER_REPLAY_SPEED", "must be greater than 0"),
     ({"TRACER_REPLAY_START": "yesterday"}, "TRACER_REPLAY_START", "expected an ISO date"),
     ({"TRACER_START_DATE": "2024/01/01"}, "TRACER_START_DATE", "expected a date as YYYY-MM-DD"),
-    ({"TRACER_START_DATE": "2024-05-01", "TRACER_END_DATE": "2024-04-01"}, "TRACER_END_DATE", "is before TRACER_START_DATE"),
+    (
+        {"TRACER_START_DATE": "2024-05-01", "TRACER_END_DATE": "2024-04-01"},
+        "TRACER_END_DATE",
+        "is before TRACER_START_DATE",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("env", "variable", "fragment"), BAD_VALUES, ids=[",".join(f"{k}={v}" for k, v in env.items()) for env, _, _ in BAD_VALUES]
+    ("env", "variable", "fragment"),
+    BAD_VALUES,
+    ids=[",".join(f"{k}={v}" for k, v in env.items()) for env, _, _ in BAD_VALUES],
 )
 def test_bad_values_raise_settings_error_naming_the_variable(env, variable, fragment):
     with pytest.raises(SettingsError) as caught:
@@ -157,7 +191,9 @@ def test_bad_values_raise_settings_error_naming_the_variable(env, variable, frag
 def test_min_above_max_names_both_amounts():
     with pytest.raises(SettingsError, match=r"MIN_ALLOWED_ORDER_AMOUNT=50 is above MAX_ORDER_AMOUNT=40"):
         load_settings(environ={"MIN_ALLOWED_ORDER_AMOUNT": "50", "MAX_ORDER_AMOUNT": "40"})
-    assert load_settings(environ={"MIN_ALLOWED_ORDER_AMOUNT": "40", "MAX_ORDER_AMOUNT": "40"}).max_order_amount == Decimal(40)
+    assert load_settings(
+        environ={"MIN_ALLOWED_ORDER_AMOUNT": "40", "MAX_ORDER_AMOUNT": "40"}
+    ).max_order_amount == Decimal(40)
 
 
 @pytest.mark.parametrize(
@@ -178,8 +214,22 @@ def test_non_finite_or_negative_numbers_are_refused_naming_the_variable(name, va
 
 
 def test_amounts_are_exact_decimals():
-    s = load_settings(environ={"ORDER_AMOUNT": "0.1", "MAX_ORDER_AMOUNT": "0.3", "MIN_ALLOWED_ORDER_AMOUNT": "0.1", "SIM_PRICE": "0.2"})
-    for value in (s.order_amount, s.min_allowed_order_amount, s.max_order_amount, s.sim_price, s.sim_base_balance, s.sim_quote_balance):
+    s = load_settings(
+        environ={
+            "ORDER_AMOUNT": "0.1",
+            "MAX_ORDER_AMOUNT": "0.3",
+            "MIN_ALLOWED_ORDER_AMOUNT": "0.1",
+            "SIM_PRICE": "0.2",
+        }
+    )
+    for value in (
+        s.order_amount,
+        s.min_allowed_order_amount,
+        s.max_order_amount,
+        s.sim_price,
+        s.sim_base_balance,
+        s.sim_quote_balance,
+    ):
         assert type(value) is Decimal
     assert s.order_amount + s.sim_price == s.max_order_amount  # 0.1 + 0.2 == 0.3, unlike floats
     assert str(s.order_amount) == "0.1"
@@ -190,14 +240,17 @@ def test_symbols_are_upper_cased_in_order():
     assert s.symbols == ("ETH/USDT", "BTC/USDT")
 
 
-@pytest.mark.parametrize(("raw", "fragment"), [
-    ("BTC/USDT,,", "has an empty entry (entry 2)"),
-    ("BTC/USDT,", "has an empty entry (entry 2)"),
-    (",BTC/USDT", "has an empty entry (entry 1)"),
-    ("eth/usdt,BTC/USDT,ETH/USDT", "names ETH/USDT more than once"),
-    ("BTC/", "'BTC/' is not a ccxt symbol"),
-    ("BTC/USDT/X", "'BTC/USDT/X' is not a ccxt symbol"),
-])
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ("BTC/USDT,,", "has an empty entry (entry 2)"),
+        ("BTC/USDT,", "has an empty entry (entry 2)"),
+        (",BTC/USDT", "has an empty entry (entry 1)"),
+        ("eth/usdt,BTC/USDT,ETH/USDT", "names ETH/USDT more than once"),
+        ("BTC/", "'BTC/' is not a ccxt symbol"),
+        ("BTC/USDT/X", "'BTC/USDT/X' is not a ccxt symbol"),
+    ],
+)
 def test_a_symbol_list_with_a_slip_is_refused_naming_it(raw, fragment):
     """A stray comma or a repeated symbol is a typo, not a list to tidy up silently."""
     with pytest.raises(SettingsError, match=re.escape(fragment)) as error:
@@ -213,7 +266,10 @@ def test_an_order_amount_above_the_maximum_is_refused_naming_both():
 
 def test_the_signal_age_limit_defaults_to_two_base_candles():
     assert load_settings(environ={}).max_signal_age_seconds == 600
-    assert load_settings(environ={"TRACER_BASE_TIMEFRAME": "15m", "TRACER_TIMEFRAMES": "1h"}).max_signal_age_seconds == 1800
+    assert (
+        load_settings(environ={"TRACER_BASE_TIMEFRAME": "15m", "TRACER_TIMEFRAMES": "1h"}).max_signal_age_seconds
+        == 1800
+    )
     assert load_settings(environ={"TRACER_MAX_SIGNAL_AGE_SECONDS": "90"}).max_signal_age_seconds == 90
     with pytest.raises(SettingsError, match="TRACER_MAX_SIGNAL_AGE_SECONDS=0"):
         load_settings(environ={"TRACER_MAX_SIGNAL_AGE_SECONDS": "0"})
@@ -268,4 +324,6 @@ def test_every_setting_is_listed_in_the_readme_table():
         for name, _, _ in SETTINGS_TABLE
         if not any(re.search(rf"(?<![A-Z0-9_]){name}(?![A-Z0-9_])", row) for row in table_rows)
     ]
-    assert missing == [], f"README.md's settings table lacks {missing}; regenerate it with `python -m tracer_assets.settings`"
+    assert missing == [], (
+        f"README.md's settings table lacks {missing}; regenerate it with `python -m tracer_assets.settings`"
+    )

@@ -50,7 +50,10 @@ def test_the_sensor_is_declared_as_the_daemon_needs_it(defs):
     assert sensor.job_name == DECISION_JOB
     job = defs.resolve_job_def(DECISION_JOB)
     assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
-        "trading/decisions", "trading/orders", "trading/positions", "trading/portfolio",
+        "trading/decisions",
+        "trading/orders",
+        "trading/positions",
+        "trading/portfolio",
     }
 
 

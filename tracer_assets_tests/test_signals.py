@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import os
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+from conftest import bundled_frame
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from conftest import bundled_frame
 from tracer_assets.definitions import TICK_JOB, build_definitions
 from tracer_assets.features.indicators import INDICATOR_COLUMNS, WARMUP_BARS, compute_indicators
 from tracer_assets.market.candles import candles_from_rows
@@ -36,7 +36,9 @@ def run_tick(**kwargs):
 
 def backfill_then_tick():
     """45 days of history (enough for EMA 200 on 4h), then the tick on the last day."""
-    history = run_tick(tags={ASSET_PARTITION_RANGE_START_TAG: "2024-07-23", ASSET_PARTITION_RANGE_END_TAG: "2024-09-05"})
+    history = run_tick(
+        tags={ASSET_PARTITION_RANGE_START_TAG: "2024-07-23", ASSET_PARTITION_RANGE_END_TAG: "2024-09-05"}
+    )
     assert history.success
     return run_tick(partition_key="2024-09-06")
 
@@ -55,7 +57,12 @@ def test_the_tick_produces_one_signal_per_symbol_and_timeframe(tracer_env):
     )
     newest = {tf: ts for tf, ts in signals.group_by("timeframe").agg(pl.col("ts").max()).rows()}
     # The newest closed candle of each timeframe on the last bundled day (04:45 is "now").
-    assert {tf: ts.strftime("%H:%M") for tf, ts in newest.items()} == {"5m": "04:40", "15m": "04:30", "1h": "03:00", "4h": "00:00"}
+    assert {tf: ts.strftime("%H:%M") for tf, ts in newest.items()} == {
+        "5m": "04:40",
+        "15m": "04:30",
+        "1h": "03:00",
+        "4h": "00:00",
+    }
     assert signals["signal_quality"].is_between(0, 10).all()
     assert signals["conviction"].is_between(0, 10).all()
     assert signals["regime_confidence"].is_between(0, 1).all()
@@ -92,10 +99,14 @@ def test_indicators_of_the_tick_equal_a_full_history_recompute(tracer_env):
         assert relative is None or relative < 1e-9, (column, relative)
 
 
-def test_external_predictions_join_the_ensemble_and_a_damaged_log_never_breaks_the_tick(tracer_env, tmp_path, monkeypatch):
+def test_external_predictions_join_the_ensemble_and_a_damaged_log_never_breaks_the_tick(
+    tracer_env, tmp_path, monkeypatch
+):
     log = tmp_path / "macro_signal.log"
     lines = [
-        json.dumps({"pair": "BTCUSDT", "tf": "1H", "signal": "STRONG_BEAR", "confidence": 1.0, "ts": "2024-09-06T03:00:00Z"}),
+        json.dumps(
+            {"pair": "BTCUSDT", "tf": "1H", "signal": "STRONG_BEAR", "confidence": 1.0, "ts": "2024-09-06T03:00:00Z"}
+        ),
         "\x00\x01 binary garbage \xff",
         json.dumps({"symbol": "ETH/USDT", "timeframe": "4h", "label": 2, "confidence": 0.9, "ts": 1725580800000}),
         '{"symbol": "BTC/USDT", "timeframe": "5m", "label": "bull", "ts": "2024-09-06T04:',  # cut mid-write
@@ -121,13 +132,43 @@ def test_future_stale_and_unconfigured_predictions_never_steer_a_signal(tracer_e
     log = tmp_path / "macro_signal.log"
     lines = [
         {"symbol": "BTC/USDT", "timeframe": "5m", "label": "bear", "confidence": 1.0, "ts": "2024-09-06T04:35:00Z"},
-        {"symbol": "BTC/USDT", "timeframe": "5m", "label": "strong_bull", "confidence": 1.0, "ts": "2099-01-01T00:00:00Z"},
+        {
+            "symbol": "BTC/USDT",
+            "timeframe": "5m",
+            "label": "strong_bull",
+            "confidence": 1.0,
+            "ts": "2099-01-01T00:00:00Z",
+        },
         # 04:45 is the candle still open at the tick: after the newest closed one (04:40).
-        {"symbol": "BTC/USDT", "timeframe": "5m", "label": "strong_bull", "confidence": 1.0, "ts": "2024-09-06T04:45:00Z"},
+        {
+            "symbol": "BTC/USDT",
+            "timeframe": "5m",
+            "label": "strong_bull",
+            "confidence": 1.0,
+            "ts": "2024-09-06T04:45:00Z",
+        },
         # Four 1h candles before the newest (03:00): stale.
-        {"symbol": "ETH/USDT", "timeframe": "1h", "label": "strong_bull", "confidence": 1.0, "ts": "2024-09-05T23:00:00Z"},
-        {"symbol": "SOL/USDT", "timeframe": "5m", "label": "strong_bull", "confidence": 1.0, "ts": "2024-09-06T04:40:00Z"},
-        {"symbol": "BTC/USDT", "timeframe": "2h", "label": "strong_bull", "confidence": 1.0, "ts": "2024-09-06T02:00:00Z"},
+        {
+            "symbol": "ETH/USDT",
+            "timeframe": "1h",
+            "label": "strong_bull",
+            "confidence": 1.0,
+            "ts": "2024-09-05T23:00:00Z",
+        },
+        {
+            "symbol": "SOL/USDT",
+            "timeframe": "5m",
+            "label": "strong_bull",
+            "confidence": 1.0,
+            "ts": "2024-09-06T04:40:00Z",
+        },
+        {
+            "symbol": "BTC/USDT",
+            "timeframe": "2h",
+            "label": "strong_bull",
+            "confidence": 1.0,
+            "ts": "2024-09-06T02:00:00Z",
+        },
     ]
     log.write_text("".join(json.dumps(line) + "\n" for line in lines) + "not json at all\n")
     monkeypatch.setenv("TRACER_SIGNAL_LOG", str(log))
@@ -137,16 +178,28 @@ def test_future_stale_and_unconfigured_predictions_never_steer_a_signal(tracer_e
     rows = {(r["symbol"], r["timeframe"]): r for r in signals.iter_rows(named=True)}
     btc = rows[("BTC/USDT", "5m")]
     assert btc["predictions_used"] == 2  # the rules and the 04:35 bear line, nothing else
-    assert (btc["ensemble_label"], btc["ensemble_confidence"]) == ensemble([(btc["rule_label"], 1.0), ("bear", 1.0)])[:2]
+    assert (btc["ensemble_label"], btc["ensemble_confidence"]) == ensemble([(btc["rule_label"], 1.0), ("bear", 1.0)])[
+        :2
+    ]
     assert all(row["predictions_used"] == 1 for key, row in rows.items() if key != ("BTC/USDT", "5m"))
     metadata = signals_metadata(tick)
-    assert {key: metadata[key] for key in (
-        "external_predictions", "external_predictions_rejected_future", "external_predictions_rejected_unconfigured",
-        "external_predictions_ignored_stale", "external_predictions_superseded", "signal_log_rejected_lines",
-    )} == {
-        "external_predictions": 1, "external_predictions_rejected_future": 2,
-        "external_predictions_rejected_unconfigured": 2, "external_predictions_ignored_stale": 1,
-        "external_predictions_superseded": 0, "signal_log_rejected_lines": 1,
+    assert {
+        key: metadata[key]
+        for key in (
+            "external_predictions",
+            "external_predictions_rejected_future",
+            "external_predictions_rejected_unconfigured",
+            "external_predictions_ignored_stale",
+            "external_predictions_superseded",
+            "signal_log_rejected_lines",
+        )
+    } == {
+        "external_predictions": 1,
+        "external_predictions_rejected_future": 2,
+        "external_predictions_rejected_unconfigured": 2,
+        "external_predictions_ignored_stale": 1,
+        "external_predictions_superseded": 0,
+        "signal_log_rejected_lines": 1,
     }
     assert metadata["signal_log_warning"] == "" and metadata["withheld_symbols"] == []
 
@@ -185,9 +238,12 @@ def step_failure(result, step_key: str = "signals"):
 
 def signal_tables(database: str) -> list[str]:
     with duckdb.connect(database, read_only=True) as connection:
-        return [name for (name,) in connection.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'signals'"
-        ).fetchall()]
+        return [
+            name
+            for (name,) in connection.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'signals'"
+            ).fetchall()
+        ]
 
 
 def test_one_day_on_a_new_instance_fails_naming_the_history_needed_and_the_backfill(tracer_env):
@@ -200,16 +256,23 @@ def test_one_day_on_a_new_instance_fails_naming_the_history_needed_and_the_backf
     message = failure.user_failure_data.description
     assert SIGNAL_HISTORY_BARS == 200
     assert "which takes 200 candles of each symbol and timeframe" in message
-    assert "Short: BTC/USDT 5m 57 of 200 candles, 15m 19 of 200 candles, 1h 4 of 200 candles, 4h 1 of 200 candles; ETH/USDT 5m 57" in message
+    assert (
+        "Short: BTC/USDT 5m 57 of 200 candles, 15m 19 of 200 candles, 1h 4 of 200 candles, 4h 1 of 200 candles; "
+        "ETH/USDT 5m 57" in message
+    )
     assert "No signal was published" in message
     # 200 4h candles up to 2024-09-06 00:00 start on 2024-08-03.
-    command = ("dagster job execute -m tracer_assets.definitions -j trading_tick_job --tags "
-               '\'{"dagster/asset_partition_range_start": "2024-08-03", "dagster/asset_partition_range_end": "2024-09-06"}\'')
+    command = (
+        "dagster job execute -m tracer_assets.definitions -j trading_tick_job --tags "
+        '\'{"dagster/asset_partition_range_start": "2024-08-03", "dagster/asset_partition_range_end": "2024-09-06"}\''
+    )
     assert command in message
     assert signal_tables(tracer_env["TRACER_DUCKDB_PATH"]) == []  # nothing written, not even empty tables
 
     # The command the message gives, as a run: then the tick publishes every signal.
-    history = run_tick(tags={ASSET_PARTITION_RANGE_START_TAG: "2024-08-03", ASSET_PARTITION_RANGE_END_TAG: "2024-09-06"})
+    history = run_tick(
+        tags={ASSET_PARTITION_RANGE_START_TAG: "2024-08-03", ASSET_PARTITION_RANGE_END_TAG: "2024-09-06"}
+    )
     assert history.success
     assert signals_table(tracer_env["TRACER_DUCKDB_PATH"]).height == 8
 
@@ -220,20 +283,32 @@ def test_a_day_with_enough_base_candles_but_short_higher_timeframes_publishes_no
     tick = run_tick(partition_key="2024-01-01", raise_on_error=False)
     assert not tick.success
     message = step_failure(tick).user_failure_data.description
-    assert "Short: BTC/USDT 15m 96 of 200 candles, 1h 24 of 200 candles, 4h 6 of 200 candles; ETH/USDT 15m 96" in message
+    assert (
+        "Short: BTC/USDT 15m 96 of 200 candles, 1h 24 of 200 candles, 4h 6 of 200 candles; ETH/USDT 15m 96" in message
+    )
     assert " 5m " not in message.split("Short:")[1].split(".")[0]
     # The bundled candles begin that day: the backfill can only start there.
-    assert "The candles begin on 2024-01-01: 2024-01-01 cannot have that history; the first day that can is 2024-02-03." in message
-    assert '"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-02-03"' in message
+    assert (
+        "The candles begin on 2024-01-01: 2024-01-01 cannot have that history; the first day that can is 2024-02-03."
+        in message
+    )
+    assert (
+        '"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-02-03"'
+        in message
+    )
     assert signal_tables(tracer_env["TRACER_DUCKDB_PATH"]) == []
 
 
 def test_a_symbol_without_the_history_is_withheld_and_the_others_published(tracer_env, tmp_path, monkeypatch):
     monkeypatch.setenv("TRACER_SYMBOLS", "BTC/USDT")
-    assert run_tick(tags={ASSET_PARTITION_RANGE_START_TAG: "2024-08-03", ASSET_PARTITION_RANGE_END_TAG: "2024-09-05"}).success
+    assert run_tick(
+        tags={ASSET_PARTITION_RANGE_START_TAG: "2024-08-03", ASSET_PARTITION_RANGE_END_TAG: "2024-09-05"}
+    ).success
     monkeypatch.setenv("TRACER_SYMBOLS", "BTC/USDT,ETH/USDT")  # ETH added without its history
     log = tmp_path / "macro_signal.log"
-    log.write_text(json.dumps({"symbol": "ETH/USDT", "timeframe": "5m", "label": "strong_bull", "ts": "2024-09-06T04:40:00Z"}))
+    log.write_text(
+        json.dumps({"symbol": "ETH/USDT", "timeframe": "5m", "label": "strong_bull", "ts": "2024-09-06T04:40:00Z"})
+    )
     monkeypatch.setenv("TRACER_SIGNAL_LOG", str(log))
     tick = run_tick(partition_key="2024-09-06")
     assert tick.success
@@ -318,7 +393,10 @@ def test_an_external_prediction_moves_the_label():
     indicators = compute_indicators(_two_series())
     alone = score_latest(indicators)
     assert alone["predictions_used"].to_list() == [1, 1]
-    external = {("BTC/USDT", "5m"): {"label": "strong_bear", "confidence": 1.0}, ("ETH/USDT", "5m"): {"label": "strong_bull"}}
+    external = {
+        ("BTC/USDT", "5m"): {"label": "strong_bear", "confidence": 1.0},
+        ("ETH/USDT", "5m"): {"label": "strong_bull"},
+    }
     combined = score_latest(indicators, external)
     assert combined["predictions_used"].to_list() == [2, 2]
     for symbol, rule_label in zip(alone["symbol"], alone["rule_label"]):
@@ -334,19 +412,23 @@ def test_the_tick_schedule_asks_for_the_exchanges_day(tracer_env, monkeypatch):
     assert schedule.cron_schedule == "*/3 * * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     with dg.build_schedule_context(
-        instance=dg.DagsterInstance.get(), resources={"exchange": defs.resources["exchange"]}, repository_def=defs.get_repository_def()
+        instance=dg.DagsterInstance.get(),
+        resources={"exchange": defs.resources["exchange"]},
+        repository_def=defs.get_repository_def(),
     ) as context:
         request = schedule.evaluate_tick(context).run_requests[0]
     assert request.partition_key == "2024-09-06"  # the stopped replay clock: the end of the data
 
     # A running replay clock: started an hour ago at 2024-06-01 00:00, at 60x: 2024-06-03 12:00.
-    anchor = datetime.now(timezone.utc) - timedelta(hours=1)
+    anchor = datetime.now(UTC) - timedelta(hours=1)
     monkeypatch.setenv("TRACER_REPLAY_START", "2024-06-01T00:00:00Z")
     monkeypatch.setenv("TRACER_REPLAY_SPEED", "60")
     monkeypatch.setenv("TRACER_REPLAY_ANCHOR", anchor.isoformat())
     defs = build_definitions(load_settings())
     with dg.build_schedule_context(
-        instance=dg.DagsterInstance.get(), resources={"exchange": defs.resources["exchange"]}, repository_def=defs.get_repository_def()
+        instance=dg.DagsterInstance.get(),
+        resources={"exchange": defs.resources["exchange"]},
+        repository_def=defs.get_repository_def(),
     ) as context:
         request = defs.resolve_schedule_def("trading_tick").evaluate_tick(context).run_requests[0]
     assert request.partition_key == "2024-06-03"
@@ -359,7 +441,9 @@ def test_a_tick_leaves_existing_views_be_and_recreates_missing_ones(tracer_env):
 
     def requested(instance):
         with dg.build_schedule_context(
-            instance=instance, resources={"exchange": defs.resources["exchange"]}, repository_def=defs.get_repository_def()
+            instance=instance,
+            resources={"exchange": defs.resources["exchange"]},
+            repository_def=defs.get_repository_def(),
         ) as context:
             return schedule.evaluate_tick(context).run_requests[0]
 
@@ -370,10 +454,17 @@ def test_a_tick_leaves_existing_views_be_and_recreates_missing_ones(tracer_env):
         request = requested(instance)
         assert ohlcv not in request.asset_selection
         assert {k.to_user_string() for k in request.asset_selection} == {
-            "market/candles", "market/candles_resampled", "features/indicators", "signals/signals", "signals/signal_history"
+            "market/candles",
+            "market/candles_resampled",
+            "features/indicators",
+            "signals/signals",
+            "signals/signal_history",
         }
         tick = defs.resolve_job_def(TICK_JOB).execute_in_process(
-            instance=instance, run_config=QUIET, partition_key=request.partition_key, asset_selection=request.asset_selection
+            instance=instance,
+            run_config=QUIET,
+            partition_key=request.partition_key,
+            asset_selection=request.asset_selection,
         )
     assert tick.success
     materialized = {event.asset_key.to_user_string() for event in tick.get_asset_materialization_events()}

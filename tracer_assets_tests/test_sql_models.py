@@ -3,7 +3,7 @@ and the resampling SQL run in DuckDB against Binance's own hourly candles."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -23,7 +23,7 @@ from tracer_assets.sql.models import (
     template_variables,
 )
 
-UTC = timezone.utc
+UTC = UTC
 MODELS_DIR = Path(tracer_assets.__file__).resolve().parents[1] / "dbt_like_sql"
 VARIABLES = template_variables("5m", 300, [("15m", 900), ("1h", 3600), ("4h", 14400)])
 START = datetime(2024, 3, 1, tzinfo=UTC)
@@ -107,13 +107,38 @@ def _model(folder: Path, relative: str, text: str) -> Path:
 GOOD = "{{ config(materialized='view') }}\nSELECT * FROM {{ ref('market/candles') }}\n"
 
 BAD_MODELS = [
-    ("ref_without_schema", "market/bad.sql", "SELECT * FROM {{ ref('candles') }}", "must name an asset as 'schema/table'"),
+    (
+        "ref_without_schema",
+        "market/bad.sql",
+        "SELECT * FROM {{ ref('candles') }}",
+        "must name an asset as 'schema/table'",
+    ),
     ("ref_too_deep", "market/bad.sql", "SELECT * FROM {{ ref('a/b/c') }}", "must name an asset as 'schema/table'"),
-    ("ref_upper_case", "market/bad.sql", "SELECT * FROM {{ ref('Market/Candles') }}", "must name an asset as 'schema/table'"),
+    (
+        "ref_upper_case",
+        "market/bad.sql",
+        "SELECT * FROM {{ ref('Market/Candles') }}",
+        "must name an asset as 'schema/table'",
+    ),
     ("two_statements", "market/bad.sql", "SELECT 1;\nSELECT 2;", "one SELECT per file, found several statements"),
-    ("unknown_config", "market/bad.sql", "{{ config(materialized='view', partition_by='ts') }}SELECT 1", "unknown config ['partition_by']"),
-    ("bad_materialization", "market/bad.sql", "{{ config(materialized='materialized_view') }}SELECT 1", "materialized must be one of"),
-    ("incremental_without_time_column", "market/bad.sql", "{{ config(materialized='incremental') }}SELECT * FROM {{ ref('market/candles') }}", "needs a ref() to partition like and a time_column"),
+    (
+        "unknown_config",
+        "market/bad.sql",
+        "{{ config(materialized='view', partition_by='ts') }}SELECT 1",
+        "unknown config ['partition_by']",
+    ),
+    (
+        "bad_materialization",
+        "market/bad.sql",
+        "{{ config(materialized='materialized_view') }}SELECT 1",
+        "materialized must be one of",
+    ),
+    (
+        "incremental_without_time_column",
+        "market/bad.sql",
+        "{{ config(materialized='incremental') }}SELECT * FROM {{ ref('market/candles') }}",
+        "needs a ref() to partition like and a time_column",
+    ),
     ("jinja_syntax_error", "market/bad.sql", "SELECT * FROM {{ ref('market/candles') ", "TemplateSyntaxError"),
     ("undefined_variable", "market/bad.sql", "SELECT {{ no_such_variable }}", "UndefinedError"),
     ("empty_file", "market/bad.sql", "{{ config(materialized='view') }}\n", "the file holds no SELECT"),
@@ -157,7 +182,9 @@ def test_missing_models_folder_is_named(tmp_path):
 def btc_5m() -> pl.DataFrame:
     """Two days of real BTC/USDT 5m candles in the stored shape."""
     raw = read_candle_file(BUNDLED_REPLAY_DIR / "BTC_USDT-5m.parquet")
-    rows = raw.filter(pl.col("ms").is_between(int(START.timestamp() * 1000), int(END.timestamp() * 1000), closed="left")).rows()
+    rows = raw.filter(
+        pl.col("ms").is_between(int(START.timestamp() * 1000), int(END.timestamp() * 1000), closed="left")
+    ).rows()
     candles = candles_from_rows([list(r) for r in rows], "BTC/USDT", "5m")
     assert candles.height == 576
     return candles
@@ -231,7 +258,16 @@ def test_resampled_4h_and_15m_roll_up_the_real_candles(models, btc_5m, binance_1
             pl.col("close").last(),
             pl.col("volume").sum(),
         )
-        .select(pl.lit("BTC/USDT").alias("symbol"), pl.lit("4h").alias("timeframe"), "ts", "open", "high", "low", "close", "volume")
+        .select(
+            pl.lit("BTC/USDT").alias("symbol"),
+            pl.lit("4h").alias("timeframe"),
+            "ts",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+        )
     )
     _compare_ohlcv(out.filter(pl.col("timeframe") == "4h").sort("ts"), four_hours)
 
@@ -301,7 +337,9 @@ def test_whole_2024_btc_5m_resampled_equals_binances_1h_file_in_shared(models):
 
     folder = SHARED_DATA / "binance_spot_2024"
     if not (folder / "BTC_USDT-5m.feather").is_file():
-        pytest.skip(f"optional real data not present: {folder} (../shared/data beside the checkout, or TRACER_SHARED_DATA)")
+        pytest.skip(
+            f"optional real data not present: {folder} (../shared/data beside the checkout, or TRACER_SHARED_DATA)"
+        )
     raw = read_candle_file(folder / "BTC_USDT-5m.feather")
     candles = candles_from_rows([list(r) for r in raw.rows()], "BTC/USDT", "5m")
     con = _candles_db(candles)
@@ -314,7 +352,11 @@ def test_whole_2024_btc_5m_resampled_equals_binances_1h_file_in_shared(models):
         pl.lit("BTC/USDT").alias("symbol"),
         pl.lit("1h").alias("timeframe"),
         pl.col("date").cast(pl.Datetime("us", "UTC")).alias("ts"),
-        "open", "high", "low", "close", "volume",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
     )
     assert ours.height == theirs.height == 5980
     _compare_ohlcv(ours.with_columns(pl.col("ts").dt.convert_time_zone("UTC")), theirs)

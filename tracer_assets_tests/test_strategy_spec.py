@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from conftest import REPO, bundled_frame
+from pydantic import ValidationError
 
 from tracer_assets.features.indicators import compute_indicators
 from tracer_assets.research import rules
 from tracer_assets.research.rules import compute_indicator, evaluate, param_grid
 from tracer_assets.research.spec import SpecError, StrategySpec, builtin_spec, builtin_specs, load_spec
-from conftest import REPO, bundled_frame
 
 REL = 1e-9
 COLUMNS = ("open", "high", "low", "close", "volume")
@@ -135,7 +136,7 @@ def test_content_hash_is_stable_and_independent_of_key_order_and_spelling() -> N
 
 def test_spec_is_frozen() -> None:
     spec = load_spec(ema_spec())
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         spec.stop_loss = 0.5  # type: ignore[misc]
 
 
@@ -172,9 +173,24 @@ INVALID = [
         "entry.all[1].cross_above.a.params.window",
         "unknown parameter '$fats'",
     ),
-    ("default outside range", _set(["parameters", "fast", "default"], 25), "parameters.fast.default", "outside the range [5, 20]"),
-    ("window 0", _set(["entry", "all", 0, "compare", "right", "params", "window"], 0), "entry.all[0].compare.right.params.window", "integer >= 1"),
-    ("float window", _set(["entry", "all", 0, "compare", "right", "params", "window"], 50.5), "entry.all[0].compare.right.params.window", "integer >= 1"),
+    (
+        "default outside range",
+        _set(["parameters", "fast", "default"], 25),
+        "parameters.fast.default",
+        "outside the range [5, 20]",
+    ),
+    (
+        "window 0",
+        _set(["entry", "all", 0, "compare", "right", "params", "window"], 0),
+        "entry.all[0].compare.right.params.window",
+        "integer >= 1",
+    ),
+    (
+        "float window",
+        _set(["entry", "all", 0, "compare", "right", "params", "window"], 50.5),
+        "entry.all[0].compare.right.params.window",
+        "integer >= 1",
+    ),
     ("extra field", _set(["colour"], "red"), "colour", "unknown field"),
     ("extra field deep", _set(CROSS_A + ["lookback"], 3), "entry.all[1].cross_above.a.lookback", "unknown field"),
     ("bad timeframe", _set(["timeframe"], "5x"), "timeframe", "'5x' is not a timeframe"),
@@ -182,32 +198,99 @@ INVALID = [
     ("stop_loss 100%", _set(["stop_loss"], 1.0), "stop_loss", "between 0 and 1"),
     ("empty all", _set(["entry"], {"all": []}), "entry.all", "at least 1 item"),
     ("unknown node", _set(["exit"], {"crosses": {}}), "exit", "expected a rule"),
-    ("two constants", _set(["exit"], {"compare": {"left": 1, "op": "<", "right": 2}}), "exit.compare", "one side must be an indicator"),
+    (
+        "two constants",
+        _set(["exit"], {"compare": {"left": 1, "op": "<", "right": 2}}),
+        "exit.compare",
+        "one side must be an indicator",
+    ),
     ("bad operator", _set(["exit"], {"compare": {"left": "close", "op": "==", "right": 2}}), "exit.compare.op", "'>'"),
-    ("bool operand", _set(["exit"], {"compare": {"left": "close", "op": "<", "right": True}}), "exit.compare.right", "expected an operand"),
-    ("code as operand", _set(["exit"], {"compare": {"left": "__import__('os').system('id')", "op": "<", "right": 1}}), "exit.compare.left", "'close'"),
-    ("code as parameter", _set(CROSS_A + ["params", "window"], "$fast; import os"), "entry.all[1].cross_above.a.params.window", "'$fast'"),
+    (
+        "bool operand",
+        _set(["exit"], {"compare": {"left": "close", "op": "<", "right": True}}),
+        "exit.compare.right",
+        "expected an operand",
+    ),
+    (
+        "code as operand",
+        _set(["exit"], {"compare": {"left": "__import__('os').system('id')", "op": "<", "right": 1}}),
+        "exit.compare.left",
+        "'close'",
+    ),
+    (
+        "code as parameter",
+        _set(CROSS_A + ["params", "window"], "$fast; import os"),
+        "entry.all[1].cross_above.a.params.window",
+        "'$fast'",
+    ),
     ("missing entry", _delete(["entry"]), "entry", "Field required"),
     ("missing indicator param", _set(CROSS_A + ["params"], {}), "entry.all[1].cross_above.a.params", "needs 'window'"),
-    ("output on single output", _set(CROSS_A + ["output"], "line"), "entry.all[1].cross_above.a.output", "single output"),
+    (
+        "output on single output",
+        _set(CROSS_A + ["output"], "line"),
+        "entry.all[1].cross_above.a.output",
+        "single output",
+    ),
     (
         "macd without output",
-        _set(["exit"], {"compare": {"left": {"indicator": "macd", "params": {"fast": 12, "slow": 26, "signal": 9}}, "op": ">", "right": 0}}),
+        _set(
+            ["exit"],
+            {
+                "compare": {
+                    "left": {"indicator": "macd", "params": {"fast": 12, "slow": 26, "signal": 9}},
+                    "op": ">",
+                    "right": 0,
+                }
+            },
+        ),
         "exit.compare.left.output",
         "line, signal, hist",
     ),
     (
         "macd fast above slow",
-        _set(["exit"], {"compare": {"left": {"indicator": "macd", "params": {"fast": "$slow", "slow": "$fast", "signal": 9}, "output": "line"}, "op": ">", "right": 0}}),
+        _set(
+            ["exit"],
+            {
+                "compare": {
+                    "left": {
+                        "indicator": "macd",
+                        "params": {"fast": "$slow", "slow": "$fast", "signal": 9},
+                        "output": "line",
+                    },
+                    "op": ">",
+                    "right": 0,
+                }
+            },
+        ),
         "exit.compare.left.params.fast",
         "must be below slow",
     ),
-    ("window from a float parameter", _set(["parameters", "fast", "step"], 2.5), "entry.all[1].cross_above.a.params.window", "must be integers"),
-    ("window parameter below 1", _set(["parameters", "fast"], {"default": 5, "low": 0, "high": 20, "step": 5}), "entry.all[1].cross_above.a.params.window", "low must be >= 1"),
-    ("unused parameter", _set(["parameters", "spare"], {"default": 1, "low": 1, "high": 3, "step": 1}), "parameters.spare", "not used"),
+    (
+        "window from a float parameter",
+        _set(["parameters", "fast", "step"], 2.5),
+        "entry.all[1].cross_above.a.params.window",
+        "must be integers",
+    ),
+    (
+        "window parameter below 1",
+        _set(["parameters", "fast"], {"default": 5, "low": 0, "high": 20, "step": 5}),
+        "entry.all[1].cross_above.a.params.window",
+        "low must be >= 1",
+    ),
+    (
+        "unused parameter",
+        _set(["parameters", "spare"], {"default": 1, "low": 1, "high": 3, "step": 1}),
+        "parameters.spare",
+        "not used",
+    ),
     ("step zero", _set(["parameters", "fast", "step"], 0), "parameters.fast.step", "above 0"),
     ("string number", _set(["parameters", "fast", "high"], "20"), "parameters.fast.high", "expected a number"),
-    ("stop from a parameter out of range", _set(["stop_loss"], "$fast"), "stop_loss", "whole range must be between 0 and 1"),
+    (
+        "stop from a parameter out of range",
+        _set(["stop_loss"], "$fast"),
+        "stop_loss",
+        "whole range must be between 0 and 1",
+    ),
     ("short side", _set(["side"], "short"), "side", "only 'long'"),
     ("position fraction", _set(["position_fraction"], 1.5), "position_fraction", "less than or equal to 1"),
     ("bad name", _set(["name"], "EMA Cross!"), "name", "pattern"),
@@ -313,8 +396,8 @@ def ref_rsi(close: list[float], n: int) -> list[float]:
     losses = [0.0] + [max(close[t - 1] - close[t], 0.0) for t in range(1, len(close))]
     avg_gain, avg_loss = ref_wilder(gains, n), ref_wilder(losses, n)
     out = []
-    for g, l in zip(avg_gain, avg_loss):
-        out.append(math.nan if math.isnan(g) else (0.0 if g + l == 0 else 100.0 * g / (g + l)))
+    for gain, loss in zip(avg_gain, avg_loss):
+        out.append(math.nan if math.isnan(gain) else (0.0 if gain + loss == 0 else 100.0 * gain / (gain + loss)))
     return out
 
 
@@ -509,7 +592,12 @@ def test_cross_above_and_below_on_a_hand_built_series() -> None:
 
 def test_cross_of_two_indicators_matches_its_definition(short_candles: dict[str, np.ndarray]) -> None:
     spec = rule_spec(
-        {"cross_above": {"a": {"indicator": "ema", "params": {"window": 5}}, "b": {"indicator": "sma", "params": {"window": 20}}}}
+        {
+            "cross_above": {
+                "a": {"indicator": "ema", "params": {"window": 5}},
+                "b": {"indicator": "sma", "params": {"window": 20}},
+            }
+        }
     )
     a = compute_indicator("ema", {"window": 5}, short_candles)["value"]
     b = compute_indicator("sma", {"window": 20}, short_candles)["value"]
@@ -525,7 +613,12 @@ def test_warm_up_is_false_even_under_not(short_candles: dict[str, np.ndarray]) -
     # not(rsi > 70) is true at most bars, but never before RSI(14) exists (bar 14).
     spec = rule_spec(
         {"not": {"compare": {"left": {"indicator": "rsi", "params": {"window": 14}}, "op": ">", "right": 70}}},
-        {"any": [{"compare": {"left": "close", "op": ">", "right": 0}}, {"compare": {"left": {"indicator": "ema", "params": {"window": 30}}, "op": ">", "right": 1e12}}]},
+        {
+            "any": [
+                {"compare": {"left": "close", "op": ">", "right": 0}},
+                {"compare": {"left": {"indicator": "ema", "params": {"window": 30}}, "op": ">", "right": 1e12}},
+            ]
+        },
     )
     signals = evaluate(spec, short_candles, [{}])
     rsi = compute_indicator("rsi", {"window": 14}, short_candles)["value"]
@@ -545,7 +638,9 @@ def test_signals_shape_stops_and_no_exit_rule(short_candles: dict[str, np.ndarra
     assert np.isnan(signals.take_profit).all() and np.isnan(signals.trailing_stop).all()
     assert signals.grid == tuple(grid)
 
-    entry_only = rule_spec({"compare": {"left": "close", "op": ">", "right": {"indicator": "sma", "params": {"window": 10}}}})
+    entry_only = rule_spec(
+        {"compare": {"left": "close", "op": ">", "right": {"indicator": "sma", "params": {"window": 10}}}}
+    )
     signals = evaluate(entry_only, short_candles, [{}])
     assert signals.entries.any() and not signals.exits.any()
     assert np.isnan(signals.stop_loss).all() and signals.position_fraction == 1.0

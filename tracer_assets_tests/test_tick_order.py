@@ -5,7 +5,7 @@ as indicators -> candles -> signals -> resampled, one tick behind)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -15,7 +15,7 @@ from tracer_assets.definitions import TICK_JOB, build_definitions
 from tracer_assets.settings import load_settings
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-DAY_START = datetime(2024, 9, 5, tzinfo=timezone.utc)
+DAY_START = datetime(2024, 9, 5, tzinfo=UTC)
 OHLCV = dg.AssetKey(["market", "ohlcv"])
 
 
@@ -29,13 +29,14 @@ def test_a_scheduled_tick_on_a_moving_clock_signals_the_candles_it_just_fetched(
 
     def clock_at(at: datetime) -> dg.Definitions:
         monkeypatch.setenv("TRACER_REPLAY_START", DAY_START.isoformat())
-        monkeypatch.setenv("TRACER_REPLAY_ANCHOR", (datetime.now(timezone.utc) - (at - DAY_START)).isoformat())
+        monkeypatch.setenv("TRACER_REPLAY_ANCHOR", (datetime.now(UTC) - (at - DAY_START)).isoformat())
         return build_definitions(load_settings())
 
     defs = clock_at(DAY_START + timedelta(minutes=30))
     with dg.DagsterInstance.get() as instance:
         history = defs.resolve_job_def(TICK_JOB).execute_in_process(
-            instance=instance, run_config=QUIET,
+            instance=instance,
+            run_config=QUIET,
             tags={ASSET_PARTITION_RANGE_START_TAG: "2024-07-23", ASSET_PARTITION_RANGE_END_TAG: "2024-09-04"},
         )
         assert history.success
@@ -44,14 +45,18 @@ def test_a_scheduled_tick_on_a_moving_clock_signals_the_candles_it_just_fetched(
         for minutes in (35, 100):
             defs = clock_at(DAY_START + timedelta(minutes=minutes))
             with dg.build_schedule_context(
-                instance=instance, resources={"exchange": defs.resources["exchange"]},
+                instance=instance,
+                resources={"exchange": defs.resources["exchange"]},
                 repository_def=defs.get_repository_def(),
             ) as context:
                 request = defs.resolve_schedule_def("trading_tick").evaluate_tick(context).run_requests[0]
             assert OHLCV not in request.asset_selection  # the view stands: the case that ran out of order
             tick = defs.resolve_job_def(TICK_JOB).execute_in_process(
-                instance=instance, run_config=QUIET, partition_key=request.partition_key,
-                asset_selection=request.asset_selection, tags=request.tags,
+                instance=instance,
+                run_config=QUIET,
+                partition_key=request.partition_key,
+                asset_selection=request.asset_selection,
+                tags=request.tags,
             )
             assert tick.success
             candles = newest(database, "SELECT symbol, timeframe, max(ts) FROM market.ohlcv GROUP BY ALL")

@@ -4,16 +4,16 @@ order filled at the next candle's open, exactly once per signal event, and the a
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 
 import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+from conftest import bundled_frame
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from conftest import bundled_frame
 from tracer_assets.definitions import DECISION_JOB, TICK_JOB, build_definitions
 from tracer_assets.settings import load_settings
 from tracer_assets.signals.assets import SIGNALS_KEY
@@ -22,7 +22,7 @@ from tracer_assets.trading.decide import SignalEvent, decision_id
 from tracer_assets.trading.paper import client_order_id
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-CLOCK_START = datetime(2024, 9, 5, 12, 0, tzinfo=timezone.utc)
+CLOCK_START = datetime(2024, 9, 5, 12, 0, tzinfo=UTC)
 
 
 def run(job: str, **kwargs):
@@ -75,7 +75,8 @@ def make_btc_1h_strongly_bullish(database: str, storage_id: int, symbols: tuple[
         )
         for symbol in symbols:
             connection.execute(
-                "INSERT INTO research.backtests VALUES ('s1', 'ema_cross', ?, '1h', 'out_of_sample', 500, 0.6, 20, 0.1, 1.0)",
+                "INSERT INTO research.backtests "
+                "VALUES ('s1', 'ema_cross', ?, '1h', 'out_of_sample', 500, 0.6, 20, 0.1, 1.0)",
                 [symbol],
             )
             connection.execute(
@@ -90,7 +91,7 @@ def replay_clock(tracer_env, monkeypatch, tmp_path):
     """A running replay clock at 2024-09-05 12:00 UTC (speed 1), 45 days of history stored."""
 
     def set_clock(at: datetime) -> None:
-        anchor = datetime.now(timezone.utc) - (at - CLOCK_START)
+        anchor = datetime.now(UTC) - (at - CLOCK_START)
         monkeypatch.setenv("TRACER_REPLAY_START", CLOCK_START.isoformat())
         monkeypatch.setenv("TRACER_REPLAY_ANCHOR", anchor.isoformat())
 
@@ -102,7 +103,9 @@ def replay_clock(tracer_env, monkeypatch, tmp_path):
 
 def store_history() -> None:
     """45 days of candles, indicators and signals up to the replay clock, as ticks store them."""
-    history = run(TICK_JOB, tags={ASSET_PARTITION_RANGE_START_TAG: "2024-07-22", ASSET_PARTITION_RANGE_END_TAG: "2024-09-04"})
+    history = run(
+        TICK_JOB, tags={ASSET_PARTITION_RANGE_START_TAG: "2024-07-22", ASSET_PARTITION_RANGE_END_TAG: "2024-09-04"}
+    )
     assert history.success
     assert run(TICK_JOB, partition_key="2024-09-05").success
 
@@ -138,7 +141,12 @@ def test_a_buy_is_sized_by_the_risk_manager_filled_at_the_next_open_and_placed_o
     assert orders.height == 1
     order = orders.row(0, named=True)
     assert order["client_order_id"] == expected_cid(storage_id, "BTC/USDT", "buy")
-    assert (order["status"], order["mode"], order["side"], order["signal_storage_id"]) == ("pending", "DRY", "buy", storage_id)
+    assert (order["status"], order["mode"], order["side"], order["signal_storage_id"]) == (
+        "pending",
+        "DRY",
+        "buy",
+        storage_id,
+    )
     assert order["decision_id"] == btc["decision_id"]
     # ORDER_AMOUNT (10 USDT) caps the size; confidence 0.9 (exact) takes 0.2 + 0.8 x 0.9 = 92% of it.
     assert btc["confidence"] == Decimal("0.9")
@@ -157,15 +165,21 @@ def test_a_buy_is_sized_by_the_risk_manager_filled_at_the_next_open_and_placed_o
     replay_clock(CLOCK_START + timedelta(minutes=30))
     assert run(TICK_JOB, partition_key="2024-09-05").success
     decide(newest_signal_event())
-    filled = query(database, "SELECT * FROM trading.orders WHERE client_order_id = ?", [order["client_order_id"]]).row(0, named=True)
+    filled = query(database, "SELECT * FROM trading.orders WHERE client_order_id = ?", [order["client_order_id"]]).row(
+        0, named=True
+    )
     assert filled["status"] == "filled"
-    candles = bundled_frame("BTC/USDT").filter(
-        pl.col("date") >= pl.lit(submitted).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC")
-    ).sort("date")
+    candles = (
+        bundled_frame("BTC/USDT")
+        .filter(pl.col("date") >= pl.lit(submitted).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC"))
+        .sort("date")
+    )
     next_open = Decimal(repr(candles["open"][0]))
     assert filled["price"] == next_open * Decimal("1.0005")
     # The fee is rounded up to the 18 places stored, against the account.
-    assert filled["fee"] == (filled["price"] * order["amount"] * Decimal("0.001")).quantize(Decimal("1e-18"), rounding=ROUND_CEILING)
+    assert filled["fee"] == (filled["price"] * order["amount"] * Decimal("0.001")).quantize(
+        Decimal("1e-18"), rounding=ROUND_CEILING
+    )
     positions = query(database, "SELECT * FROM trading.positions WHERE closed_at IS NULL")
     assert positions["symbol"].to_list() == ["BTC/USDT"] and positions["amount"][0] == order["amount"]
     portfolio = query(database, "SELECT * FROM trading.portfolio ORDER BY ts")
@@ -180,13 +194,14 @@ def test_a_buy_is_sized_by_the_risk_manager_filled_at_the_next_open_and_placed_o
     assert [row[7] for row in tsv if row[6] != "decision"] == [order["client_order_id"]]
     audit = [json.loads(line) for line in (logs / "macro_ccxt_orders_audit.jsonl").read_text().splitlines()]
     assert [entry["client_order_id"] for entry in audit if entry["type"] == "order"] == [order["client_order_id"]]
-    assert sorted(entry["decision_id"] for entry in audit if entry["type"] == "decision") == sorted(decided["decision_id"])
+    assert sorted(entry["decision_id"] for entry in audit if entry["type"] == "decision") == sorted(
+        decided["decision_id"]
+    )
     diagnostics = json.loads((logs / "macro_diagnostics.json").read_text())
     assert diagnostics["cycles"] == 3
     # The paper broker's state: its newest snapshot only, not one more per run.
     assert query(database, "SELECT count(*) AS n FROM trading.paper_state")["n"][0] == 1
     assert diagnostics["last_decision"]["decision_id"] in set(decided["decision_id"])
-
 
 
 def test_a_signal_whose_lookahead_guard_failed_is_answered_with_hold(tracer_env, replay_clock):
@@ -204,20 +219,34 @@ def test_a_signal_whose_lookahead_guard_failed_is_answered_with_hold(tracer_env,
             dg.AssetRecordsFilter(asset_key=SIGNALS_KEY, storage_ids=[storage_id]), limit=1
         ).records[0]
         evaluation = dg.AssetCheckEvaluation(
-            asset_key=SIGNALS_KEY, check_name="no_lookahead", passed=False,
+            asset_key=SIGNALS_KEY,
+            check_name="no_lookahead",
+            passed=False,
             description="BTC/USDT 1h at 2024-09-05T10:00:00Z differs when recomputed from the candles cut there",
         )
-        event = DagsterEvent(DagsterEventType.ASSET_CHECK_EVALUATION.value, job_name=TICK_JOB, event_specific_data=evaluation)
-        instance.store_event(EventLogEntry(
-            error_info=None, level="INFO", user_message="", run_id=record.run_id, timestamp=record.timestamp,
-            step_key="signals", job_name=TICK_JOB, dagster_event=event,
-        ))
+        event = DagsterEvent(
+            DagsterEventType.ASSET_CHECK_EVALUATION.value, job_name=TICK_JOB, event_specific_data=evaluation
+        )
+        instance.store_event(
+            EventLogEntry(
+                error_info=None,
+                level="INFO",
+                user_message="",
+                run_id=record.run_id,
+                timestamp=record.timestamp,
+                step_key="signals",
+                job_name=TICK_JOB,
+                dagster_event=event,
+            )
+        )
     decide(storage_id)
     decisions = query(tracer_env["TRACER_DUCKDB_PATH"], "SELECT * FROM trading.decisions ORDER BY symbol")
     assert decisions["action"].to_list() == ["HOLD", "HOLD"]
     for reason in decisions["reason"]:
-        assert reason == ("signals/signals not trusted: no_lookahead failed: BTC/USDT 1h at 2024-09-05T10:00:00Z "
-                          "differs when recomputed from the candles cut there"), reason
+        assert reason == (
+            "signals/signals not trusted: no_lookahead failed: BTC/USDT 1h at 2024-09-05T10:00:00Z "
+            "differs when recomputed from the candles cut there"
+        ), reason
     assert query(tracer_env["TRACER_DUCKDB_PATH"], "SELECT * FROM trading.orders").is_empty()
 
 
@@ -234,14 +263,28 @@ def test_a_short_or_blank_secret_that_is_not_used_never_stops_a_paper_run(tracer
     assert (order["mode"], order["status"]) == ("DRY", "pending")
 
 
-@pytest.mark.parametrize(("env", "variable"), [
-    ({"TRACER_DECIDER": "llm", "ANTHROPIC_API_KEY": "k3y9z"}, "ANTHROPIC_API_KEY"),
-    ({"TRACER_DECIDER": "llm", "ANTHROPIC_API_KEY": " sk-ant-0123456789 "}, "ANTHROPIC_API_KEY"),
-    ({"ENABLE_LIVE": "1", "IS_LIVE": "1", "DRY_RUN": "0", "TRACER_EXCHANGE": "binance",
-      "TRACER_EXCHANGE_API_KEY": "   ", "TRACER_EXCHANGE_SECRET": "s" * 64}, "TRACER_EXCHANGE_API_KEY"),
-    ({"DISCORD_WEBHOOK_URL": "hook"}, "DISCORD_WEBHOOK_URL"),
-])
-def test_a_malformed_secret_in_use_stops_the_load_naming_the_variable_not_the_value(tracer_env, monkeypatch, env, variable):
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"TRACER_DECIDER": "llm", "ANTHROPIC_API_KEY": "k3y9z"}, "ANTHROPIC_API_KEY"),
+        ({"TRACER_DECIDER": "llm", "ANTHROPIC_API_KEY": " sk-ant-0123456789 "}, "ANTHROPIC_API_KEY"),
+        (
+            {
+                "ENABLE_LIVE": "1",
+                "IS_LIVE": "1",
+                "DRY_RUN": "0",
+                "TRACER_EXCHANGE": "binance",
+                "TRACER_EXCHANGE_API_KEY": "   ",
+                "TRACER_EXCHANGE_SECRET": "s" * 64,
+            },
+            "TRACER_EXCHANGE_API_KEY",
+        ),
+        ({"DISCORD_WEBHOOK_URL": "hook"}, "DISCORD_WEBHOOK_URL"),
+    ],
+)
+def test_a_malformed_secret_in_use_stops_the_load_naming_the_variable_not_the_value(
+    tracer_env, monkeypatch, env, variable
+):
     from tracer_assets.settings import SettingsError
 
     for name, value in env.items():

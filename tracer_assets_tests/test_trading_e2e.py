@@ -32,16 +32,16 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
+from conftest import REPO, TEST_SYMBOLS
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from conftest import REPO, TEST_SYMBOLS
 from tracer_assets.definitions import DECISION_JOB, TICK_JOB, build_definitions
 from tracer_assets.settings import load_settings
 from tracer_assets.signals.assets import HISTORY_KEY, SIGNALS_KEY
@@ -80,15 +80,28 @@ def set_the_scene(settings_env: dict[str, str]) -> None:
     """History, tick and research stats in the scene's DuckDB file (the environment must hold
     `settings_env`). Runs on an ephemeral instance: the server's instance stays without any
     signals materialization."""
-    Path(settings_env["TRACER_SIGNAL_LOG"]).write_text(json.dumps({
-        "symbol": BUY_SYMBOL, "timeframe": BUY_TIMEFRAME, "label": "strong_bull", "confidence": 1.0,
-        "ts": "2024-09-06T04:40:00Z",
-    }) + "\n")
+    Path(settings_env["TRACER_SIGNAL_LOG"]).write_text(
+        json.dumps(
+            {
+                "symbol": BUY_SYMBOL,
+                "timeframe": BUY_TIMEFRAME,
+                "label": "strong_bull",
+                "confidence": 1.0,
+                "ts": "2024-09-06T04:40:00Z",
+            }
+        )
+        + "\n"
+    )
     job = build_definitions(load_settings()).resolve_job_def(TICK_JOB)
     with dg.DagsterInstance.ephemeral() as instance:
-        history = job.execute_in_process(instance=instance, run_config=QUIET, tags={
-            ASSET_PARTITION_RANGE_START_TAG: "2024-07-23", ASSET_PARTITION_RANGE_END_TAG: "2024-09-05",
-        })
+        history = job.execute_in_process(
+            instance=instance,
+            run_config=QUIET,
+            tags={
+                ASSET_PARTITION_RANGE_START_TAG: "2024-07-23",
+                ASSET_PARTITION_RANGE_END_TAG: "2024-09-05",
+            },
+        )
         assert history.success
         assert job.execute_in_process(instance=instance, run_config=QUIET, partition_key="2024-09-06").success
     with duckdb.connect(settings_env["TRACER_DUCKDB_PATH"]) as connection:
@@ -103,7 +116,7 @@ def set_the_scene(settings_env: dict[str, str]) -> None:
         connection.execute(
             "INSERT INTO research.backtests VALUES (?, ?, ?, ?, 'out_of_sample', '{}', 0.02, 200.0, 0.6, 10, 1.2, 1.5, "
             "0.05, 1.8, 0.3, 20.0, 1.0, ?)",
-            ["e2e-strategy", "e2e_strategy", BUY_SYMBOL, BUY_TIMEFRAME, datetime.now(timezone.utc)],
+            ["e2e-strategy", "e2e_strategy", BUY_SYMBOL, BUY_TIMEFRAME, datetime.now(UTC)],
         )
         label = connection.execute(
             "SELECT ensemble_label FROM signals.signals WHERE symbol = ? AND timeframe = ?", [BUY_SYMBOL, BUY_TIMEFRAME]
@@ -149,7 +162,11 @@ def dagster_dev(env: dict[str, str], workdir: Path) -> Iterator[DevServer]:
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [DAGSTER, "dev", "-m", "tracer_assets.definitions", "-p", str(port), "-h", "127.0.0.1"],
-            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         yield DevServer(process, port, log_path)
@@ -207,7 +224,9 @@ def newest_signals_storage_id(instance: dg.DagsterInstance) -> tuple[int, str]:
     return record.storage_id, record.run_id
 
 
-def wait_for_decision_run(instance: dg.DagsterInstance, storage_id: int, timeout: float = DECISION_SECONDS) -> dg.DagsterRun:
+def wait_for_decision_run(
+    instance: dg.DagsterInstance, storage_id: int, timeout: float = DECISION_SECONDS
+) -> dg.DagsterRun:
     """The sensor's decision run for this signal event, once it has finished (fails if it failed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -216,8 +235,11 @@ def wait_for_decision_run(instance: dg.DagsterInstance, storage_id: int, timeout
             assert len(runs) == 1, [r.run_id for r in runs]
             run = runs[0]
             if not run.is_success:
-                errors = [str(e.dagster_event.event_specific_data) for e in instance.all_logs(run.run_id)
-                          if e.dagster_event and e.dagster_event.is_failure]
+                errors = [
+                    str(e.dagster_event.event_specific_data)
+                    for e in instance.all_logs(run.run_id)
+                    if e.dagster_event and e.dagster_event.is_failure
+                ]
                 raise AssertionError(f"decision run {run.run_id} ended {run.status}: {errors}")
             return run
         time.sleep(0.5)
@@ -252,9 +274,20 @@ def test_dagster_dev_answers_a_signals_materialization_with_a_decision_and_its_o
         assert instance.fetch_materializations(SIGNALS_KEY, limit=1).records == []
         # A shell materializes the signals while the server runs.
         done = subprocess.run(
-            [DAGSTER, "asset", "materialize", "-m", "tracer_assets.definitions",
-             "--select", f"{SIGNALS_KEY.to_user_string()},{HISTORY_KEY.to_user_string()}"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+            [
+                DAGSTER,
+                "asset",
+                "materialize",
+                "-m",
+                "tracer_assets.definitions",
+                "--select",
+                f"{SIGNALS_KEY.to_user_string()},{HISTORY_KEY.to_user_string()}",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         storage_id, signals_run = newest_signals_storage_id(instance)
@@ -265,9 +298,12 @@ def test_dagster_dev_answers_a_signals_materialization_with_a_decision_and_its_o
 
     assert run.tags["dagster/sensor_name"] == "signal_sensor"
     assert run.tags["dagster/run_key"] == f"signals:{storage_id}"
-    decisions = read_rows(database, "SELECT * FROM trading.decisions WHERE signal_storage_id = ? ORDER BY symbol", [storage_id])
+    decisions = read_rows(
+        database, "SELECT * FROM trading.decisions WHERE signal_storage_id = ? ORDER BY symbol", [storage_id]
+    )
     assert [(d["symbol"], d["action"], d["timeframe"]) for d in decisions] == [
-        (BUY_SYMBOL, "BUY", BUY_TIMEFRAME), ("ETH/USDT", "HOLD", None),
+        (BUY_SYMBOL, "BUY", BUY_TIMEFRAME),
+        ("ETH/USDT", "HOLD", None),
     ]
     assert all(d["run_id"] == run.run_id and d["mode"] == "DRY" for d in decisions)
     buy = decisions[0]
@@ -276,17 +312,24 @@ def test_dagster_dev_answers_a_signals_materialization_with_a_decision_and_its_o
     orders = read_rows(database, "SELECT * FROM trading.orders", [])
     assert len(orders) == 1
     order = orders[0]
-    assert (order["signal_storage_id"], order["decision_id"], order["run_id"]) == (storage_id, buy["decision_id"], run.run_id)
+    assert (order["signal_storage_id"], order["decision_id"], order["run_id"]) == (
+        storage_id,
+        buy["decision_id"],
+        run.run_id,
+    )
     assert (order["symbol"], order["side"], order["mode"]) == (BUY_SYMBOL, "buy", "DRY")
     assert order["reason"] == "approved" and order["status"] in ("pending", "filled"), order
     # Sized by the risk manager between MIN_ALLOWED_ORDER_AMOUNT and ORDER_AMOUNT (defaults 5, 10 USDT).
     assert Decimal(5) <= order["amount"] * order["price"] <= Decimal(10)
     # The decision read the signals that shell's run published: its candle is that run's BTC/USDT 5m signal.
     (published,) = read_rows(
-        database, "SELECT ts FROM signals.signal_history WHERE run_id = ? AND symbol = ? AND timeframe = ?",
+        database,
+        "SELECT ts FROM signals.signal_history WHERE run_id = ? AND symbol = ? AND timeframe = ?",
         [signals_run, BUY_SYMBOL, BUY_TIMEFRAME],
     )
     assert buy["ts"] == published["ts"]
     # The seed's audit trail has the order too.
-    audit = [json.loads(line) for line in (tmp_path / "logs" / "macro_ccxt_orders_audit.jsonl").read_text().splitlines()]
+    audit = [
+        json.loads(line) for line in (tmp_path / "logs" / "macro_ccxt_orders_audit.jsonl").read_text().splitlines()
+    ]
     assert [a["client_order_id"] for a in audit if a["type"] == "order"] == [order["client_order_id"]]

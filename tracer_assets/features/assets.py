@@ -5,7 +5,7 @@ WARMUP_BARS before them, so a tick's work is bounded by symbols x timeframes x l
 by stored history; a backfill of a range (one run) recomputes the range the same way.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -86,13 +86,16 @@ def build_indicators_asset(settings: Settings, partitions: dg.PartitionsDefiniti
                 "warmup_is_enough",
                 asset=INDICATORS_KEY,
                 blocking=True,
-                description=f"Recursive guard: the newest values are unchanged (1e-9 relative) when the {WARMUP_BARS}-bar warm-up is doubled.",
+                description=(
+                    "Recursive guard: the newest values are unchanged (1e-9 relative) "
+                    f"when the {WARMUP_BARS}-bar warm-up is doubled."
+                ),
             )
         ],
     )
     def indicators(context: dg.AssetExecutionContext, duckdb: TracerDuckDB):
         window = context.partition_time_window
-        start, end = window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
+        start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
         with duckdb.get_connection() as connection:
             candles = read_with_warmup(connection, timeframes, start, end, WARMUP_BARS)
             computed = compute_indicators(candles).filter(pl.col("ts") >= start)

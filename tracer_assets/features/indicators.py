@@ -188,9 +188,7 @@ def _indicator_frame(candles: pl.LazyFrame) -> pl.LazyFrame:
         change.clip(lower_bound=0.0).alias("_gain"),
         (-change).clip(lower_bound=0.0).alias("_loss"),
         # max_/min_horizontal skip nulls: mask the first row's true range explicitly.
-        pl.when(i >= 1)
-        .then(pl.max_horizontal("high", prev_close) - pl.min_horizontal("low", prev_close))
-        .alias("_tr"),
+        pl.when(i >= 1).then(pl.max_horizontal("high", prev_close) - pl.min_horizontal("low", prev_close)).alias("_tr"),
         (close / prev_close).log().alias("log_return"),
     )
 
@@ -245,15 +243,8 @@ def compute_indicators(candles: pl.DataFrame) -> pl.DataFrame:
     # Same result as .sort([*KEYS, "ts"]), about 3x faster on shuffled rows in polars 2.1: sort
     # the one temporal column, gather each series (in that order) and sort the few series.
     lazy = (
-        candles.lazy()
-        .sort("ts", maintain_order=True)
-        .group_by(keys)
-        .agg(pl.all())
-        .sort(keys)
-        .explode(pl.exclude(keys))
+        candles.lazy().sort("ts", maintain_order=True).group_by(keys).agg(pl.all()).sort(keys).explode(pl.exclude(keys))
     )
     computed = _indicator_frame(lazy.with_columns(*[pl.col(c).cast(pl.Float64) for c in values]))
     # The input columns come back as they were (the float casts served the computation only).
-    return pl.concat(
-        [lazy, computed.select(*INDICATOR_COLUMNS)], how="horizontal"
-    ).collect()
+    return pl.concat([lazy, computed.select(*INDICATOR_COLUMNS)], how="horizontal").collect()

@@ -3,8 +3,7 @@ Thin: fetch (download.py), validate and find gaps (candles.py), write atomically
 (warehouse.py), check what landed (checks.py).
 """
 
-
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import polars as pl
@@ -34,8 +33,8 @@ def candle_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
         from tracer_assets.resources.replay_exchange import ReplayExchange
 
         replay = ReplayExchange(settings.replay_dir, settings.symbols, settings.base_timeframe)
-        first = datetime.fromtimestamp(replay.data_start_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
-        last = datetime.fromtimestamp((replay.data_end_ms - 1) / 1000, tz=timezone.utc)
+        first = datetime.fromtimestamp(replay.data_start_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+        last = datetime.fromtimestamp((replay.data_end_ms - 1) / 1000, tz=UTC)
         end = settings.end_date or last.strftime("%Y-%m-%d")
         end_exclusive = (datetime.strptime(end, "%Y-%m-%d") + timedelta(days=1)).strftime("%Y-%m-%d")
         return dg.DailyPartitionsDefinition(start_date=settings.start_date or first, end_date=end_exclusive)
@@ -86,7 +85,7 @@ def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefini
     )
     def candles(context: dg.AssetExecutionContext, exchange: ExchangeResource, duckdb: TracerDuckDB):
         window = context.partition_time_window
-        start, end = window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
+        start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
         client = exchange.client()
         # Progress per symbol on long windows (backfills); one line on a tick, where every log
         # line is another event the instance has to store.
@@ -109,7 +108,9 @@ def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefini
         fetched = [s for s in exchange.symbols if s not in download.failures]
         if not long_window:
             counts = ", ".join(f"{symbol} {rows}" for symbol, rows in download.pages_rows.items())
-            context.log.info(f"{settings.base_timeframe} candles from {exchange.exchange} for {start:%Y-%m-%d}: {counts}")
+            context.log.info(
+                f"{settings.base_timeframe} candles from {exchange.exchange} for {start:%Y-%m-%d}: {counts}"
+            )
         if not fetched:
             raise dg.Failure(
                 "no symbol could be downloaded; nothing was written",
@@ -121,7 +122,7 @@ def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefini
             raise dg.Failure(str(exc), metadata={"violations": [str(v) for v in exc.violations[:50]]}) from exc
 
         now_ms = client.milliseconds()
-        now = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
+        now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
         expected_end = closed_window_end(end, now_ms, exchange.base_timeframe)
         gaps = find_gaps(download.candles, fetched, exchange.base_timeframe, start, expected_end)
         candles_frame = download.candles.sort("symbol", "timeframe", "ts")
@@ -146,9 +147,7 @@ def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefini
             context.log.warning(f"skipped symbols that kept failing: {download.failures}")
         span = candles_frame.select(pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"))
         first, last = span.row(0)
-        per_symbol = (
-            candles_frame.group_by("symbol").len().sort("symbol").rows() if candles_frame.height else []
-        )
+        per_symbol = candles_frame.group_by("symbol").len().sort("symbol").rows() if candles_frame.height else []
         results = [check_result(o, CANDLES_KEY) for o in outcomes]
         results.append(
             dg.AssetCheckResult(

@@ -9,7 +9,7 @@ UTC), open, high, low, close, volume.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -81,9 +81,7 @@ def candles_from_rows(rows: list[list[float]], symbol: str, timeframe: str) -> p
     """ccxt's OHLCV rows ([ms, o, h, l, c, v]) to the stored shape, order kept as it came."""
     if not rows:
         return empty_candles()
-    frame = pl.DataFrame(
-        rows, schema=["ms", *VALUE_COLUMNS], orient="row", schema_overrides={"ms": pl.Int64}
-    )
+    frame = pl.DataFrame(rows, schema=["ms", *VALUE_COLUMNS], orient="row", schema_overrides={"ms": pl.Int64})
     return frame.select(
         pl.lit(symbol, pl.String).alias("symbol"),
         pl.lit(timeframe, pl.String).alias("timeframe"),
@@ -126,8 +124,12 @@ def validate_candles(candles: pl.DataFrame) -> None:
         infinite.alias("non_finite"),
         on_complete_rows(pl.any_horizontal([pl.col(c) <= 0 for c in PRICE_COLUMNS])).alias("non_positive_price"),
         on_complete_rows(pl.col("high") < pl.col("low")).alias("high_below_low"),
-        on_complete_rows((pl.col("open") < pl.col("low")) | (pl.col("open") > pl.col("high"))).alias("open_outside_range"),
-        on_complete_rows((pl.col("close") < pl.col("low")) | (pl.col("close") > pl.col("high"))).alias("close_outside_range"),
+        on_complete_rows((pl.col("open") < pl.col("low")) | (pl.col("open") > pl.col("high"))).alias(
+            "open_outside_range"
+        ),
+        on_complete_rows((pl.col("close") < pl.col("low")) | (pl.col("close") > pl.col("high"))).alias(
+            "close_outside_range"
+        ),
         on_complete_rows(pl.col("volume") < 0).alias("negative_volume"),
         (pl.col("ts").is_null() | (ms % step_ms != 0)).fill_null(True).alias("off_grid_timestamp"),
         pl.col("ts").is_duplicated().over(in_group).alias("duplicate_timestamp"),
@@ -149,7 +151,7 @@ def validate_candles(candles: pl.DataFrame) -> None:
 def closed_window_end(window_end: datetime, now_ms: int, timeframe: str) -> datetime:
     """The end of what can exist yet: a candle is closed once its open + timeframe <= now."""
     step = timeframe_ms(timeframe)
-    now_floor = datetime.fromtimestamp((now_ms // step) * step / 1000, tz=timezone.utc)
+    now_floor = datetime.fromtimestamp((now_ms // step) * step / 1000, tz=UTC)
     return min(window_end, now_floor)
 
 
@@ -200,7 +202,13 @@ def find_gaps(
     return gaps.select(
         "symbol",
         "timeframe",
-        pl.from_epoch("gap_start_ms", time_unit="ms").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("gap_start"),
-        pl.from_epoch("gap_end_ms", time_unit="ms").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("gap_end"),
+        pl.from_epoch("gap_start_ms", time_unit="ms")
+        .cast(pl.Datetime("us"))
+        .dt.replace_time_zone("UTC")
+        .alias("gap_start"),
+        pl.from_epoch("gap_end_ms", time_unit="ms")
+        .cast(pl.Datetime("us"))
+        .dt.replace_time_zone("UTC")
+        .alias("gap_end"),
         ((pl.col("gap_end_ms") - pl.col("gap_start_ms")) // step).alias("missing_candles"),
     )

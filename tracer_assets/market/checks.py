@@ -7,7 +7,7 @@ AssetCheckResult. They look at what landed, not at what was meant to land.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 
@@ -30,12 +30,26 @@ PRICE_JUMP_FLOOR = 1e-3
 
 CHECK_DESCRIPTIONS = {
     "no_duplicate_keys": "No two rows share (symbol, timeframe, ts).",
-    "monotonic_time": "Per symbol and timeframe, every candle sits on its timeframe's grid and none is from the future (open + timeframe <= the exchange's now).",
-    "sane_ohlc": "No null/NaN/infinite price or volume, no non-positive price, high >= low, open and close within [low, high], volume >= 0.",
-    "last_candle_not_stale": "For every symbol fetched, the newest candle closes within two trading ticks of what the exchange could have delivered.",
-    "no_price_jump": "No candle moves implausibly against its own series' recent volatility: neither |log(close / previous close)| "
-    f"nor log(high / low) exceeds {PRICE_JUMP_K:g} times the median |log return| of the previous {PRICE_JUMP_WINDOW} candles "
-    f"(floored at {PRICE_JUMP_FLOOR:g}). A warning: a bad tick (a 1000x close) shows here without stopping the run.",
+    "monotonic_time": (
+        "Per symbol and timeframe, every candle sits on its timeframe's grid and none is from the future "
+        "(open + timeframe <= the exchange's now)."
+    ),
+    "sane_ohlc": (
+        "No null/NaN/infinite price or volume, no non-positive price, high >= low, "
+        "open and close within [low, high], volume >= 0."
+    ),
+    "last_candle_not_stale": (
+        "For every symbol fetched, the newest candle closes within two trading ticks "
+        "of what the exchange could have delivered."
+    ),
+    "no_price_jump": (
+        "No candle moves implausibly against its own series' recent volatility: "
+        "neither |log(close / previous close)| "
+        f"nor log(high / low) exceeds {PRICE_JUMP_K:g} times the median |log return| "
+        f"of the previous {PRICE_JUMP_WINDOW} candles "
+        f"(floored at {PRICE_JUMP_FLOOR:g}). "
+        "A warning: a bad tick (a 1000x close) shows here without stopping the run."
+    ),
 }
 
 
@@ -49,14 +63,17 @@ class CheckOutcome:
 def _when(ts: datetime) -> str:
     """A stored timestamp as the candle errors write it: 2024-01-02T12:00:00Z."""
     if ts.tzinfo is not None:
-        ts = ts.astimezone(timezone.utc)
+        ts = ts.astimezone(UTC)
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _steps_sql(connection, table: str, start: datetime, end: datetime) -> str:
-    timeframes = [row[0] for row in connection.execute(
-        f"SELECT DISTINCT timeframe FROM {table} WHERE ts >= ? AND ts < ?", [start, end]
-    ).fetchall()]
+    timeframes = [
+        row[0]
+        for row in connection.execute(
+            f"SELECT DISTINCT timeframe FROM {table} WHERE ts >= ? AND ts < ?", [start, end]
+        ).fetchall()
+    ]
     if not timeframes:
         return "(SELECT NULL::VARCHAR AS timeframe, NULL::BIGINT AS step_ms WHERE false)"
     values = ", ".join(f"('{tf}', {timeframe_ms(tf)})" for tf in timeframes)
@@ -144,7 +161,11 @@ def sane_ohlc(connection, table: str, start: datetime, end: datetime) -> CheckOu
     return CheckOutcome(
         "sane_ohlc",
         not rows,
-        {"broken_rows": len(rows), "broken_rules": {rule: per_rule[rule] for rule in _SANE_RULES_SQL if rule in per_rule}, "examples": examples},
+        {
+            "broken_rows": len(rows),
+            "broken_rules": {rule: per_rule[rule] for rule in _SANE_RULES_SQL if rule in per_rule},
+            "examples": examples,
+        },
     )
 
 
@@ -199,15 +220,25 @@ def no_price_jump(
     """
     if floor <= 0 or window < 1:
         raise ValueError(f"no_price_jump needs a floor > 0 and a window >= 1, not {floor} and {window}")
-    steps = [row[0] for row in connection.execute(
-        f"SELECT DISTINCT timeframe FROM {table} WHERE ts >= ? AND ts < ?", [start, end]
-    ).fetchall()]
+    steps = [
+        row[0]
+        for row in connection.execute(
+            f"SELECT DISTINCT timeframe FROM {table} WHERE ts >= ? AND ts < ?", [start, end]
+        ).fetchall()
+    ]
     metadata: dict = {"threshold_k": k, "window_candles": window, "floor": floor}
     if not steps:
         return CheckOutcome(
             "no_price_jump",
             True,
-            {**metadata, "jumps": 0, "jumps_by_symbol": {}, "largest_move_x_scale": 0.0, "largest_move": "none", "examples": []},
+            {
+                **metadata,
+                "jumps": 0,
+                "jumps_by_symbol": {},
+                "largest_move_x_scale": 0.0,
+                "largest_move": "none",
+                "examples": [],
+            },
         )
     lookback = timedelta(milliseconds=max(timeframe_ms(tf) for tf in steps) * (window + 1))
     # Only positive, finite prices have a log; anything else is sane_ohlc's to report.
@@ -225,7 +256,8 @@ def no_price_jump(
                 FROM candles
             ), judged AS (
                 SELECT *, greatest(coalesce(median(move) OVER (
-                           PARTITION BY symbol, timeframe ORDER BY ts ROWS BETWEEN {int(window)} PRECEDING AND 1 PRECEDING
+                           PARTITION BY symbol, timeframe ORDER BY ts
+                           ROWS BETWEEN {int(window)} PRECEDING AND 1 PRECEDING
                        ), 0), ?) AS scale
                 FROM moves
             )

@@ -42,7 +42,9 @@ def call_with_retries(fn: Callable, *args, policy: RetryPolicy, what: str, **kwa
             if attempt == policy.retries:
                 raise
             delay = policy.backoff_seconds * 2**attempt
-            log.warning("%s: %s: %s; retry %d/%d in %.2fs", what, type(exc).__name__, exc, attempt + 1, policy.retries, delay)
+            log.warning(
+                "%s: %s: %s; retry %d/%d in %.2fs", what, type(exc).__name__, exc, attempt + 1, policy.retries, delay
+            )
             policy.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -69,7 +71,13 @@ def fetch_candles(
     since = start_ms
     while since < end_ms:
         page = call_with_retries(
-            exchange.fetch_ohlcv, symbol, timeframe, since, page_limit, policy=policy, what=f"fetch_ohlcv {symbol} {timeframe}"
+            exchange.fetch_ohlcv,
+            symbol,
+            timeframe,
+            since,
+            page_limit,
+            policy=policy,
+            what=f"fetch_ohlcv {symbol} {timeframe}",
         )
         page = [row for row in page if start_ms <= row[0] < end_ms]
         if not page:

@@ -3,7 +3,7 @@
 backtest_results.json."""
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
@@ -46,7 +46,7 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         freshness_policy=DAILY_FRESHNESS,
     )
     def strategies(context: dg.AssetExecutionContext, duckdb: TracerDuckDB):
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with duckdb.get_connection() as connection:
             connection.execute("CREATE SCHEMA IF NOT EXISTS research")
             connection.execute(STRATEGIES_DDL)
@@ -55,24 +55,33 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             with transaction(connection):
                 if inserts:
                     connection.executemany(
-                        f"INSERT INTO research.strategies ({', '.join(STRATEGY_COLUMNS)}) VALUES ({', '.join('?' * len(STRATEGY_COLUMNS))})",
+                        f"INSERT INTO research.strategies ({', '.join(STRATEGY_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(STRATEGY_COLUMNS))})",
                         [[row[c] for c in STRATEGY_COLUMNS] for row in inserts],
                     )
                 for update in updates:
                     connection.execute(
-                        "UPDATE research.strategies SET status = ?, status_reason = ?, updated_at = ? WHERE strategy_id = ?",
+                        "UPDATE research.strategies SET status = ?, status_reason = ?, updated_at = ? "
+                        "WHERE strategy_id = ?",
                         [update["status"], update["status_reason"], update["updated_at"], update["strategy_id"]],
                     )
             counts = dict(connection.execute("SELECT status, count(*) FROM research.strategies GROUP BY 1").fetchall())
-        return dg.MaterializeResult(metadata={
-            "inserted": len(inserts), "archived": len(updates), "active": counts.get("active", 0),
-            "dagster/row_count": sum(counts.values()),
-        })
+        return dg.MaterializeResult(
+            metadata={
+                "inserted": len(inserts),
+                "archived": len(updates),
+                "active": counts.get("active", 0),
+                "dagster/row_count": sum(counts.values()),
+            }
+        )
 
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(
-                BACKTESTS_KEY, deps=[STRATEGIES_KEY, OHLCV_KEY], group_name="research", kinds={"duckdb"},
+                BACKTESTS_KEY,
+                deps=[STRATEGIES_KEY, OHLCV_KEY],
+                group_name="research",
+                kinds={"duckdb"},
                 freshness_policy=DAILY_FRESHNESS,
                 description=(
                     "Every active strategy x symbol x timeframe: the full run at default parameters, and a rolling "
@@ -82,7 +91,10 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 ),
             ),
             dg.AssetSpec(
-                EQUITY_KEY, deps=[BACKTESTS_KEY], group_name="research", kinds={"duckdb"},
+                EQUITY_KEY,
+                deps=[BACKTESTS_KEY],
+                group_name="research",
+                kinds={"duckdb"},
                 description="Equity (starting at 1.0) of each full backtest, at most 500 points per curve.",
             ),
         ],
@@ -100,7 +112,8 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             ]
             candles = {
                 tf: connection.sql(
-                    "SELECT symbol, ts, open, high, low, close, volume FROM market.ohlcv WHERE timeframe = ? ORDER BY symbol, ts",
+                    "SELECT symbol, ts, open, high, low, close, volume FROM market.ohlcv "
+                    "WHERE timeframe = ? ORDER BY symbol, ts",
                     params=[tf],
                 ).pl()
                 for tf in timeframes
@@ -116,17 +129,25 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     continue
                 for sid, spec in specs:
                     result = backtest_strategy(spec, series, tf, rules)
-                    keys = [pl.lit(sid).alias("strategy_id"), pl.lit(spec.name).alias("name"),
-                            pl.lit(symbol).alias("symbol"), pl.lit(tf).alias("timeframe")]
+                    keys = [
+                        pl.lit(sid).alias("strategy_id"),
+                        pl.lit(spec.name).alias("name"),
+                        pl.lit(symbol).alias("symbol"),
+                        pl.lit(tf).alias("timeframe"),
+                    ]
                     rows.append(result.rows.with_columns(keys))
                     curves.append(result.equity.with_columns(keys))
                     done += 1
-                context.log.info(f"[{done}/{total}] {symbol} {tf}: {len(specs)} strategies, {series.height} bars "
-                                 f"({time.perf_counter() - began:.1f} s)")
+                context.log.info(
+                    f"[{done}/{total}] {symbol} {tf}: {len(specs)} strategies, {series.height} bars "
+                    f"({time.perf_counter() - began:.1f} s)"
+                )
         if not rows:
             raise dg.Failure("market.ohlcv has no candles of the configured symbols: materialize market data first")
-        table = pl.concat(rows).with_columns(pl.lit(datetime.now(timezone.utc)).alias("computed_at"))
-        table = table.select("strategy_id", "name", "symbol", "timeframe", "window", "parameters", *METRIC_COLUMNS, "computed_at")
+        table = pl.concat(rows).with_columns(pl.lit(datetime.now(UTC)).alias("computed_at"))
+        table = table.select(
+            "strategy_id", "name", "symbol", "timeframe", "window", "parameters", *METRIC_COLUMNS, "computed_at"
+        )
         equity = pl.concat(curves)
         with duckdb.get_connection() as connection:
             for name, frame in (("research.backtests", table), ("research.equity_curves", equity)):
@@ -139,19 +160,29 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 connection.unregister("incoming")
         oos = table.filter(pl.col("window") == "out_of_sample")
         exported = oos.select(
-            (pl.col("name") + ":" + pl.col("symbol")).alias("variant"), "timeframe", "pnl", "win_rate", "trades", "max_drawdown"
+            (pl.col("name") + ":" + pl.col("symbol")).alias("variant"),
+            "timeframe",
+            "pnl",
+            "win_rate",
+            "trades",
+            "max_drawdown",
         )
         write_backtest_results(settings.backtest_json_path, exported)
         best = oos.sort("score", descending=True, nulls_last=True).head(10)
-        yield dg.MaterializeResult(asset_key=BACKTESTS_KEY, metadata={
-            "dagster/row_count": table.height,
-            "backtests": done,
-            "seconds": round(time.perf_counter() - began, 2),
-            "backtest_results_json": str(settings.backtest_json_path),
-            "best_out_of_sample": dg.MetadataValue.md(
-                markdown_table(best.select("name", "symbol", "timeframe", "score", "total_return", "trades"), "{:.3f}")
-            ),
-        })
+        yield dg.MaterializeResult(
+            asset_key=BACKTESTS_KEY,
+            metadata={
+                "dagster/row_count": table.height,
+                "backtests": done,
+                "seconds": round(time.perf_counter() - began, 2),
+                "backtest_results_json": str(settings.backtest_json_path),
+                "best_out_of_sample": dg.MetadataValue.md(
+                    markdown_table(
+                        best.select("name", "symbol", "timeframe", "score", "total_return", "trades"), "{:.3f}"
+                    )
+                ),
+            },
+        )
         yield dg.MaterializeResult(asset_key=EQUITY_KEY, metadata={"dagster/row_count": equity.height})
 
     return [strategies, backtests]

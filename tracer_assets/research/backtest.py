@@ -57,21 +57,41 @@ def backtest_strategy(spec: StrategySpec, candles: pl.DataFrame, timeframe: str,
     signals = evaluate(spec, arrays, grid)
     d = grid.index(defaults)
     levels = (signals.stop_loss, signals.take_profit, signals.trailing_stop)
-    full = simulate(*prices, signals.entries[:, d], signals.exits[:, d], *(x[d : d + 1] for x in levels),
-                    rules=rules, record_equity=True)
-    frames = [metrics(full, timeframe).with_columns(pl.lit("full").alias("window"), pl.lit(_params(defaults)).alias("parameters"))]
+    full = simulate(
+        *prices,
+        signals.entries[:, d],
+        signals.exits[:, d],
+        *(x[d : d + 1] for x in levels),
+        rules=rules,
+        record_equity=True,
+    )
+    frames = [
+        metrics(full, timeframe).with_columns(
+            pl.lit("full").alias("window"), pl.lit(_params(defaults)).alias("parameters")
+        )
+    ]
     n = candles.height
     if n >= MIN_BARS:
         test = n // (WALK_FORWARD_FOLDS + TRAIN_TESTS)
         windows = rolling_windows(n, TRAIN_TESTS * test, test)
-        result = walk_forward(*prices, signals.entries, signals.exits, *levels, rules=rules, windows=windows, timeframe=timeframe)
+        result = walk_forward(
+            *prices, signals.entries, signals.exits, *levels, rules=rules, windows=windows, timeframe=timeframe
+        )
         chosen = [_params(grid[c]) for c in result.in_sample["combo"].to_list()]
-        frames.append(result.in_sample.select(METRIC_COLUMNS).mean().with_columns(
-            pl.lit("in_sample").alias("window"), pl.lit("; ".join(chosen)).alias("parameters")))
-        frames.append(result.aggregate.select(METRIC_COLUMNS).with_columns(
-            pl.lit("out_of_sample").alias("window"), pl.lit("; ".join(chosen)).alias("parameters")))
+        frames.append(
+            result.in_sample.select(METRIC_COLUMNS)
+            .mean()
+            .with_columns(pl.lit("in_sample").alias("window"), pl.lit("; ".join(chosen)).alias("parameters"))
+        )
+        frames.append(
+            result.aggregate.select(METRIC_COLUMNS).with_columns(
+                pl.lit("out_of_sample").alias("window"), pl.lit("; ".join(chosen)).alias("parameters")
+            )
+        )
     # Trades are whole except the in-sample mean over windows, which is rounded.
-    columns = [pl.col(c).round().cast(pl.Int64) if c == "trades" else pl.col(c).cast(pl.Float64) for c in METRIC_COLUMNS]
+    columns = [
+        pl.col(c).round().cast(pl.Int64) if c == "trades" else pl.col(c).cast(pl.Float64) for c in METRIC_COLUMNS
+    ]
     rows = pl.concat([f.select("window", "parameters", *columns) for f in frames])
     equity = full.equity[:, 0]
     keep = np.unique(np.linspace(0, n - 1, min(n, EQUITY_POINTS)).astype(np.int64))

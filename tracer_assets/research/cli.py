@@ -24,7 +24,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,7 @@ _NAME_TIMEFRAME = re.compile(r"-(?P<tf>\d+[smhdwMy])(?:-(?:futures|spot|mark|ind
 # The file's own grid is not known in advance (a backtest may use any timeframe), so the
 # validation's on-grid rule is run against one second, which every exchange candle satisfies.
 _ANY_GRID = "1s"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_MESSAGE = 400
 DEFAULT_CAPITAL = 10_000.0  # metrics.DEFAULT_INITIAL_CAPITAL, repeated here to keep imports lazy
 
@@ -75,23 +75,34 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--builtin", metavar="NAME", help="a built-in strategy instead of --spec (see --list-builtins)")
     parser.add_argument("--candles", metavar="FILE", help="candle file: PAIR-TF.feather, PAIR-TF.json or .parquet")
     parser.add_argument(
-        "--param", metavar="NAME=VALUE", action="append", default=[],
+        "--param",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
         help="override a parameter's default, within the spec's range (repeatable)",
     )
     parser.add_argument(
-        "--fee", type=float, metavar="F",
+        "--fee",
+        type=float,
+        metavar="F",
         help="fee per fill, a fraction of notional in [0, 1) (default: the engine's, 0.001 = 0.1%%)",
     )
     parser.add_argument(
-        "--slippage-bps", type=float, default=0.0, metavar="B",
+        "--slippage-bps",
+        type=float,
+        default=0.0,
+        metavar="B",
         help="adverse slippage per fill in basis points (default %(default)s)",
     )
     parser.add_argument(
-        "--timeframe", metavar="TF",
+        "--timeframe",
+        metavar="TF",
         help="timeframe of the bars, for annualizing Sharpe and Sortino (default: the spec's)",
     )
     parser.add_argument(
-        "--capital", type=float, metavar="QUOTE",
+        "--capital",
+        type=float,
+        metavar="QUOTE",
         help="initial capital in quote currency, for pnl and trade sizes (default 10000)",
     )
     parser.add_argument("--output", metavar="FILE", help="write the JSON to FILE instead of stdout")
@@ -179,8 +190,10 @@ def fill_rules(spec: StrategySpec, fee: float | None, slippage_bps: float) -> Fi
             raise UsageError(f"{option}: {error}") from None
     try:
         return FillRules(
-            fee=fee, slippage_bps=slippage_bps,
-            position_fraction=spec.position_fraction, pyramiding=spec.pyramiding,
+            fee=fee,
+            slippage_bps=slippage_bps,
+            position_fraction=spec.position_fraction,
+            pyramiding=spec.pyramiding,
         )
     except ValueError as error:  # e.g. pyramiding, which the engine does not simulate
         raise UsageError(f"spec {spec.name!r}: {error}") from None
@@ -335,8 +348,15 @@ def backtest_report(
     columns = {name: candles[name].to_numpy() for name in PRICE_COLUMNS}
     signals = evaluate(spec, columns, [combo])
     result = simulate(
-        columns["open"], columns["high"], columns["low"], columns["close"],
-        signals.entries, signals.exits, signals.stop_loss, signals.take_profit, signals.trailing_stop,
+        columns["open"],
+        columns["high"],
+        columns["low"],
+        columns["close"],
+        signals.entries,
+        signals.exits,
+        signals.stop_loss,
+        signals.take_profit,
+        signals.trailing_stop,
         rules=rules,
     )
     row = metrics(result, timeframe, capital).drop("combo").row(0, named=True)
@@ -357,9 +377,14 @@ def backtest_report(
             "exit_reason": EXIT_REASON_NAMES[reason],
         }
         for entry, exit_, entry_price, exit_price, size, trade_return, pnl, reason in zip(
-            result.entry_idx.tolist(), result.exit_idx.tolist(), result.entry_price.tolist(),
-            result.exit_price.tolist(), result.size.tolist(), result.return_.tolist(),
-            result.pnl.tolist(), result.exit_reason.tolist(),
+            result.entry_idx.tolist(),
+            result.exit_idx.tolist(),
+            result.entry_price.tolist(),
+            result.exit_price.tolist(),
+            result.size.tolist(),
+            result.return_.tolist(),
+            result.pnl.tolist(),
+            result.exit_reason.tolist(),
         )
     ]
     return {

@@ -81,9 +81,7 @@ class FillRules:
             raise ValueError(f"slippage_bps={self.slippage_bps!r}: must lie in [0, 10000) basis points")
         fraction = _plain_number("position_fraction", self.position_fraction)
         if not 0.0 < fraction <= 1.0:
-            raise ValueError(
-                f"position_fraction={self.position_fraction!r}: must lie in (0, 1] (spot: no leverage)"
-            )
+            raise ValueError(f"position_fraction={self.position_fraction!r}: must lie in (0, 1] (spot: no leverage)")
         if self.pyramiding is not False:
             raise ValueError(
                 f"pyramiding={self.pyramiding!r}: only pyramiding=False is supported; an entry "
@@ -135,17 +133,19 @@ class SimResult:
     def trades_frame(self) -> pl.DataFrame:
         """The trades as a polars frame, exit reasons by name."""
         names = np.array(EXIT_REASON_NAMES)
-        return pl.DataFrame({
-            "combo": self.combo,
-            "entry_idx": self.entry_idx,
-            "exit_idx": self.exit_idx,
-            "entry_price": self.entry_price,
-            "exit_price": self.exit_price,
-            "size": self.size,
-            "pnl": self.pnl,
-            "return": self.return_,
-            "exit_reason": names[self.exit_reason.astype(np.int64)] if self.n_trades else np.array([], dtype=str),
-        })
+        return pl.DataFrame(
+            {
+                "combo": self.combo,
+                "entry_idx": self.entry_idx,
+                "exit_idx": self.exit_idx,
+                "entry_price": self.entry_price,
+                "exit_price": self.exit_price,
+                "size": self.size,
+                "pnl": self.pnl,
+                "return": self.return_,
+                "exit_reason": names[self.exit_reason.astype(np.int64)] if self.n_trades else np.array([], dtype=str),
+            }
+        )
 
     def combo_trades(self, combo: int) -> slice:
         """The slice of the trade arrays belonging to one combination (trades are grouped by combo)."""
@@ -227,7 +227,9 @@ def _level_array(name: str, values: object, n_combos: int, upper: float | None) 
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         limit = f"(0, {upper:g})" if upper is not None else "(0, inf)"
-        raise ValueError(f"{name}[{i}]={float(array[i])!r}: must lie in {limit} as a fraction of the entry price, or NaN for none")
+        raise ValueError(
+            f"{name}[{i}]={float(array[i])!r}: must lie in {limit} as a fraction of the entry price, or NaN for none"
+        )
     return np.ascontiguousarray(array)
 
 
@@ -235,9 +237,26 @@ def _level_array(name: str, values: object, n_combos: int, upper: float | None) 
 
 
 @njit(cache=True)
-def _simulate_combo(c, open_, high, low, close, entry_signal, exit_signal, stop_loss, take_profit,
-                    trailing_stop, fee, slippage, fraction, record_equity, equity,
-                    trade_ints, trade_floats, first_slot):
+def _simulate_combo(
+    c,
+    open_,
+    high,
+    low,
+    close,
+    entry_signal,
+    exit_signal,
+    stop_loss,
+    take_profit,
+    trailing_stop,
+    fee,
+    slippage,
+    fraction,
+    record_equity,
+    equity,
+    trade_ints,
+    trade_floats,
+    first_slot,
+):
     """One combination over all bars; writes its trades from row `first_slot` of the buffers.
 
     entry_signal/exit_signal are this combination's columns, contiguous (n_bars,).
@@ -375,8 +394,23 @@ _BLOCK = 64
 
 
 @njit(cache=True)
-def _simulate_kernel(open_, high, low, close, entries, exits, combo_major, stop_loss, take_profit,
-                     trailing_stop, fee, slippage, fraction, record_equity, equity):
+def _simulate_kernel(
+    open_,
+    high,
+    low,
+    close,
+    entries,
+    exits,
+    combo_major,
+    stop_loss,
+    take_profit,
+    trailing_stop,
+    fee,
+    slippage,
+    fraction,
+    record_equity,
+    equity,
+):
     """Every combination, one after the other (they are independent); trades come out grouped
     by combination, each in time order.
 
@@ -413,9 +447,24 @@ def _simulate_kernel(open_, high, low, close, entries, exits, combo_major, stop_
             entry_signal = entries[c] if combo_major else block_entries[j]
             exit_signal = exits[c] if combo_major else block_exits[j]
             used, final, r_sum, r_sumsq, d_sumsq, worst = _simulate_combo(
-                c, open_, high, low, close, entry_signal, exit_signal, stop_loss[c],
-                take_profit[c], trailing_stop[c], fee, slippage, fraction, record_equity, equity,
-                trade_ints, trade_floats, n_trades,
+                c,
+                open_,
+                high,
+                low,
+                close,
+                entry_signal,
+                exit_signal,
+                stop_loss[c],
+                take_profit[c],
+                trailing_stop[c],
+                fee,
+                slippage,
+                fraction,
+                record_equity,
+                equity,
+                trade_ints,
+                trade_floats,
+                n_trades,
             )
             if used < 0:
                 bigger_ints = np.empty((trade_ints.shape[0] * 2, 4), dtype=np.int64)
@@ -432,8 +481,15 @@ def _simulate_kernel(open_, high, low, close, entries, exits, combo_major, stop_
             downside_sumsq[c] = d_sumsq
             max_drawdown[c] = worst
             j += 1
-    return (trade_ints[:n_trades], trade_floats[:n_trades], final_equity, return_sum, return_sumsq,
-            downside_sumsq, max_drawdown)
+    return (
+        trade_ints[:n_trades],
+        trade_floats[:n_trades],
+        final_equity,
+        return_sum,
+        return_sumsq,
+        downside_sumsq,
+        max_drawdown,
+    )
 
 
 def simulate(
@@ -478,8 +534,21 @@ def simulate(
     equity = np.empty((n_bars, n_combos) if record_equity else (0, 0))
     kernel_entries, kernel_exits, combo_major = _kernel_layout(entries_, exits_)
     ints, floats, final, r_sum, r_sumsq, d_sumsq, max_dd = _simulate_kernel(
-        open_, high_, low_, close_, kernel_entries, kernel_exits, combo_major, stops, targets, trailing,
-        float(rules.fee), rules.slippage, float(rules.position_fraction), bool(record_equity), equity,
+        open_,
+        high_,
+        low_,
+        close_,
+        kernel_entries,
+        kernel_exits,
+        combo_major,
+        stops,
+        targets,
+        trailing,
+        float(rules.fee),
+        rules.slippage,
+        float(rules.position_fraction),
+        bool(record_equity),
+        equity,
     )
     return SimResult(
         combo=ints[:, 0].copy(),

@@ -29,7 +29,7 @@ import math
 import numbers
 import os
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,7 +90,7 @@ def backtest_results_json(
     rows: Iterable[Mapping[str, Any]] | pl.DataFrame, generated_at: datetime | None = None
 ) -> dict[str, Any]:
     """The orchestrator's results document from rows of variant, timeframe and metrics."""
-    stamp = datetime.now(timezone.utc) if generated_at is None else generated_at
+    stamp = datetime.now(UTC) if generated_at is None else generated_at
     if stamp.tzinfo is None:
         raise ValueError(f"generated_at={generated_at!r}: must be timezone-aware")
     results: dict[str, dict[str, dict[str, Any]]] = {}
@@ -114,7 +114,7 @@ def backtest_results_json(
             "drawdown": _optional_number(f"rows[{n}].max_drawdown", row["max_drawdown"]),
         }
     return {
-        "generated_at": stamp.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "generated_at": stamp.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "results": results,
     }
 

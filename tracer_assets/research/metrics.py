@@ -39,8 +39,17 @@ SCORE_DRAWDOWN_WEIGHT = 2.0  # score points lost per unit (100%) of maximum draw
 DEFAULT_INITIAL_CAPITAL = 10_000.0
 
 METRIC_COLUMNS: tuple[str, ...] = (
-    "total_return", "pnl", "win_rate", "trades", "sharpe", "sortino", "max_drawdown",
-    "profit_factor", "exposure", "expectancy", "score",
+    "total_return",
+    "pnl",
+    "win_rate",
+    "trades",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "profit_factor",
+    "exposure",
+    "expectancy",
+    "score",
 )
 # Metrics where a smaller value is the better one (for selecting by them).
 LOWER_IS_BETTER = frozenset({"max_drawdown"})
@@ -67,8 +76,10 @@ def bar_return_stats(equity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def metrics(result: SimResult, timeframe: str, initial_capital: float = DEFAULT_INITIAL_CAPITAL) -> pl.DataFrame:
     """One row per combination: `combo` and the METRIC_COLUMNS defined in this module's docstring."""
-    if isinstance(initial_capital, bool) or not isinstance(initial_capital, (int, float)) or not (
-        math.isfinite(initial_capital) and initial_capital > 0
+    if (
+        isinstance(initial_capital, bool)
+        or not isinstance(initial_capital, (int, float))
+        or not (math.isfinite(initial_capital) and initial_capital > 0)
     ):
         raise ValueError(f"initial_capital={initial_capital!r}: must be a positive finite number")
     annual = math.sqrt(bars_per_year(timeframe))
@@ -104,17 +115,19 @@ def metrics(result: SimResult, timeframe: str, initial_capital: float = DEFAULT_
 
     total_return = result.final_equity - 1.0
     score = sharpe * np.minimum(1.0, trades / SCORE_FULL_TRADES) - SCORE_DRAWDOWN_WEIGHT * result.max_drawdown
-    return pl.DataFrame({
-        "combo": np.arange(m, dtype=np.int64),
-        "total_return": total_return,
-        "pnl": total_return * float(initial_capital),
-        "win_rate": win_rate,
-        "trades": trades,
-        "sharpe": sharpe,
-        "sortino": sortino,
-        "max_drawdown": result.max_drawdown,
-        "profit_factor": profit_factor,
-        "exposure": bars_held / result.n_bars,
-        "expectancy": expectancy,
-        "score": score,
-    }).fill_nan(None)
+    return pl.DataFrame(
+        {
+            "combo": np.arange(m, dtype=np.int64),
+            "total_return": total_return,
+            "pnl": total_return * float(initial_capital),
+            "win_rate": win_rate,
+            "trades": trades,
+            "sharpe": sharpe,
+            "sortino": sortino,
+            "max_drawdown": result.max_drawdown,
+            "profit_factor": profit_factor,
+            "exposure": bars_held / result.n_bars,
+            "expectancy": expectancy,
+            "score": score,
+        }
+    ).fill_nan(None)

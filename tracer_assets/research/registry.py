@@ -18,8 +18,17 @@ from datetime import datetime
 from tracer_assets.research.spec import StrategySpec
 
 STRATEGY_COLUMNS = (
-    "strategy_id", "name", "version", "spec", "content_hash", "origin", "parent", "status", "status_reason",
-    "created_at", "updated_at",
+    "strategy_id",
+    "name",
+    "version",
+    "spec",
+    "content_hash",
+    "origin",
+    "parent",
+    "status",
+    "status_reason",
+    "created_at",
+    "updated_at",
 )
 
 
@@ -42,16 +51,27 @@ def sync_builtins(
             continue
         versions = [row["version"] for row in stored if row["name"] == spec.name]
         previous = [row for row in stored if row["name"] == spec.name and row["origin"] == "builtin"]
-        inserts.append({
-            "strategy_id": sid, "name": spec.name, "version": max(versions, default=0) + 1,
-            "spec": spec.canonical_json(), "content_hash": spec.content_hash(), "origin": "builtin",
-            "parent": max(previous, key=lambda r: r["version"])["strategy_id"] if previous else None,
-            "status": "active", "status_reason": "built-in library", "created_at": now, "updated_at": now,
-        })
+        inserts.append(
+            {
+                "strategy_id": sid,
+                "name": spec.name,
+                "version": max(versions, default=0) + 1,
+                "spec": spec.canonical_json(),
+                "content_hash": spec.content_hash(),
+                "origin": "builtin",
+                "parent": max(previous, key=lambda r: r["version"])["strategy_id"] if previous else None,
+                "status": "active",
+                "status_reason": "built-in library",
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
     for row in stored:
         if row["origin"] != "builtin" or row["status"] != "active" or row["strategy_id"] in builtin_ids:
             continue
         replacement = builtin_names.get(row["name"])
         reason = f"superseded by {replacement}" if replacement else "no longer built in"
-        updates.append({"strategy_id": row["strategy_id"], "status": "archived", "status_reason": reason, "updated_at": now})
+        updates.append(
+            {"strategy_id": row["strategy_id"], "status": "archived", "status_reason": reason, "updated_at": now}
+        )
     return inserts, updates

@@ -48,8 +48,9 @@ import itertools
 import math
 import numbers
 import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -385,6 +386,7 @@ def check_candles(candles: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 # --- rule evaluation ----------------------------------------------------------------------
 
+
 def _first_defined(values: np.ndarray) -> int:
     defined = ~np.isnan(values)
     return int(np.argmax(defined)) if defined.any() else len(values)
@@ -413,10 +415,7 @@ class _GridEvaluator:
         return info
 
     def indicator(self, operand: IndicatorOperand, combo: Combo) -> tuple[np.ndarray, int]:
-        params = {
-            name: combo[value[1:]] if isinstance(value, str) else value
-            for name, value in operand.params.items()
-        }
+        params = {name: combo[value[1:]] if isinstance(value, str) else value for name, value in operand.params.items()}
         key = (operand.indicator, tuple(sorted(params.items())))
         outputs = self.indicators.get(key)
         if outputs is None:

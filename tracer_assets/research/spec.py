@@ -20,10 +20,11 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
-from typing import Annotated, Any, Iterator, Literal, Mapping, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -83,9 +84,7 @@ INDICATORS: dict[str, IndicatorDef] = {
     "atr": IndicatorDef((("window", WINDOW),)),
     "roc": IndicatorDef((("window", WINDOW),)),
     "volume_sma": IndicatorDef((("window", WINDOW),)),
-    "macd": IndicatorDef(
-        (("fast", WINDOW), ("slow", WINDOW), ("signal", WINDOW)), ("line", "signal", "hist")
-    ),
+    "macd": IndicatorDef((("fast", WINDOW), ("slow", WINDOW), ("signal", WINDOW)), ("line", "signal", "hist")),
     "bollinger": IndicatorDef((("window", WINDOW), ("k", POSITIVE)), ("upper", "middle", "lower")),
     "donchian": IndicatorDef((("window", WINDOW),), ("upper", "lower")),
 }
@@ -96,7 +95,7 @@ class SpecError(ValueError):
     """A strategy spec that failed validation; the message names the field path(s)."""
 
 
-Loc = tuple[Union[str, int], ...]
+Loc = tuple[str | int, ...]
 
 
 class _SpecProblems(ValueError):
@@ -199,8 +198,8 @@ def _long_only(value: Any) -> Any:
     return value
 
 
-Number = Annotated[Union[int, float], BeforeValidator(_number)]
-ParamValue = Annotated[Union[int, float, str], BeforeValidator(_number_or_ref)]
+Number = Annotated[int | float, BeforeValidator(_number)]
+ParamValue = Annotated[int | float | str, BeforeValidator(_number_or_ref)]
 
 
 class _SpecModel(BaseModel):
@@ -240,9 +239,7 @@ class ParameterSpec(_SpecModel):
                 (("default",), f"default {self.default!r} is outside the range [{self.low!r}, {self.high!r}]")
             )
         if not problems and self.count() > MAX_PARAMETER_VALUES:
-            problems.append(
-                (("step",), f"the range has {self.count()} values, more than {MAX_PARAMETER_VALUES}")
-            )
+            problems.append((("step",), f"the range has {self.count()} values, more than {MAX_PARAMETER_VALUES}"))
         if problems:
             raise _SpecProblems(problems)
         return self
@@ -281,7 +278,10 @@ class IndicatorOperand(_SpecModel):
         for name in self.params:
             if name not in definition.param_names:
                 problems.append(
-                    (("params", name), f"{self.indicator} has no parameter {name!r} (it takes {_names(definition.param_names)})")
+                    (
+                        ("params", name),
+                        f"{self.indicator} has no parameter {name!r} (it takes {_names(definition.param_names)})",
+                    )
                 )
         for name, kind in definition.params:
             if name not in self.params:
@@ -340,12 +340,10 @@ def _constant(value: Any) -> float:
 
 
 Operand = Annotated[
-    Union[
-        Annotated[IndicatorOperand, Tag("~indicator")],
-        Annotated[Literal["open", "high", "low", "close", "volume"], Tag("~price")],
-        Annotated[str, BeforeValidator(_param_ref), Tag("~param")],
-        Annotated[float, BeforeValidator(_constant), Tag("~constant")],
-    ],
+    Annotated[IndicatorOperand, Tag("~indicator")]
+    | Annotated[Literal["open", "high", "low", "close", "volume"], Tag("~price")]
+    | Annotated[str, BeforeValidator(_param_ref), Tag("~param")]
+    | Annotated[float, BeforeValidator(_constant), Tag("~constant")],
     Discriminator(
         _operand_tag,
         custom_error_type="operand",
@@ -440,14 +438,12 @@ def _rule_tag(value: Any) -> str | None:
 
 
 Rule = Annotated[
-    Union[
-        Annotated[AllRule, Tag("~all")],
-        Annotated[AnyRule, Tag("~any")],
-        Annotated[NotRule, Tag("~not")],
-        Annotated[CompareRule, Tag("~compare")],
-        Annotated[CrossAboveRule, Tag("~cross_above")],
-        Annotated[CrossBelowRule, Tag("~cross_below")],
-    ],
+    Annotated[AllRule, Tag("~all")]
+    | Annotated[AnyRule, Tag("~any")]
+    | Annotated[NotRule, Tag("~not")]
+    | Annotated[CompareRule, Tag("~compare")]
+    | Annotated[CrossAboveRule, Tag("~cross_above")]
+    | Annotated[CrossBelowRule, Tag("~cross_below")],
     Discriminator(
         _rule_tag,
         custom_error_type="rule",
@@ -583,7 +579,10 @@ def _cross_field_problems(spec: StrategySpec) -> list[tuple[Loc, str]]:
     for name in params:
         if not re.match(PARAM_NAME_PATTERN, name):
             problems.append(
-                (("parameters", name), "a parameter name is lower case letters, digits and _, starting with a letter (at most 32)")
+                (
+                    ("parameters", name),
+                    "a parameter name is lower case letters, digits and _, starting with a letter (at most 32)",
+                )
             )
 
     used: set[str] = set()

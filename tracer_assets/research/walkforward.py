@@ -90,14 +90,19 @@ def check_windows(windows: Sequence[Window], n_bars: int) -> None:
             start, stop = part.start or 0, part.stop
             if stop is None or not 0 <= start < stop <= n_bars or stop - start < MIN_WINDOW_BARS:
                 raise ValueError(
-                    f"windows[{k}].{name}={part!r}: must lie within [0, {n_bars}) and hold at least {MIN_WINDOW_BARS} bars"
+                    f"windows[{k}].{name}={part!r}: must lie within [0, {n_bars}) "
+                    f"and hold at least {MIN_WINDOW_BARS} bars"
                 )
         is_start, is_stop = window.in_sample.start or 0, window.in_sample.stop
         oos_start, oos_stop = window.out_of_sample.start or 0, window.out_of_sample.stop
         if oos_start < is_stop and is_start < oos_stop:
-            raise ValueError(f"windows[{k}]: out_of_sample {window.out_of_sample} overlaps its in_sample {window.in_sample}")
+            raise ValueError(
+                f"windows[{k}]: out_of_sample {window.out_of_sample} overlaps its in_sample {window.in_sample}"
+            )
         if oos_start < is_stop:
-            raise ValueError(f"windows[{k}]: out_of_sample {window.out_of_sample} precedes its in_sample {window.in_sample}")
+            raise ValueError(
+                f"windows[{k}]: out_of_sample {window.out_of_sample} precedes its in_sample {window.in_sample}"
+            )
         if oos_start < previous_test_stop:
             raise ValueError(f"windows[{k}]: out_of_sample {window.out_of_sample} overlaps the previous test window")
         previous_test_stop = oos_stop
@@ -124,22 +129,30 @@ def _pick(table: pl.DataFrame, select_by: str) -> int:
 
 def _window_row(k: int, window: Window, combo: int, table: pl.DataFrame, row: int) -> pl.DataFrame:
     """One row: the window's bounds, the chosen combination, and row `row` of a metrics table."""
-    bounds = pl.DataFrame({
-        "window": [k],
-        "is_start": [window.in_sample.start or 0],
-        "is_stop": [window.in_sample.stop],
-        "oos_start": [window.out_of_sample.start or 0],
-        "oos_stop": [window.out_of_sample.stop],
-        "combo": [combo],
-    }, schema_overrides={"combo": pl.Int64})
+    bounds = pl.DataFrame(
+        {
+            "window": [k],
+            "is_start": [window.in_sample.start or 0],
+            "is_stop": [window.in_sample.stop],
+            "oos_start": [window.out_of_sample.start or 0],
+            "oos_stop": [window.out_of_sample.stop],
+            "combo": [combo],
+        },
+        schema_overrides={"combo": pl.Int64},
+    )
     return bounds.hstack(table.slice(row, 1).drop("combo"))
 
 
 def _chain(parts: list[tuple[int, SimResult]], n_oos_bars: int) -> SimResult:
     """The test windows as one account: window k starts with the equity window k-1 ended with;
     trade indices shifted to the whole series, amounts scaled to that starting equity."""
-    curves, fields = [], {name: [] for name in ("entry_idx", "exit_idx", "entry_price", "exit_price",
-                                                 "size", "pnl", "return_", "exit_reason")}
+    curves, fields = (
+        [],
+        {
+            name: []
+            for name in ("entry_idx", "exit_idx", "entry_price", "exit_price", "size", "pnl", "return_", "exit_reason")
+        },
+    )
     start_equity = 1.0
     for offset, part in parts:
         assert part.equity is not None
@@ -201,7 +214,7 @@ def walk_forward(
         raise ValueError(f"entries: must have shape (n_bars={n_bars}, n_combos), got {entries_.shape}")
     n_combos = entries_.shape[1]
     levels = []
-    for name, values in (("stop_loss", stop_loss), ("take_profit", take_profit), ("trailing_stop", trailing_stop)):
+    for values in (stop_loss, take_profit, trailing_stop):
         array = np.full(n_combos, np.nan) if values is None else np.asarray(values, dtype=np.float64)
         levels.append(np.full(n_combos, float(array)) if array.ndim == 0 else array)
     if any(level.shape != (n_combos,) for level in levels):
@@ -214,8 +227,12 @@ def walk_forward(
         table = metrics(trained, timeframe, initial_capital)
         best = _pick(table, select_by)
         tested = simulate(
-            *(p[test] for p in prices), entries_[test, best], exits_[test, best],
-            *(level[best] for level in levels), rules=rules, record_equity=True,
+            *(p[test] for p in prices),
+            entries_[test, best],
+            exits_[test, best],
+            *(level[best] for level in levels),
+            rules=rules,
+            record_equity=True,
         )
         in_rows.append(_window_row(k, window, best, table, best))
         out_rows.append(_window_row(k, window, best, metrics(tested, timeframe, initial_capital), 0))

@@ -88,7 +88,9 @@ def _merge(api: dict, overrides: Mapping[str, object], where: str) -> dict:
     merged = dict(api)
     for key, value in overrides.items():
         if key not in api:
-            raise ValueError(f"{where} has no API URL named {key!r}; its API URLs are: {', '.join(api)} (or '*' for all)")
+            raise ValueError(
+                f"{where} has no API URL named {key!r}; its API URLs are: {', '.join(api)} (or '*' for all)"
+            )
         if isinstance(api[key], dict):
             if not isinstance(value, Mapping):
                 raise ValueError(f"{where}.{key} is a group of URLs ({', '.join(api[key])}): give a mapping")
@@ -120,7 +122,9 @@ def fetch_market_context(exchange, symbol: str, policy: RetryPolicy = RetryPolic
             errors[field] = f"{exchange_id} does not support {method}"
         elif not _is_contract(market):
             # Asked anyway, Binance would answer with the perpetual of the same id.
-            errors[field] = f"{symbol} is a {market.get('type', 'spot')} market on {exchange_id}: no {field.replace('_', ' ')}"
+            errors[field] = (
+                f"{symbol} is a {market.get('type', 'spot')} market on {exchange_id}: no {field.replace('_', ' ')}"
+            )
     if "open_interest" not in errors:
         interest = _ask(exchange.fetch_open_interest, symbol, policy, "open_interest", errors)
         if interest is not None:

@@ -5,7 +5,7 @@ Both answer ccxt's market-data calls, so the assets never ask which one they hav
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
@@ -64,9 +64,10 @@ class ExchangeResource(ConfigurableResource):
         client = self.client()
         if ask_exchange and not self.is_replay and client.has.get("fetchTime"):
             what = f"{self.exchange} fetch_time"
-            return datetime.fromtimestamp(call_with_retries(client.fetch_time, policy=self.retry_policy(), what=what)
-                                          / 1000, tz=timezone.utc)
-        return datetime.fromtimestamp(client.milliseconds() / 1000, tz=timezone.utc)
+            return datetime.fromtimestamp(
+                call_with_retries(client.fetch_time, policy=self.retry_policy(), what=what) / 1000, tz=UTC
+            )
+        return datetime.fromtimestamp(client.milliseconds() / 1000, tz=UTC)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(retries=self.retries, backoff_seconds=self.backoff_seconds)

@@ -82,9 +82,17 @@ class AnthropicResource(ConfigurableResource):
             client = self.client()
         except Exception as error:
             return LlmOutcome(
-                action="HOLD", symbol=None, confidence=None, position_size_quote=None, stop_loss=None,
-                take_profit=None, reason=_without(f"LLM client not configured: {error}"[:300], self.api_key), raw_text=None,
-                latency_s=0.0, ok=False, model=self.model,
+                action="HOLD",
+                symbol=None,
+                confidence=None,
+                position_size_quote=None,
+                stop_loss=None,
+                take_profit=None,
+                reason=_without(f"LLM client not configured: {error}"[:300], self.api_key),
+                raw_text=None,
+                latency_s=0.0,
+                ok=False,
+                model=self.model,
             )
         with client:
             return decide_with_llm(client, self.model, ctx, self.timeout_seconds, self.max_tokens)

@@ -29,16 +29,22 @@ class NotifierResource(ConfigurableResource):
     """Builds a `Notifier`; with nothing configured it sends nothing (and never fails)."""
 
     discord_webhook_url: str | None = Field(
-        default=None, repr=False,
+        default=None,
+        repr=False,
         description=f"Discord webhook URL; pass EnvVar({DISCORD_WEBHOOK_URL_VARIABLE!r}), never a literal",
     )
     telegram_bot_token: str | None = Field(
-        default=None, repr=False,
+        default=None,
+        repr=False,
         description=f"Telegram bot token; pass EnvVar({TELEGRAM_BOT_TOKEN_VARIABLE!r}), never a literal",
     )
     telegram_chat_id: str | None = Field(default=None, description="Telegram chat id (or @channel name)")
-    telegram_api_base: str = Field(default=TELEGRAM_API_BASE, description="Telegram Bot API origin (a local server in tests)")
-    timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0, description="per request; a timeout is a failed delivery")
+    telegram_api_base: str = Field(
+        default=TELEGRAM_API_BASE, description="Telegram Bot API origin (a local server in tests)"
+    )
+    timeout_seconds: float = Field(
+        default=DEFAULT_TIMEOUT_SECONDS, gt=0, description="per request; a timeout is a failed delivery"
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **config) -> NotifierResource:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import ccxt
@@ -48,7 +48,9 @@ def read_candle_file(path: Path) -> pl.DataFrame:
         if path.suffix == ".json":
             rows = json.loads(path.read_text())
             frame = pl.DataFrame(
-                rows, schema=["ms", "open", "high", "low", "close", "volume"], orient="row",
+                rows,
+                schema=["ms", "open", "high", "low", "close", "volume"],
+                orient="row",
                 schema_overrides={"ms": pl.Int64},
             )
         else:
@@ -115,7 +117,7 @@ class ReplayClock:
         wall = self.wall_seconds()
         anchor = self.anchor
         if anchor is None:
-            day = datetime.fromtimestamp(wall, tz=timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+            day = datetime.fromtimestamp(wall, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
             anchor = day
         elapsed = (wall - anchor.timestamp()) * self.speed
         return min(int((self.start.timestamp() + elapsed) * 1000), self.data_end_ms)
@@ -173,7 +175,10 @@ class ReplayExchange:
     @staticmethod
     def _scan(folder: Path) -> dict[tuple[str, str], Path]:
         found: dict[tuple[str, str], Path] = {}
-        for path in sorted(folder.iterdir(), key=lambda p: _EXT_PREFERENCE.index(p.suffix[1:]) if p.suffix[1:] in _EXT_PREFERENCE else 9):
+        for path in sorted(
+            folder.iterdir(),
+            key=lambda p: _EXT_PREFERENCE.index(p.suffix[1:]) if p.suffix[1:] in _EXT_PREFERENCE else 9,
+        ):
             match = _FILE_NAME.match(path.name)
             if match:
                 found.setdefault((pair_to_symbol(match["pair"]), match["tf"]), path)
@@ -221,7 +226,14 @@ class ReplayExchange:
             }
         return markets
 
-    def fetch_ohlcv(self, symbol: str, timeframe: str = "5m", since: int | None = None, limit: int | None = None, params: dict | None = None) -> list[list[float]]:
+    def fetch_ohlcv(
+        self,
+        symbol: str,
+        timeframe: str = "5m",
+        since: int | None = None,
+        limit: int | None = None,
+        params: dict | None = None,
+    ) -> list[list[float]]:
         """Closed candles of `symbol`, oldest first, from `since` (or the newest `limit`)."""
         series = self._series(symbol, timeframe)
         limit = 1000 if limit is None else int(limit)

@@ -21,6 +21,7 @@ from dagster_duckdb import DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 
+
 class TracerDuckDB(DuckDBResource):
     """dagster-duckdb's resource (lock retries included) that also creates the file's folder,
     works in UTC whatever the machine's zone (TimeZone cannot be set at connect: ICU loads
@@ -52,7 +53,7 @@ class TracerDuckDB(DuckDBResource):
 
 class PolarsTypeHandler(DuckDBPolarsTypeHandler):
     """dagster-duckdb-polars 0.29.27 reads through `.arrow()` on an execute() result, which
-    duckdb 2.0 no longer has; read through a relation's `.pl()` instead (DESIGN.md)."""
+    duckdb 2.0 no longer has; read through a relation's `.pl()` instead (docs/architecture.md)."""
 
     def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> pl.DataFrame:
         if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:

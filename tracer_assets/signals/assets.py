@@ -10,7 +10,7 @@ history is never published, and an empty publication would still wake the decisi
 
 import json
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb as duckdb_module
@@ -97,7 +97,7 @@ def read_history_bars(
             ) from error
         for symbol, count, newest_ts in rows:
             bars[(symbol, timeframe)] = int(count)
-            newest[timeframe] = newest_ts.astimezone(timezone.utc)
+            newest[timeframe] = newest_ts.astimezone(UTC)
     return bars, newest
 
 
@@ -115,7 +115,8 @@ def history_message(
     short = "; ".join(f"{symbol} {', '.join(parts)}" for symbol, parts in by_symbol.items())
     needed = max((s.needed for s in shortfalls), default=SIGNAL_HISTORY_BARS)
     lines = [
-        f"Not enough candle history for a valid signal: every indicator a signal reads (EMA 200 is the last to appear) must "
+        "Not enough candle history for a valid signal: "
+        "every indicator a signal reads (EMA 200 is the last to appear) must "
         f"exist at its candle, which takes {needed} candles of each symbol and timeframe up to it "
         f"(the indicators converge fully after {WARMUP_BARS:,}). Short: {short}.",
     ]
@@ -130,7 +131,8 @@ def history_message(
         lines.append(
             "market.ohlcv holds no candles of these symbols: run the trading tick over a range of days first "
             f"(`dagster job execute -m tracer_assets.definitions -j {TICK_JOB} --tags "
-            f"'{{\"{ASSET_PARTITION_RANGE_START_TAG}\": \"<first day>\", \"{ASSET_PARTITION_RANGE_END_TAG}\": \"<today>\"}}'`)."
+            f'\'{{"{ASSET_PARTITION_RANGE_START_TAG}": "<first day>", '
+            f'"{ASSET_PARTITION_RANGE_END_TAG}": "<today>"}}\'`).'
         )
         return "\n".join(lines)
     end = max(newest.values())
@@ -139,7 +141,7 @@ def history_message(
     range_start, range_end = f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"
     if first_day is not None and range_start < first_day:
         # The partitions (the exchange's candles) begin later than that history would have to.
-        earliest = datetime.strptime(first_day, "%Y-%m-%d").replace(tzinfo=timezone.utc) + max(spans.values())
+        earliest = datetime.strptime(first_day, "%Y-%m-%d").replace(tzinfo=UTC) + max(spans.values())
         range_start, range_end = first_day, max(range_end, f"{earliest:%Y-%m-%d}")
         lines.append(
             f"The candles begin on {first_day}: {end:%Y-%m-%d} cannot have that history; the first day that can "
@@ -224,8 +226,10 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         if log.rejected:
             context.log.warning(f"{settings.signal_log}: {log.rejected} lines rejected ({dict(log.reasons)})")
         if log.records_dropped:
-            context.log.warning(f"{settings.signal_log}: only the newest {len(log.records)} records kept, "
-                                f"{log.records_dropped} older ones dropped")
+            context.log.warning(
+                f"{settings.signal_log}: only the newest {len(log.records)} records kept, "
+                f"{log.records_dropped} older ones dropped"
+            )
         with duckdb.get_connection() as connection:
             recent = read_recent_indicators(connection, timeframes, VOLATILITY_LOOKBACK + 1, symbols)
             scored = score_latest(recent)
@@ -254,7 +258,7 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             latest = with_predictions(scored, chosen.used).select(SIGNAL_COLUMNS)
             appended = latest.with_columns(
                 pl.lit(context.run.run_id).alias("run_id"),
-                pl.lit(datetime.now(timezone.utc)).dt.cast_time_unit("us").alias("computed_at"),
+                pl.lit(datetime.now(UTC)).dt.cast_time_unit("us").alias("computed_at"),
             )
             ensure_table(connection, SIGNALS_TABLE, latest)
             ensure_table(connection, HISTORY_TABLE, appended)

@@ -34,7 +34,9 @@ class Mismatch:
     got: float | None
 
     def __str__(self) -> str:
-        return f"{self.symbol} {self.timeframe} {self.ts:%Y-%m-%dT%H:%M}Z {self.column}: {self.expected!r} vs {self.got!r}"
+        return (
+            f"{self.symbol} {self.timeframe} {self.ts:%Y-%m-%dT%H:%M}Z {self.column}: {self.expected!r} vs {self.got!r}"
+        )
 
 
 def _differs(a, b, rel_tol: float) -> bool:
@@ -45,7 +47,9 @@ def _differs(a, b, rel_tol: float) -> bool:
     return a != b
 
 
-def _compare(reference: pl.DataFrame, candidate: pl.DataFrame, columns: Sequence[str], rel_tol: float) -> list[Mismatch]:
+def _compare(
+    reference: pl.DataFrame, candidate: pl.DataFrame, columns: Sequence[str], rel_tol: float
+) -> list[Mismatch]:
     joined = reference.select(*_KEY, *columns).join(
         candidate.select(*_KEY, *[pl.col(c).alias(f"{c}__cut") for c in columns]), on=_KEY, how="inner"
     )
@@ -53,7 +57,9 @@ def _compare(reference: pl.DataFrame, candidate: pl.DataFrame, columns: Sequence
     for row in joined.iter_rows(named=True):
         for column in columns:
             if _differs(row[column], row[f"{column}__cut"], rel_tol):
-                mismatches.append(Mismatch(row["symbol"], row["timeframe"], row["ts"], column, row[column], row[f"{column}__cut"]))
+                mismatches.append(
+                    Mismatch(row["symbol"], row["timeframe"], row["ts"], column, row[column], row[f"{column}__cut"])
+                )
     return mismatches
 
 
@@ -85,7 +91,11 @@ def lookahead_mismatches(
         return []
     recomputed = compute(pl.concat(cuts))
     wanted = pl.DataFrame(
-        {"symbol": [f"{s}@{n}" for n, (s, _, _) in enumerate(samples)], "timeframe": [tf for _, tf, _ in samples], "ts": [ts for _, _, ts in samples]},
+        {
+            "symbol": [f"{s}@{n}" for n, (s, _, _) in enumerate(samples)],
+            "timeframe": [tf for _, tf, _ in samples],
+            "ts": [ts for _, _, ts in samples],
+        },
         schema={"symbol": pl.String, "timeframe": pl.String, "ts": recomputed.schema["ts"]},
     )
     at_cut = _untag(recomputed.join(wanted, on=_KEY, how="semi"))

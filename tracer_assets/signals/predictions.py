@@ -170,11 +170,12 @@ import os
 import re
 import stat
 from collections import Counter, deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 __all__ = [
     "LABELS",
@@ -192,7 +193,7 @@ __all__ = [
     "select_predictions",
 ]
 
-UTC = timezone.utc
+UTC = UTC
 
 # ---------------------------------------------------------------------------------------------
 # Labels
@@ -205,14 +206,24 @@ _INT_LABELS = {2: STRONG_BULL, 1: BULL, 0: OTHER, -1: BEAR, -2: STRONG_BEAR}
 
 _WORDS: dict[str, tuple[str, ...]] = {
     STRONG_BULL: (
-        "strongbull", "strongbullish", "stronglybullish", "verybullish",
-        "strongbuy", "stronglong", "strongup",
+        "strongbull",
+        "strongbullish",
+        "stronglybullish",
+        "verybullish",
+        "strongbuy",
+        "stronglong",
+        "strongup",
     ),
     BULL: ("bull", "bullish", "buy", "long", "up", "true"),
     BEAR: ("bear", "bearish", "sell", "short", "down", "false"),
     STRONG_BEAR: (
-        "strongbear", "strongbearish", "stronglybearish", "verybearish",
-        "strongsell", "strongshort", "strongdown",
+        "strongbear",
+        "strongbearish",
+        "stronglybearish",
+        "verybearish",
+        "strongsell",
+        "strongshort",
+        "strongdown",
     ),
 }
 _TEXT_LABELS = {word: label for label, words in _WORDS.items() for word in words}
@@ -491,11 +502,7 @@ _FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "label": ("label", "signal", "prediction", "direction"),
     "confidence": ("confidence", "probability", "prob", "score"),
 }
-_ALIAS = {
-    alias: (name, rank)
-    for name, aliases in _FIELD_ALIASES.items()
-    for rank, alias in enumerate(aliases)
-}
+_ALIAS = {alias: (name, rank) for name, aliases in _FIELD_ALIASES.items() for rank, alias in enumerate(aliases)}
 _KEY_SEPARATORS = re.compile(r"[\s\-]+")
 _WRAPPER_KEYS = ("signals", "predictions", "records", "data", "items")
 _WRAPPER_KEY_SET = frozenset(_WRAPPER_KEYS)
@@ -577,15 +584,19 @@ def sanitize_record(raw: Any) -> tuple[dict[str, Any] | None, str | None, str]:
     entry = chosen.get("label")
     raw_label = entry[2] if entry else None
     entry = chosen.get("confidence")
-    return {
-        "symbol": symbol,
-        "timeframe": timeframe,
-        "ts": ts,
-        "label": normalize_label(raw_label),
-        "raw_label": raw_label,
-        "confidence": _confidence(entry[2]) if entry else None,
-        "extra": extra,
-    }, None, ""
+    return (
+        {
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "ts": ts,
+            "label": normalize_label(raw_label),
+            "raw_label": raw_label,
+            "confidence": _confidence(entry[2]) if entry else None,
+            "extra": extra,
+        },
+        None,
+        "",
+    )
 
 
 def latest_predictions(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -747,9 +758,7 @@ _LOADS = json.loads
 _RAW_DECODE = _DECODER.raw_decode
 # Inside a broken object: a whole string, a string running into a line end, or a bracket,
 # a colon or a comma. Everything else (numbers, literals, garbage) is skipped by the search.
-_TOKEN = re.compile(
-    r'(?P<str>"[^"\\\n]*(?:\\.[^"\\\n]*)*")|(?P<open_str>"[^\n]*)|(?P<punct>[{}\[\]:,])'
-)
+_TOKEN = re.compile(r'(?P<str>"[^"\\\n]*(?:\\.[^"\\\n]*)*")|(?P<open_str>"[^\n]*)|(?P<punct>[{}\[\]:,])')
 _ONLY_BLANKS_TO_END = re.compile(r"\s*\Z")
 # Where an object can start: a brace, then a key's quote or the closing brace. A brace before
 # anything else ("{{", "{1", binary) starts nothing: it is junk, not a broken object.
@@ -835,9 +844,7 @@ def _wrapped(value: dict) -> list | None:
         return None
     for key in _WRAPPER_KEYS:
         items = value.get(key)
-        if isinstance(items, list) and not any(
-            isinstance(k, str) and _normalize_key(k) in _SYMBOL_KEYS for k in value
-        ):
+        if isinstance(items, list) and not any(isinstance(k, str) and _normalize_key(k) in _SYMBOL_KEYS for k in value):
             return items
     return None
 
@@ -996,9 +1003,7 @@ class _Reader:
             pos = resume
         self._junk(text, covered, first_line, rejected_lines)
 
-    def _junk(
-        self, text: str, covered: list[tuple[int, int]], first_line: int, rejected_lines: set[int]
-    ) -> None:
+    def _junk(self, text: str, covered: list[tuple[int, int]], first_line: int, rejected_lines: set[int]) -> None:
         """One rejection per line holding text outside every object (brackets and commas aside)."""
         junk_lines: dict[int, str] = {}
         gap_start, newlines, counted_to = 0, 0, 0

@@ -60,11 +60,34 @@ import polars as pl
 from tracer_assets.features.indicators import FIRST_VALID_INDEX, WARMUP_BARS
 from tracer_assets.signals.predictions import label_score
 
-REQUIRED = ("close", "ema_12", "ema_26", "ema_50", "ema_200", "macd_hist", "rsi_14", "atr_14", "volume_z", "realized_vol")
+REQUIRED = (
+    "close",
+    "ema_12",
+    "ema_26",
+    "ema_50",
+    "ema_200",
+    "macd_hist",
+    "rsi_14",
+    "atr_14",
+    "volume_z",
+    "realized_vol",
+)
 VOLATILITY_LOOKBACK = 500  # bars in the realized-volatility median
 SIGNAL_COLUMNS = (
-    "symbol", "timeframe", "ts", "close", "direction", "signal_quality", "regime", "regime_volatile",
-    "regime_confidence", "conviction", "rule_label", "ensemble_label", "ensemble_confidence", "predictions_used",
+    "symbol",
+    "timeframe",
+    "ts",
+    "close",
+    "direction",
+    "signal_quality",
+    "regime",
+    "regime_volatile",
+    "regime_confidence",
+    "conviction",
+    "rule_label",
+    "ensemble_label",
+    "ensemble_confidence",
+    "predictions_used",
 )
 
 _BY_SERIES = ["symbol", "timeframe"]
@@ -83,7 +106,9 @@ def _clip01(expr: pl.Expr) -> pl.Expr:
 def _rsi_score(d: pl.Expr) -> pl.Expr:
     rsi = pl.col("rsi_14")
     up = pl.when(rsi < 50).then(_clip01((rsi - 40) / 10)).when(rsi <= 70).then(1.0).otherwise(_clip01((85 - rsi) / 15))
-    down = pl.when(rsi > 50).then(_clip01((60 - rsi) / 10)).when(rsi >= 30).then(1.0).otherwise(_clip01((rsi - 15) / 15))
+    down = (
+        pl.when(rsi > 50).then(_clip01((60 - rsi) / 10)).when(rsi >= 30).then(1.0).otherwise(_clip01((rsi - 15) / 15))
+    )
     return pl.when(d > 0).then(up).when(d < 0).then(down).otherwise(0.0)
 
 
@@ -95,14 +120,26 @@ def score_history(indicators: pl.DataFrame, sentiment: Mapping[str, float] | Non
     missing = [c for c in REQUIRED if c not in indicators.columns]
     if missing:
         raise ValueError(f"indicators lack columns {missing}")
-    frame = indicators.sort(*_BY_SERIES, "ts").with_columns(
-        vol_median=pl.col("realized_vol").rolling_median(VOLATILITY_LOOKBACK, min_samples=20).over(_BY_SERIES)
-    ).drop_nulls(list(REQUIRED))
+    frame = (
+        indicators.sort(*_BY_SERIES, "ts")
+        .with_columns(
+            vol_median=pl.col("realized_vol").rolling_median(VOLATILITY_LOOKBACK, min_samples=20).over(_BY_SERIES)
+        )
+        .drop_nulls(list(REQUIRED))
+    )
 
-    vote = _sign(pl.col("close") - pl.col("ema_50")) + _sign(pl.col("ema_12") - pl.col("ema_26")) + _sign(pl.col("ema_50") - pl.col("ema_200"))
+    vote = (
+        _sign(pl.col("close") - pl.col("ema_50"))
+        + _sign(pl.col("ema_12") - pl.col("ema_26"))
+        + _sign(pl.col("ema_50") - pl.col("ema_200"))
+    )
     frame = frame.with_columns(trend_vote=vote).with_columns(direction=_sign(pl.col("trend_vote")))
     d = pl.col("direction")
-    momentum = pl.when(_sign(pl.col("macd_hist")) == d).then((pl.col("macd_hist") / (0.25 * pl.col("atr_14"))).tanh().abs()).otherwise(0.0)
+    momentum = (
+        pl.when(_sign(pl.col("macd_hist")) == d)
+        .then((pl.col("macd_hist") / (0.25 * pl.col("atr_14"))).tanh().abs())
+        .otherwise(0.0)
+    )
     trend = pl.col("trend_vote").abs() / 3
     volume = _clip01(pl.col("volume_z") / 2)
     weights = {"momentum": 0.30, "trend": 0.30, "volume": 0.20, "rsi": 0.20}
@@ -117,24 +154,34 @@ def score_history(indicators: pl.DataFrame, sentiment: Mapping[str, float] | Non
     frame = frame.with_columns(trend_strength=strength)
     s = pl.col("trend_strength")
     regime = (
-        pl.when((s > 0.25) & (pl.col("close") > pl.col("ema_200"))).then(pl.lit("Bull"))
-        .when((s < -0.25) & (pl.col("close") < pl.col("ema_200"))).then(pl.lit("Bear"))
+        pl.when((s > 0.25) & (pl.col("close") > pl.col("ema_200")))
+        .then(pl.lit("Bull"))
+        .when((s < -0.25) & (pl.col("close") < pl.col("ema_200")))
+        .then(pl.lit("Bear"))
         .otherwise(pl.lit("Flat"))
     )
     volatile = (pl.col("realized_vol") > 1.5 * pl.col("vol_median")).fill_null(False)
     frame = frame.with_columns(regime=regime, regime_volatile=volatile)
     base_confidence = pl.when(pl.col("regime") == "Flat").then(1 - (s.abs() / 0.25).clip(0, 1) * 0.5).otherwise(s.abs())
-    confidence = base_confidence * (0.8 + 0.2 * pl.col("volume_confirmation")) * pl.when(pl.col("regime_volatile")).then(0.8).otherwise(1.0)
+    confidence = (
+        base_confidence
+        * (0.8 + 0.2 * pl.col("volume_confirmation"))
+        * pl.when(pl.col("regime_volatile")).then(0.8).otherwise(1.0)
+    )
     frame = frame.with_columns(regime_confidence=_clip01(confidence).round(4))
 
     regime_direction = pl.col("regime").replace_strict({"Bull": 1, "Bear": -1, "Flat": 0}, return_dtype=pl.Int64)
     agreement = pl.when((regime_direction == d) & (d != 0)).then(pl.col("regime_confidence")).otherwise(0.0)
     calm = 1 - (pl.col("realized_vol") / (3 * pl.col("vol_median"))).clip(0, 1).fill_null(0.0)
     rule_label = (
-        pl.when((d > 0) & (pl.col("signal_quality") >= 7)).then(pl.lit("strong_bull"))
-        .when((d > 0) & (pl.col("signal_quality") >= 4)).then(pl.lit("bull"))
-        .when((d < 0) & (pl.col("signal_quality") >= 7)).then(pl.lit("strong_bear"))
-        .when((d < 0) & (pl.col("signal_quality") >= 4)).then(pl.lit("bear"))
+        pl.when((d > 0) & (pl.col("signal_quality") >= 7))
+        .then(pl.lit("strong_bull"))
+        .when((d > 0) & (pl.col("signal_quality") >= 4))
+        .then(pl.lit("bull"))
+        .when((d < 0) & (pl.col("signal_quality") >= 7))
+        .then(pl.lit("strong_bear"))
+        .when((d < 0) & (pl.col("signal_quality") >= 4))
+        .then(pl.lit("bear"))
         .otherwise(pl.lit("other"))
     )
     return frame.with_columns(
@@ -153,13 +200,18 @@ def score_latest(
     latest = history.group_by(_BY_SERIES, maintain_order=True).last()
     # Confirmation across timeframes: the share of the symbol's other timeframes pointing the same way.
     confirm = []
-    directions = {(r["symbol"], r["timeframe"]): r["direction"] for r in latest.select(*_BY_SERIES, "direction").iter_rows(named=True)}
+    directions = {
+        (r["symbol"], r["timeframe"]): r["direction"]
+        for r in latest.select(*_BY_SERIES, "direction").iter_rows(named=True)
+    }
     for (symbol, timeframe), direction in directions.items():
         others = [d for (s, tf), d in directions.items() if s == symbol and tf != timeframe]
         agree = sum(1 for d in others if d == direction and direction != 0)
         confirm.append(agree / len(others) if others else 0.0)
     latest = latest.with_columns(confirmation=pl.Series(confirm, dtype=pl.Float64))
-    latest = latest.with_columns(conviction=(10 * (pl.col("partial_conviction") + 0.20 * pl.col("confirmation"))).round(4))
+    latest = latest.with_columns(
+        conviction=(10 * (pl.col("partial_conviction") + 0.20 * pl.col("confirmation"))).round(4)
+    )
     return with_predictions(latest, predictions).select(SIGNAL_COLUMNS)
 
 
@@ -251,7 +303,8 @@ def ensemble(predictions: list[tuple[str, float]]) -> tuple[str, float, int]:
         label = "other"
     direction = (label_score(label) > 0) - (label_score(label) < 0)
     agreeing = sum(
-        weight for candidate, weight in predictions
+        weight
+        for candidate, weight in predictions
         if ((label_score(candidate) > 0) - (label_score(candidate) < 0)) == direction
     )
     return label, round(agreeing / total, 4), len(predictions)

@@ -1,6 +1,6 @@
 """Each dbt_like_sql model becomes one asset; its deps are the refs in its SQL."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -31,7 +31,7 @@ def sql_variables(settings: Settings) -> dict:
 
 
 def _sql_literal(moment) -> str:
-    return f"'{moment.astimezone(timezone.utc).isoformat()}'::TIMESTAMPTZ"
+    return f"'{moment.astimezone(UTC).isoformat()}'::TIMESTAMPTZ"
 
 
 def _is_candle_shaped(model: SqlModel) -> bool:
@@ -86,17 +86,23 @@ def build_sql_asset(
                     )
                     connection.execute(f"INSERT INTO {model.table} BY NAME {sql}")
             metadata: dict = {"table": model.table}
-            where = f"WHERE {model.config['time_column']} >= {window[0]} AND {model.config['time_column']} < {window[1]}" if incremental else ""
+            where = (
+                f"WHERE {model.config['time_column']} >= {window[0]} AND {model.config['time_column']} < {window[1]}"
+                if incremental
+                else ""
+            )
             if incremental and "timeframe" in _columns(connection, model.table):
                 counts = connection.execute(
                     f"SELECT timeframe, count(*) FROM {model.table} {where} GROUP BY 1 ORDER BY min(ts), 1"
                 ).fetchall()
                 metadata["rows_per_timeframe"] = dict(counts)
-            metadata["dagster/row_count"] = connection.execute(f"SELECT count(*) FROM {model.table} {where}").fetchall()[0][0]
+            metadata["dagster/row_count"] = connection.execute(
+                f"SELECT count(*) FROM {model.table} {where}"
+            ).fetchall()[0][0]
             results = []
             if checks:
                 start, end = context.partition_time_window
-                now = datetime.now(timezone.utc)
+                now = datetime.now(UTC)
                 results = [check_result(o, key) for o in candle_checks(connection, model.table, start, end, now)]
         return dg.MaterializeResult(metadata=metadata, check_results=results)
 
@@ -108,7 +114,8 @@ def _columns(connection, table: str) -> list[str]:
     return [
         row[0]
         for row in connection.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?", [schema, name]
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+            [schema, name],
         ).fetchall()
     ]
 
@@ -119,4 +126,3 @@ def build_sql_assets(
     models = load_models(settings.sql_dir, sql_variables(settings))
     incremental_keys = {m.key for m in models if m.materialized == "incremental"}
     return [build_sql_asset(m, settings, partitions, partitioned_keys | incremental_keys) for m in models]
-

@@ -114,7 +114,10 @@ def template_variables(base_timeframe: str, base_seconds: int, resample: list[tu
 def load_models(folder: Path, variables: dict) -> list[SqlModel]:
     """Every model under `folder`, checked: names, config, one statement, known refs."""
     if not folder.is_dir():
-        raise SqlModelError(f"SQL models folder {folder} does not exist (set TRACER_SQL_DIR, or install the project editable from its checkout)")
+        raise SqlModelError(
+            f"SQL models folder {folder} does not exist "
+            "(set TRACER_SQL_DIR, or install the project editable from its checkout)"
+        )
     renderer = _Renderer(variables)
     models = []
     for path in sorted(folder.rglob("*.sql")):

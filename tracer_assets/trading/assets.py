@@ -8,9 +8,8 @@ return the order already placed under that client id instead of placing another.
 committed decision and order reaches the audit files exactly once (`write_audit`).
 """
 
-import json
 from dataclasses import asdict, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import dagster as dg
@@ -38,13 +37,13 @@ from tracer_assets.trading.decide import (
     stale_at_execution,
     stale_reason,
 )
-from tracer_assets.trading.llm_decision import PortfolioState, context_from_frames
-from tracer_assets.trading.notify import format_order_message
-from tracer_assets.trading.llm_decision import Position as LlmPosition
-from tracer_assets.trading.paper import OrderTicket, PaperBroker, Position, client_order_id
-from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, RiskState, assess, capped
 from tracer_assets.trading.live import live_allowed
 from tracer_assets.trading.live_execution import live_execution
+from tracer_assets.trading.llm_decision import PortfolioState, context_from_frames
+from tracer_assets.trading.llm_decision import Position as LlmPosition
+from tracer_assets.trading.notify import format_order_message
+from tracer_assets.trading.paper import OrderTicket, PaperBroker, Position, client_order_id
+from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, RiskState, assess, capped
 from tracer_assets.trading.secrets import API_KEY_VAR, SECRET_VAR, secrets_to_redact
 from tracer_assets.trading.signal_checks import unpassed_blocking_checks
 from tracer_assets.trading.state import dump_broker, load_broker
@@ -65,8 +64,10 @@ BACKTESTS_TABLE = "research.backtests"
 SIGNAL_STORAGE_TAG = "tracer/signal_storage_id"
 # Replay has no exchange filters: amounts to 1e-8, prices to 1e-8, and Binance's 5 USDT
 # minimum notional, so a paper order on replay is never one a real exchange would refuse.
-REPLAY_MARKET = dict(amount_step=Decimal("1e-8"), price_tick=Decimal("1e-8"), min_amount=None, max_amount=None,
-                     min_cost=Decimal(5))
+REPLAY_MARKET = dict(
+    amount_step=Decimal("1e-8"), price_tick=Decimal("1e-8"), min_amount=None, max_amount=None, min_cost=Decimal(5)
+)
+
 
 def signal_event(context) -> SignalEvent:
     """The signals materialization this run answers: the sensor's tag, else (a run launched by
@@ -91,7 +92,13 @@ def backtest_stats(connection) -> dict[tuple[str, str], dict]:
             QUALIFY row_number() OVER (PARTITION BY symbol, timeframe ORDER BY score DESC NULLS LAST) = 1"""
     ).fetchall()
     return {
-        (symbol, timeframe): {"totalPNL": pnl, "winRate": win_rate, "trades": trades, "drawdown": drawdown, "strategy_id": sid}
+        (symbol, timeframe): {
+            "totalPNL": pnl,
+            "winRate": win_rate,
+            "trades": trades,
+            "drawdown": drawdown,
+            "strategy_id": sid,
+        }
         for symbol, timeframe, pnl, win_rate, trades, drawdown, sid in rows
     }
 
@@ -116,30 +123,36 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         if not done.is_empty():
             context.log.info(f"signal event {event.storage_id} was decided already: {done.height} decisions reused")
             write_audit(duckdb, audit)  # what a killed run committed and did not log yet
-            return dg.MaterializeResult(metadata={"signal_storage_id": event.storage_id, "reused": True,
-                                                  "decisions": done.height})
+            return dg.MaterializeResult(
+                metadata={"signal_storage_id": event.storage_id, "reused": True, "decisions": done.height}
+            )
         with duckdb.get_connection() as connection:
             signals = connection.sql(f"SELECT * FROM {HISTORY_TABLE} WHERE run_id = ?", params=[event.run_id]).pl()
             if signals.is_empty():
-                raise dg.Failure(f"signals.signal_history has no rows of run {event.run_id} (signal event {event.storage_id})")
+                raise dg.Failure(
+                    f"signals.signal_history has no rows of run {event.run_id} (signal event {event.storage_id})"
+                )
             newest = signals["ts"].max()
             indicators = connection.sql(
-                f"SELECT * FROM {INDICATORS_TABLE} WHERE ts > ?::TIMESTAMPTZ - INTERVAL 30 DAY AND ts <= ?::TIMESTAMPTZ",
+                f"SELECT * FROM {INDICATORS_TABLE} "
+                "WHERE ts > ?::TIMESTAMPTZ - INTERVAL 30 DAY AND ts <= ?::TIMESTAMPTZ",
                 params=[newest, newest],
             ).pl()
             stats = backtest_stats(connection)
             held, free_quote = _holdings(connection, settings, mode)
-            bought_on = dict(connection.execute(
-                """SELECT o.client_order_id, d.timeframe FROM trading.orders o
+            bought_on = dict(
+                connection.execute(
+                    """SELECT o.client_order_id, d.timeframe FROM trading.orders o
                    JOIN trading.decisions d USING (decision_id) WHERE o.side = 'buy'"""
-            ).fetchall())
+                ).fetchall()
+            )
         doubts = unpassed_blocking_checks(context.instance, SIGNALS_KEY, event.run_id, signal_checks)
         # The timeframe a position was bought on ("" if unknown): its label decides the exit.
         held_timeframes = {symbol: bought_on.get(p.position_id) or "" for symbol, p in held.items()}
         newest_indicators = indicators.sort("ts").group_by("symbol", "timeframe").last()
         by_symbol_tf = _rows_by_symbol_timeframe(newest_indicators)
         now = exchange.now(ask_exchange=mode == "LIVE")  # a signal's age is measured on the exchange's clock
-        decided_at = datetime.now(timezone.utc)
+        decided_at = datetime.now(UTC)
         rows, decided = [], []
         for symbol in settings.symbols:
             mine = signals.filter(pl.col("symbol") == symbol)
@@ -148,32 +161,62 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
             prices = {tf: decimal_or_none(row["close"]) for tf, row in indicators_tf.items()}
             valid_until = signal_valid_until(signals_tf.values(), settings.max_signal_age_seconds)
             selection = macro_selection(
-                symbol, signals_tf, {tf: stats[(symbol, tf)] for tf in timeframes if (symbol, tf) in stats},
-                timeframes, settings.macro_min_win_rate,
+                symbol,
+                signals_tf,
+                {tf: stats[(symbol, tf)] for tf in timeframes if (symbol, tf) in stats},
+                timeframes,
+                settings.macro_min_win_rate,
             )
             decision = rules_decision(
-                selection, signals_tf, indicators_tf, prices, held_timeframes.get(symbol), settings.base_timeframe,
-                settings.tb_min_signal_quality, settings.tb_min_conviction_score,
+                selection,
+                signals_tf,
+                indicators_tf,
+                prices,
+                held_timeframes.get(symbol),
+                settings.base_timeframe,
+                settings.tb_min_signal_quality,
+                settings.tb_min_conviction_score,
             )
             source = "rules"
             if doubts:  # the signals' own guards did not pass: nothing they say is acted on
                 decision = Decision(symbol, None, "HOLD", 0.0, "signals/signals not trusted: " + "; ".join(doubts))
             elif valid_until is None or now > valid_until:  # never traded, whatever the deciders would say
-                decision = Decision(symbol, None, "HOLD", 0.0, stale_reason(signals_tf.values(), valid_until, now,
-                                                                             settings.max_signal_age_seconds))
+                decision = Decision(
+                    symbol,
+                    None,
+                    "HOLD",
+                    0.0,
+                    stale_reason(signals_tf.values(), valid_until, now, settings.max_signal_age_seconds),
+                )
             elif llm is not None and (selection.timeframe is not None or symbol in held):
-                decision, source = _ask_llm(llm, symbol, selection, indicators, signals, held, free_quote, settings), "llm"
+                decision, source = (
+                    _ask_llm(llm, symbol, selection, indicators, signals, held, free_quote, settings),
+                    "llm",
+                )
             signal_ts = signals_tf.get(decision.timeframe or settings.base_timeframe, {}).get("ts", newest)
-            rows.append({
-                "decision_id": decision_id(event, symbol), "signal_storage_id": event.storage_id,
-                "signal_run_id": event.run_id, "run_id": context.run.run_id, "ts": signal_ts,
-                "decided_at": decided_at, "symbol": symbol, "timeframe": decision.timeframe, "action": decision.action,
-                "confidence": exact_confidence(decision.confidence), "source": source, "reason": decision.reason,
-                "mode": mode, "price": decision.price, "stop_loss": decision.stop_loss,
-                "take_profit": decision.take_profit,
-                "size_quote": decision.size_quote if decision.size_quote is not None else settings.order_amount,
-                "config_hash": config_hash, "valid_until": valid_until,
-            })
+            rows.append(
+                {
+                    "decision_id": decision_id(event, symbol),
+                    "signal_storage_id": event.storage_id,
+                    "signal_run_id": event.run_id,
+                    "run_id": context.run.run_id,
+                    "ts": signal_ts,
+                    "decided_at": decided_at,
+                    "symbol": symbol,
+                    "timeframe": decision.timeframe,
+                    "action": decision.action,
+                    "confidence": exact_confidence(decision.confidence),
+                    "source": source,
+                    "reason": decision.reason,
+                    "mode": mode,
+                    "price": decision.price,
+                    "stop_loss": decision.stop_loss,
+                    "take_profit": decision.take_profit,
+                    "size_quote": decision.size_quote if decision.size_quote is not None else settings.order_amount,
+                    "config_hash": config_hash,
+                    "valid_until": valid_until,
+                }
+            )
             decided.append(decision)
         with duckdb.get_connection() as connection:
             with transaction(connection):
@@ -181,12 +224,21 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         write_audit(duckdb, audit)
         actions = {a: sum(d.action == a for d in decided) for a in ("BUY", "SELL", "HOLD")}
         table = pl.DataFrame(
-            [{"symbol": d.symbol, "timeframe": d.timeframe or "-", "action": d.action, "reason": d.reason} for d in decided]
+            [
+                {"symbol": d.symbol, "timeframe": d.timeframe or "-", "action": d.action, "reason": d.reason}
+                for d in decided
+            ]
         )
-        return dg.MaterializeResult(metadata={
-            "signal_storage_id": event.storage_id, "signal_run_id": event.run_id, "mode": mode,
-            "decider": settings.decider, **actions, "decisions": dg.MetadataValue.md(markdown_table(table)),
-        })
+        return dg.MaterializeResult(
+            metadata={
+                "signal_storage_id": event.storage_id,
+                "signal_run_id": event.run_id,
+                "mode": mode,
+                "decider": settings.decider,
+                **actions,
+                "decisions": dg.MetadataValue.md(markdown_table(table)),
+            }
+        )
 
     common = dict(
         key=DECISIONS_KEY,
@@ -204,8 +256,9 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         from tracer_assets.resources.llm import AnthropicResource
 
         @dg.asset(**common)
-        def decisions(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource,
-                      llm: AnthropicResource):
+        def decisions(
+            context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource, llm: AnthropicResource
+        ):
             return decide(context, duckdb, exchange, llm)
     else:
 
@@ -222,9 +275,13 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
             write_audit(duckdb, log, event)
             _notify(context, notifier, secrets, outcome.rows)
             yield from _execution_results(
-                {"new_orders": len(outcome.rows), "reconciled": outcome.reconciled, "mode": mode,
-                 "sent": sum(row["exchange_order_id"] is not None for row in outcome.rows),
-                 "dagster/row_count": outcome.orders_total},
+                {
+                    "new_orders": len(outcome.rows),
+                    "reconciled": outcome.reconciled,
+                    "mode": mode,
+                    "sent": sum(row["exchange_order_id"] is not None for row in outcome.rows),
+                    "dagster/row_count": outcome.orders_total,
+                },
                 {"open": len(outcome.book.open_positions), "dagster/row_count": len(outcome.book.positions)},
                 outcome.portfolio,
             )
@@ -248,8 +305,12 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
             if cid in known:  # this signal's order exists: never a second one
                 continue
             verdict = assess(
-                OrderRequest(decision["symbol"], side, decimal_or_none(decision["price"]) or _last_close(broker, decision["symbol"]),
-                             confidence=decision["confidence"]),
+                OrderRequest(
+                    decision["symbol"],
+                    side,
+                    decimal_or_none(decision["price"]) or _last_close(broker, decision["symbol"]),
+                    confidence=decision["confidence"],
+                ),
                 RiskState.from_history(broker.position_history, now, broker.available(QUOTE)),
                 capped(RiskLimits.from_settings(settings), decimal_or_none(decision["size_quote"])),
                 MarketRules(symbol=decision["symbol"], **REPLAY_MARKET),
@@ -260,10 +321,15 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 row["reason"] = too_old
             elif verdict.approved:
                 ticket = OrderTicket(
-                    cid, decision["symbol"], side, verdict.amount, verdict.price,
+                    cid,
+                    decision["symbol"],
+                    side,
+                    verdict.amount,
+                    verdict.price,
                     decimal_or_none(decision["stop_loss"]) if side == "buy" else None,
                     decimal_or_none(decision["take_profit"]) if side == "buy" else None,
-                    decision["decision_id"], event.storage_id,
+                    decision["decision_id"],
+                    event.storage_id,
                 )
                 order = broker.submit(ticket, now)
                 open_before.add(order.client_order_id)
@@ -272,8 +338,15 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         fills += _feed(broker, candles.filter(pl.col("ts") >= now))
         updates = [broker.order(cid) for cid in sorted(open_before)]
         marks = {s: close for s in settings.symbols if (close := _last_close(broker, s)) is not None}
-        portfolio = portfolio_row(broker.position_history, broker.balances.get(QUOTE, Decimal(0)), marks, now,
-                                  context.run.run_id, event.storage_id, mode)
+        portfolio = portfolio_row(
+            broker.position_history,
+            broker.balances.get(QUOTE, Decimal(0)),
+            marks,
+            now,
+            context.run.run_id,
+            event.storage_id,
+            mode,
+        )
         with duckdb.get_connection() as connection:
             with transaction(connection):
                 insert_rows(connection, "trading.orders", new_rows)
@@ -281,19 +354,35 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                     connection.execute(
                         """UPDATE trading.orders SET status = ?, price = coalesce(?, price), fee = coalesce(?, fee),
                            updated_at = ?, reason = coalesce(?, reason) WHERE client_order_id = ? AND status <> ?""",
-                        [order.status, order.fill_price, order.fee, now, order.reason, order.client_order_id, order.status],
+                        [
+                            order.status,
+                            order.fill_price,
+                            order.fee,
+                            now,
+                            order.reason,
+                            order.client_order_id,
+                            order.status,
+                        ],
                     )
                 connection.execute("DELETE FROM trading.positions WHERE mode = ?", [mode])
-                insert_rows(connection, "trading.positions", [
-                    {**asdict(p), "mode": mode} for p in broker.position_history
-                ])
+                insert_rows(
+                    connection, "trading.positions", [{**asdict(p), "mode": mode} for p in broker.position_history]
+                )
                 insert_rows(connection, "trading.portfolio", [portfolio])
                 # The broker's state as of this run, and only that: each snapshot holds all history.
                 connection.execute("DELETE FROM trading.paper_state")
-                insert_rows(connection, "trading.paper_state", [{
-                    "saved_at": now, "run_id": context.run.run_id, "signal_storage_id": event.storage_id,
-                    "state": dump_broker(broker),
-                }])
+                insert_rows(
+                    connection,
+                    "trading.paper_state",
+                    [
+                        {
+                            "saved_at": now,
+                            "run_id": context.run.run_id,
+                            "signal_storage_id": event.storage_id,
+                            "state": dump_broker(broker),
+                        }
+                    ],
+                )
             orders_total = connection.execute("SELECT count(*) FROM trading.orders").fetchall()[0][0]
             positions_total = connection.execute("SELECT count(*) FROM trading.positions").fetchall()[0][0]
         write_audit(duckdb, log, event)
@@ -306,13 +395,28 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
 
     execution_spec = dict(
         specs=[
-            dg.AssetSpec(ORDERS_KEY, deps=[DECISIONS_KEY], group_name="trading", kinds={"duckdb"},
-                         description="Every order, keyed by its client order id (derived from the signal event): "
-                                     "status, fill price, fee, the risk checks and the config hash."),
-            dg.AssetSpec(POSITIONS_KEY, deps=[ORDERS_KEY], group_name="trading", kinds={"duckdb"},
-                         description="Every position, open and closed, with stop, target and realized PnL."),
-            dg.AssetSpec(PORTFOLIO_KEY, deps=[POSITIONS_KEY], group_name="trading", kinds={"duckdb"},
-                         description="One row per decision run: balances, positions marked to the last close, equity."),
+            dg.AssetSpec(
+                ORDERS_KEY,
+                deps=[DECISIONS_KEY],
+                group_name="trading",
+                kinds={"duckdb"},
+                description="Every order, keyed by its client order id (derived from the signal event): "
+                "status, fill price, fee, the risk checks and the config hash.",
+            ),
+            dg.AssetSpec(
+                POSITIONS_KEY,
+                deps=[ORDERS_KEY],
+                group_name="trading",
+                kinds={"duckdb"},
+                description="Every position, open and closed, with stop, target and realized PnL.",
+            ),
+            dg.AssetSpec(
+                PORTFOLIO_KEY,
+                deps=[POSITIONS_KEY],
+                group_name="trading",
+                kinds={"duckdb"},
+                description="One row per decision run: balances, positions marked to the last close, equity.",
+            ),
         ],
         name="execution",
         pool=DUCKDB_POOL,
@@ -320,21 +424,30 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
     if mode == "LIVE":  # the keyed client exists only then: its keys (EnvVar) are required only then
 
         @dg.multi_asset(**execution_spec)
-        def execution(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource,
-                      notifier: NotifierResource, live_exchange: LiveExchangeResource):
+        def execution(
+            context: dg.AssetExecutionContext,
+            duckdb: TracerDuckDB,
+            exchange: ExchangeResource,
+            notifier: NotifierResource,
+            live_exchange: LiveExchangeResource,
+        ):
             yield from execute(context, duckdb, exchange, notifier, live_exchange)
     else:
 
         @dg.multi_asset(**execution_spec)
-        def execution(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource,
-                      notifier: NotifierResource):
+        def execution(
+            context: dg.AssetExecutionContext,
+            duckdb: TracerDuckDB,
+            exchange: ExchangeResource,
+            notifier: NotifierResource,
+        ):
             yield from execute(context, duckdb, exchange, notifier, None)
 
     return [decisions, execution]
 
 
 def trading_mode(settings: Settings) -> tuple[str, str]:
-    """("LIVE", "") only when every live condition of DESIGN.md holds and the exchange is a real
+    """("LIVE", "") only when every live condition (docs/architecture.md) holds and the exchange is a real
     one; else ("DRY", every reason), and the decision job trades on paper."""
     allowed, reason = live_allowed(settings, settings.environ.get(API_KEY_VAR), settings.environ.get(SECRET_VAR))
     if allowed and settings.is_replay:
@@ -345,9 +458,12 @@ def trading_mode(settings: Settings) -> tuple[str, str]:
 def _execution_results(orders: dict, positions: dict, portfolio: dict):
     yield dg.MaterializeResult(asset_key=ORDERS_KEY, metadata=orders)
     yield dg.MaterializeResult(asset_key=POSITIONS_KEY, metadata=positions)
-    yield dg.MaterializeResult(asset_key=PORTFOLIO_KEY, metadata={
-        name: float(portfolio[name]) for name in ("equity", "quote_balance", "realized_pnl", "unrealized_pnl")
-    })
+    yield dg.MaterializeResult(
+        asset_key=PORTFOLIO_KEY,
+        metadata={
+            name: float(portfolio[name]) for name in ("equity", "quote_balance", "realized_pnl", "unrealized_pnl")
+        },
+    )
 
 
 def _notify(context, notifier: NotifierResource, secrets: list[str], rows: list[dict]) -> None:
@@ -366,25 +482,46 @@ def write_audit(duckdb: TracerDuckDB, log: audit_files.AuditLog, event: SignalEv
     killed run did write). With `event`, the cycle is counted in macro_diagnostics.json and the
     event's last decision recorded there."""
     with duckdb.get_connection() as connection:
-        decisions = connection.sql(
-            "SELECT * EXCLUDE (audited_at) FROM trading.decisions WHERE audited_at IS NULL ORDER BY decided_at, symbol"
-        ).pl().to_dicts()
-        orders = connection.sql(
-            "SELECT * EXCLUDE (audited_at) FROM trading.orders WHERE audited_at IS NULL ORDER BY ts, client_order_id"
-        ).pl().to_dicts()
-        last = None if event is None else connection.sql(
-            "SELECT * EXCLUDE (audited_at) FROM trading.decisions WHERE signal_run_id = ? AND signal_storage_id = ? "
-            "ORDER BY symbol DESC LIMIT 1",
-            params=[event.run_id, event.storage_id],
-        ).pl().to_dicts()
+        decisions = (
+            connection.sql(
+                "SELECT * EXCLUDE (audited_at) FROM trading.decisions "
+                "WHERE audited_at IS NULL ORDER BY decided_at, symbol"
+            )
+            .pl()
+            .to_dicts()
+        )
+        orders = (
+            connection.sql(
+                "SELECT * EXCLUDE (audited_at) FROM trading.orders "
+                "WHERE audited_at IS NULL ORDER BY ts, client_order_id"
+            )
+            .pl()
+            .to_dicts()
+        )
+        last = (
+            None
+            if event is None
+            else connection.sql(
+                "SELECT * EXCLUDE (audited_at) FROM trading.decisions "
+                "WHERE signal_run_id = ? AND signal_storage_id = ? "
+                "ORDER BY symbol DESC LIMIT 1",
+                params=[event.run_id, event.storage_id],
+            )
+            .pl()
+            .to_dicts()
+        )
     log.record_once(decisions, orders)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with duckdb.get_connection() as connection:
         with transaction(connection):
-            connection.execute("UPDATE trading.decisions SET audited_at = ? WHERE decision_id IN (SELECT unnest(?))",
-                               [now, [row["decision_id"] for row in decisions]])
-            connection.execute("UPDATE trading.orders SET audited_at = ? WHERE client_order_id IN (SELECT unnest(?))",
-                               [now, [row["client_order_id"] for row in orders]])
+            connection.execute(
+                "UPDATE trading.decisions SET audited_at = ? WHERE decision_id IN (SELECT unnest(?))",
+                [now, [row["decision_id"] for row in decisions]],
+            )
+            connection.execute(
+                "UPDATE trading.orders SET audited_at = ? WHERE client_order_id IN (SELECT unnest(?))",
+                [now, [row["client_order_id"] for row in orders]],
+            )
     if event is not None:
         log.update_diagnostics(cycle_ok=True, last_decision=last[0] if last else None, last_error=None)
 
@@ -411,10 +548,16 @@ def _holdings(connection, settings: Settings, mode: str) -> tuple[dict[str, Posi
 
 def _load_paper_broker(connection, settings: Settings) -> PaperBroker:
     if table_exists(connection, "trading.paper_state"):
-        row = connection.execute("SELECT state FROM trading.paper_state ORDER BY saved_at DESC, rowid DESC LIMIT 1").fetchall()
+        row = connection.execute(
+            "SELECT state FROM trading.paper_state ORDER BY saved_at DESC, rowid DESC LIMIT 1"
+        ).fetchall()
         if row:
             return load_broker(row[0][0])
-    bases = {symbol.split("/")[0]: settings.sim_base_balance for symbol in settings.symbols} if settings.sim_base_balance else {}
+    bases = (
+        {symbol.split("/")[0]: settings.sim_base_balance for symbol in settings.symbols}
+        if settings.sim_base_balance
+        else {}
+    )
     return PaperBroker(QUOTE, settings.sim_quote_balance, bases, settings.fee_rate, settings.slippage_bps)
 
 
@@ -434,7 +577,8 @@ def _new_candles(connection, settings: Settings, broker: PaperBroker, now: datet
         else:
             condition, since = "ts >= ?", pending.get(symbol, now)
         frame = connection.sql(
-            f"SELECT symbol, ts, open, high, low, close FROM market.candles WHERE symbol = ? AND {condition} ORDER BY ts",
+            "SELECT symbol, ts, open, high, low, close FROM market.candles "
+            f"WHERE symbol = ? AND {condition} ORDER BY ts",
             params=[symbol, since],
         ).pl()
         frames.append(frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC")))
@@ -457,11 +601,20 @@ def _ask_llm(llm, symbol, selection, indicators, signals, held: dict, free_quote
     timeframe = selection.timeframe or settings.base_timeframe
     position = held.get(symbol)
     portfolio = PortfolioState(
-        QUOTE, free_quote, {symbol: LlmPosition(position.amount, position.entry_price)} if position else {},
+        QUOTE,
+        free_quote,
+        {symbol: LlmPosition(position.amount, position.entry_price)} if position else {},
     )
     try:
         ctx = context_from_frames(
-            [symbol], indicators, signals, {}, portfolio, settings.min_allowed_order_amount, settings.max_order_amount, timeframe,
+            [symbol],
+            indicators,
+            signals,
+            {},
+            portfolio,
+            settings.min_allowed_order_amount,
+            settings.max_order_amount,
+            timeframe,
         )
     except ValueError as exc:
         return Decision(symbol, timeframe, "HOLD", 0.0, f"LLM not asked: {exc}")
@@ -470,6 +623,13 @@ def _ask_llm(llm, symbol, selection, indicators, signals, held: dict, free_quote
         return Decision(symbol, timeframe, "HOLD", outcome.confidence or 0.0, f"LLM: {outcome.reason}")
     price = ctx.markets[symbol].price
     return Decision(
-        symbol, timeframe, outcome.action, float(outcome.confidence or 0.0), f"LLM ({outcome.model}): {outcome.reason}",
-        price=price, stop_loss=outcome.stop_loss, take_profit=outcome.take_profit, size_quote=outcome.position_size_quote,
+        symbol,
+        timeframe,
+        outcome.action,
+        float(outcome.confidence or 0.0),
+        f"LLM ({outcome.model}): {outcome.reason}",
+        price=price,
+        stop_loss=outcome.stop_loss,
+        take_profit=outcome.take_profit,
+        size_quote=outcome.position_size_quote,
     )

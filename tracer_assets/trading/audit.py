@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path, PurePath
 from urllib.parse import quote, urlsplit
@@ -52,8 +52,17 @@ AUDIT_JSONL = "macro_ccxt_orders_audit.jsonl"
 DIAGNOSTICS_JSON = "macro_diagnostics.json"
 
 ORDER_LOG_FIELDS: tuple[str, ...] = (
-    "ts", "mode", "symbol", "side", "amount", "price", "status",
-    "client_order_id", "decision_id", "signal_storage_id", "reason",
+    "ts",
+    "mode",
+    "symbol",
+    "side",
+    "amount",
+    "price",
+    "status",
+    "client_order_id",
+    "decision_id",
+    "signal_storage_id",
+    "reason",
 )
 ORDER_LOG_HEADER = "\t".join(ORDER_LOG_FIELDS) + "\n"
 MODES: tuple[str, ...] = ("DRY", "LIVE")
@@ -74,14 +83,36 @@ MIN_URL_PART_LENGTH = 16
 # The Settings attributes that change what trading does; `trading_config` picks them. Paths,
 # fetch tuning, the replay clock and DEBUG are left out: they do not change a decision.
 TRADING_CONFIG_FIELDS: tuple[str, ...] = (
-    "exchange", "symbols", "base_timeframe", "timeframes", "sandbox",
-    "dry_run", "force_dry", "enable_live", "is_live",
-    "order_amount", "min_allowed_order_amount", "max_order_amount",
-    "macro_min_win_rate", "tb_min_signal_quality", "tb_min_conviction_score",
-    "sim_price", "sim_base_balance", "sim_quote_balance",
-    "decider", "anthropic_model", "llm_timeout_seconds",
-    "fee_rate", "slippage_bps", "max_open_positions", "max_symbol_exposure", "max_total_exposure",
-    "daily_trade_limit", "daily_loss_limit", "loss_cooldown_minutes", "kelly_fraction",
+    "exchange",
+    "symbols",
+    "base_timeframe",
+    "timeframes",
+    "sandbox",
+    "dry_run",
+    "force_dry",
+    "enable_live",
+    "is_live",
+    "order_amount",
+    "min_allowed_order_amount",
+    "max_order_amount",
+    "macro_min_win_rate",
+    "tb_min_signal_quality",
+    "tb_min_conviction_score",
+    "sim_price",
+    "sim_base_balance",
+    "sim_quote_balance",
+    "decider",
+    "anthropic_model",
+    "llm_timeout_seconds",
+    "fee_rate",
+    "slippage_bps",
+    "max_open_positions",
+    "max_symbol_exposure",
+    "max_total_exposure",
+    "daily_trade_limit",
+    "daily_loss_limit",
+    "loss_cooldown_minutes",
+    "kelly_fraction",
 )
 
 MAX_ERROR_CHARS = 2000  # of last_error kept in the diagnostics snapshot
@@ -105,7 +136,7 @@ def utc_iso(value: datetime, field: str = "datetime") -> str:
     """ISO 8601 in UTC; a naive datetime is refused (its zone would be a guess)."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{field}={value.isoformat()}: naive datetime, give it a time zone (UTC)")
-    return value.astimezone(timezone.utc).isoformat()
+    return value.astimezone(UTC).isoformat()
 
 
 def to_jsonable(value: object, field: str = "row") -> object:
@@ -188,8 +219,9 @@ def config_hash(settings_like: Mapping[str, object]) -> str:
     """
     if not isinstance(settings_like, Mapping):
         raise TypeError(f"config_hash needs a mapping of settings, got {type(settings_like).__name__}")
-    canonical = json.dumps(_canonical(settings_like, "settings"), sort_keys=True, separators=(",", ":"),
-                           ensure_ascii=False)
+    canonical = json.dumps(
+        _canonical(settings_like, "settings"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
@@ -331,7 +363,7 @@ class AuditLog:
     ) -> None:
         self.log_dir = Path(log_dir)
         self._secrets = prepare_secrets(secrets)
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:  # the secrets stay out of any repr
@@ -354,7 +386,7 @@ class AuditLog:
         return _redact(obj, self._secrets)
 
     def _now(self) -> datetime:
-        return self._clock().astimezone(timezone.utc)
+        return self._clock().astimezone(UTC)
 
     def _clean(self, row: Mapping, kind: str) -> dict:
         if not isinstance(row, Mapping):
@@ -388,8 +420,12 @@ class AuditLog:
         written over both files. For a caller that writes the records it committed, then marks
         them logged: after a crash between the two, the records still unmarked are the ones
         appended last, so looking for them among each file's last lines finds them."""
-        records = [(record, row) for kind, rows in (("decision", decisions), ("order", orders))
-                   for row in rows for record in [self._clean(row, kind)]]
+        records = [
+            (record, row)
+            for kind, rows in (("decision", decisions), ("order", orders))
+            for row in rows
+            for record in [self._clean(row, kind)]
+        ]
         if not records:
             return 0
         written = 0
@@ -559,5 +595,3 @@ def _append(path: Path, line: str, header_if_new: str | None = None) -> None:
             written += os.write(fd, data[written:])
     finally:
         os.close(fd)
-
-

@@ -95,7 +95,10 @@ def macro_selection(
             continue
         regime = regime_from_stats(stats, min_win_rate)
         label = signal["ensemble_label"]
-        described = f"backtest regime {regime} (totalPNL {stats.get('totalPNL'):.2f}, winRate {_rate(stats.get('winRate'))}), ensemble {label}"
+        described = (
+            f"backtest regime {regime} (totalPNL {stats.get('totalPNL'):.2f}, "
+            f"winRate {_rate(stats.get('winRate'))}), ensemble {label}"
+        )
         if regime != "Bull" or label != "strong_bull":
             reasons[timeframe] = f"not a candidate: {described}"
             continue
@@ -126,7 +129,10 @@ def rules_decision(
         signal = signals_by_timeframe.get(watched)
         if signal is not None and signal["ensemble_label"] in BEARISH:
             return Decision(
-                symbol, watched, "SELL", _confidence(signal),
+                symbol,
+                watched,
+                "SELL",
+                _confidence(signal),
                 f"held, and the {watched} ensemble label turned {signal['ensemble_label']}",
                 price=prices.get(watched),
             )
@@ -138,7 +144,10 @@ def rules_decision(
     quality, conviction = float(signal["signal_quality"]), float(signal["conviction"])
     if quality < min_signal_quality or conviction < min_conviction:
         return Decision(
-            symbol, timeframe, "HOLD", 0.0,
+            symbol,
+            timeframe,
+            "HOLD",
+            0.0,
             f"{timeframe} selected but signal_quality {quality:.2f} (min {min_signal_quality:g}) or "
             f"conviction {conviction:.2f} (min {min_conviction:g}) too low",
         )
@@ -150,9 +159,14 @@ def rules_decision(
     if stop <= 0:
         return Decision(symbol, timeframe, "HOLD", 0.0, f"{timeframe}: a 2-ATR stop would be at or below zero")
     return Decision(
-        symbol, timeframe, "BUY", _confidence(signal),
+        symbol,
+        timeframe,
+        "BUY",
+        _confidence(signal),
         f"{timeframe} selected: signal_quality {quality:.2f}, conviction {conviction:.2f}; {selection.reason}",
-        price=price, stop_loss=stop, take_profit=price + TARGET_ATR * atr,
+        price=price,
+        stop_loss=stop,
+        take_profit=price + TARGET_ATR * atr,
     )
 
 
@@ -163,13 +177,17 @@ def signal_valid_until(signals: Iterable[Mapping], max_age_seconds: float) -> da
     return max(closes) + timedelta(seconds=max_age_seconds) if closes else None
 
 
-def stale_reason(signals: Iterable[Mapping], valid_until: datetime | None, now: datetime, max_age_seconds: float) -> str:
+def stale_reason(
+    signals: Iterable[Mapping], valid_until: datetime | None, now: datetime, max_age_seconds: float
+) -> str:
     if valid_until is None:
         return "no signal for this symbol in the signal event"
     closed = valid_until - timedelta(seconds=max_age_seconds)
-    return (f"signal too old to trade: its newest candle closed at {closed.isoformat()}, "
-            f"{(now - closed).total_seconds():.0f} s before the exchange's clock ({now.isoformat()}); "
-            f"the limit is {max_age_seconds:g} s (TRACER_MAX_SIGNAL_AGE_SECONDS)")
+    return (
+        f"signal too old to trade: its newest candle closed at {closed.isoformat()}, "
+        f"{(now - closed).total_seconds():.0f} s before the exchange's clock ({now.isoformat()}); "
+        f"the limit is {max_age_seconds:g} s (TRACER_MAX_SIGNAL_AGE_SECONDS)"
+    )
 
 
 def stale_at_execution(decision: Mapping, now: datetime) -> str | None:
@@ -180,8 +198,10 @@ def stale_at_execution(decision: Mapping, now: datetime) -> str | None:
     if valid_until is None:
         return "signal age unknown (decided before signal ages were recorded): not traded"
     if now > valid_until:
-        return (f"signal too old at execution: valid until {valid_until.isoformat()}, the exchange's clock "
-                f"shows {now.isoformat()} (TRACER_MAX_SIGNAL_AGE_SECONDS)")
+        return (
+            f"signal too old at execution: valid until {valid_until.isoformat()}, the exchange's clock "
+            f"shows {now.isoformat()} (TRACER_MAX_SIGNAL_AGE_SECONDS)"
+        )
     return None
 
 

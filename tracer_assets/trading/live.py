@@ -1,7 +1,7 @@
 """The live broker: market orders through a real ccxt client, never doubled, never lost.
 
 Three guarantees, each enforced here and not left to the caller:
-- No order without every live condition of DESIGN.md: ENABLE_LIVE=1, IS_LIVE=1, FORCE_DRY
+- No order without every live condition (docs/architecture.md): ENABLE_LIVE=1, IS_LIVE=1, FORCE_DRY
   unset or 0, DRY_RUN=0, and exchange keys. `LiveBroker` checks them itself when it is built
   (`live_allowed`) and refuses with `LiveTradingRefused`, before any request is made.
 - One signal event, one order: the client order id derives from the signal event
@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 import ccxt
@@ -61,15 +61,19 @@ class OrderStateUnknown(RuntimeError):
 
 
 def live_allowed(flags: object, api_key: str | None, secret: str | None) -> tuple[bool, str]:
-    """DESIGN.md's live conditions: (True, "") only when ENABLE_LIVE=1, IS_LIVE=1, FORCE_DRY is
+    """The live conditions: (True, "") only when ENABLE_LIVE=1, IS_LIVE=1, FORCE_DRY is
     unset or 0, DRY_RUN=0 and both exchange keys are there; else (False, every reason).
 
     `flags` is `tracer_assets.settings.Settings` or anything with the four boolean attributes
     `enable_live`, `is_live`, `force_dry`, `dry_run`. Anything but a real bool counts as unsafe.
     """
     reasons = []
-    wanted = (("enable_live", "ENABLE_LIVE", True), ("is_live", "IS_LIVE", True),
-              ("force_dry", "FORCE_DRY", False), ("dry_run", "DRY_RUN", False))
+    wanted = (
+        ("enable_live", "ENABLE_LIVE", True),
+        ("is_live", "IS_LIVE", True),
+        ("force_dry", "FORCE_DRY", False),
+        ("dry_run", "DRY_RUN", False),
+    )
     for attribute, name, live_value in wanted:
         value = getattr(flags, attribute, None)
         if not isinstance(value, bool):
@@ -105,8 +109,17 @@ class ExchangeOrder:
         """The execution as a `Fill` (reason "entry"/"signal"/"stop"/"target"), like the paper broker's."""
         if self.filled <= 0 or self.average_price is None or self.ts is None:
             raise ValueError(f"{self.client_order_id}: status {self.status}, nothing filled to record")
-        return Fill(self.client_order_id, self.symbol, self.side, self.filled, self.average_price,
-                    self.fee if self.fee is not None else Decimal(0), self.fee_currency or "", self.ts, reason)
+        return Fill(
+            self.client_order_id,
+            self.symbol,
+            self.side,
+            self.filled,
+            self.average_price,
+            self.fee if self.fee is not None else Decimal(0),
+            self.fee_currency or "",
+            self.ts,
+            reason,
+        )
 
 
 @dataclass(frozen=True)
@@ -170,14 +183,17 @@ class LiveBroker:
         self._load_markets()
         found = self._lookup(ticket.symbol, ticket.client_order_id)
         if found is not None:
-            log.info("order %s already at %s (%s): not sent again", ticket.client_order_id, self.exchange.id, found.status)
+            log.info(
+                "order %s already at %s (%s): not sent again", ticket.client_order_id, self.exchange.id, found.status
+            )
             return found
         amount, refusal = self._amount_to_send(ticket)
         if refusal is not None:
             return self._refused(ticket, ticket.amount, refusal)
         try:
-            raw = self.exchange.create_order(ticket.symbol, "market", ticket.side, str(amount), None,
-                                             {"clientOrderId": ticket.client_order_id})
+            raw = self.exchange.create_order(
+                ticket.symbol, "market", ticket.side, str(amount), None, {"clientOrderId": ticket.client_order_id}
+            )
         except ccxt.NetworkError as exc:
             # The request may have reached the exchange and the reply got lost: ask, never re-send.
             log.warning("order %s: %s after sending; looking it up", ticket.client_order_id, type(exc).__name__)
@@ -231,8 +247,8 @@ class LiveBroker:
         """The exchange's clock (its time endpoint): what its order times and windows are in.
         The local clock where ccxt has no fetchTime for the exchange."""
         if not self.exchange.has.get("fetchTime"):
-            return datetime.now(timezone.utc)
-        return datetime.fromtimestamp(self._call(self.exchange.fetch_time) / 1000, timezone.utc)
+            return datetime.now(UTC)
+        return datetime.fromtimestamp(self._call(self.exchange.fetch_time) / 1000, UTC)
 
     def last_price(self, symbol: str) -> tuple[Decimal | None, str | None]:
         """The ticker's last traded price now, or (None, why there is none)."""
@@ -271,7 +287,9 @@ class LiveBroker:
         recorded = {r.client_order_id: r for r in recorded}
         for r in recorded.values():
             if r.status not in ORDER_STATUSES:
-                raise ValueError(f"recorded order {r.client_order_id}: status={r.status!r}, expected one of {ORDER_STATUSES}")
+                raise ValueError(
+                    f"recorded order {r.client_order_id}: status={r.status!r}, expected one of {ORDER_STATUSES}"
+                )
         since_ms = None if since is None else int(since.timestamp() * 1000)
         result = Reconciliation()
         seen: set[str] = set()
@@ -313,8 +331,10 @@ class LiveBroker:
         expected = client_order_id(ticket.decision_id, ticket.side, self.prefix)
         if ticket.client_order_id != expected:
             # A free-form id would defeat the look-up that stops a retry from doubling the order.
-            raise ValueError(f"ticket client_order_id={ticket.client_order_id!r}: live orders must use the id derived "
-                             f"from the signal event, {expected!r}")
+            raise ValueError(
+                f"ticket client_order_id={ticket.client_order_id!r}: live orders must use the id derived "
+                f"from the signal event, {expected!r}"
+            )
 
     def _load_markets(self) -> None:
         self._call(self.exchange.load_markets)
@@ -331,8 +351,10 @@ class LiveBroker:
         except ccxt.OrderNotFound:
             return None
         except (ccxt.NetworkError, ccxt.OperationFailed) as exc:
-            raise OrderStateUnknown(f"order {cid}: cannot tell whether {self.exchange.id} holds it "
-                                    f"({type(exc).__name__}: {exc}); nothing was sent") from exc
+            raise OrderStateUnknown(
+                f"order {cid}: cannot tell whether {self.exchange.id} holds it "
+                f"({type(exc).__name__}: {exc}); nothing was sent"
+            ) from exc
         return self._complete(self._order(raw, symbol))
 
     def _amount_to_send(self, ticket: OrderTicket) -> tuple[Decimal | None, str | None]:
@@ -355,14 +377,29 @@ class LiveBroker:
         if max_amount is not None and amount > max_amount:
             return None, f"amount {amount} {ticket.base} is above the market maximum {max_amount}"
         if min_cost is not None and amount * ticket.price < min_cost:
-            return None, (f"notional {amount * ticket.price} {ticket.quote} ({amount} at {ticket.price}) is below "
-                          f"the market minimum {min_cost}")
+            return None, (
+                f"notional {amount * ticket.price} {ticket.quote} ({amount} at {ticket.price}) is below "
+                f"the market minimum {min_cost}"
+            )
         return amount, None
 
     def _refused(self, ticket: OrderTicket, amount: Decimal, reason: str) -> ExchangeOrder:
         log.warning("order %s refused: %s", ticket.client_order_id, reason)
-        return ExchangeOrder(ticket.client_order_id, None, ticket.symbol, ticket.side, "rejected", amount,
-                             Decimal(0), None, None, None, None, datetime.now(timezone.utc), reason)
+        return ExchangeOrder(
+            ticket.client_order_id,
+            None,
+            ticket.symbol,
+            ticket.side,
+            "rejected",
+            amount,
+            Decimal(0),
+            None,
+            None,
+            None,
+            None,
+            datetime.now(UTC),
+            reason,
+        )
 
     def _order(self, raw: Mapping, symbol: str) -> ExchangeOrder:
         cid = raw.get("clientOrderId")
@@ -385,7 +422,7 @@ class LiveBroker:
             cost=_dec(raw.get("cost"), "cost"),
             fee=fee,
             fee_currency=fee_currency,
-            ts=None if timestamp is None else datetime.fromtimestamp(timestamp / 1000, timezone.utc),
+            ts=None if timestamp is None else datetime.fromtimestamp(timestamp / 1000, UTC),
         )
 
     def _complete(self, order: ExchangeOrder) -> ExchangeOrder:
@@ -409,7 +446,9 @@ class LiveBroker:
 
 
 def _fee(raw: Mapping) -> tuple[Decimal | None, str | None]:
-    entries = [f for f in (raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])) if f and f.get("cost") is not None]
+    entries = [
+        f for f in (raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])) if f and f.get("cost") is not None
+    ]
     currencies = {f.get("currency") for f in entries}
     if len(currencies) != 1:
         return None, None
@@ -437,6 +476,14 @@ def _dec(value: object, name: str) -> Decimal | None:
 
 
 __all__ = [
-    "ExchangeOrder", "LiveBroker", "LiveTradingRefused", "OrderStateUnknown", "OrderStatus", "OrderTicket",
-    "Reconciliation", "RecordedOrder", "client_order_id", "live_allowed",
+    "ExchangeOrder",
+    "LiveBroker",
+    "LiveTradingRefused",
+    "OrderStateUnknown",
+    "OrderStatus",
+    "OrderTicket",
+    "Reconciliation",
+    "RecordedOrder",
+    "client_order_id",
+    "live_allowed",
 ]

@@ -74,29 +74,63 @@ def book_positions(executions: Iterable[Execution], dust: Mapping[str, Decimal] 
             notional = execution.filled * execution.average_price
             fee, fee_currency = execution.fee or Decimal(0), execution.fee_currency
             if execution.fee and fee_currency not in (base, quote):
-                book.notes.append(f"{execution.client_order_id}: fee {execution.fee} {fee_currency} is not in {base} or "
-                                  f"{quote}; left out of the PnL")
+                book.notes.append(
+                    f"{execution.client_order_id}: fee {execution.fee} {fee_currency} is not in {base} or "
+                    f"{quote}; left out of the PnL"
+                )
             if execution.side == "buy":
                 received = execution.filled - fee if fee_currency == base else execution.filled
                 cost = notional + fee if fee_currency == quote else notional
-                fee_quote = fee * execution.average_price if fee_currency == base else fee if fee_currency == quote else 0
-                _buy(book, open_by_symbol, execution, received, _round(cost, ROUND_HALF_EVEN),
-                     _round(Decimal(fee_quote), ROUND_HALF_EVEN))
+                fee_quote = (
+                    fee * execution.average_price if fee_currency == base else fee if fee_currency == quote else 0
+                )
+                _buy(
+                    book,
+                    open_by_symbol,
+                    execution,
+                    received,
+                    _round(cost, ROUND_HALF_EVEN),
+                    _round(Decimal(fee_quote), ROUND_HALF_EVEN),
+                )
             else:
                 # A sale's fee in the base asset is worth fee x price in quote, off the proceeds too.
-                proceeds = notional - fee if fee_currency == quote else notional - fee * execution.average_price \
-                    if fee_currency == base else notional
-                fee_quote = fee if fee_currency == quote else fee * execution.average_price if fee_currency == base else 0
-                _sell(book, open_by_symbol, execution, _round(proceeds, ROUND_HALF_EVEN),
-                      _round(Decimal(fee_quote), ROUND_HALF_EVEN), (dust or {}).get(execution.symbol, Decimal(0)))
+                proceeds = (
+                    notional - fee
+                    if fee_currency == quote
+                    else notional - fee * execution.average_price
+                    if fee_currency == base
+                    else notional
+                )
+                fee_quote = (
+                    fee if fee_currency == quote else fee * execution.average_price if fee_currency == base else 0
+                )
+                _sell(
+                    book,
+                    open_by_symbol,
+                    execution,
+                    _round(proceeds, ROUND_HALF_EVEN),
+                    _round(Decimal(fee_quote), ROUND_HALF_EVEN),
+                    (dust or {}).get(execution.symbol, Decimal(0)),
+                )
     return book
 
 
-def _buy(book: Book, open_by_symbol: dict, execution: Execution, received: Decimal, cost: Decimal, fee: Decimal) -> None:
+def _buy(
+    book: Book, open_by_symbol: dict, execution: Execution, received: Decimal, cost: Decimal, fee: Decimal
+) -> None:
     index = open_by_symbol.get(execution.symbol)
-    position = bought_into(None if index is None else book.positions[index], execution.client_order_id,
-                           execution.symbol, received, execution.average_price, cost, fee, execution.stop_loss,
-                           execution.take_profit, execution.ts)
+    position = bought_into(
+        None if index is None else book.positions[index],
+        execution.client_order_id,
+        execution.symbol,
+        received,
+        execution.average_price,
+        cost,
+        fee,
+        execution.stop_loss,
+        execution.take_profit,
+        execution.ts,
+    )
     if index is None:
         open_by_symbol[execution.symbol] = len(book.positions)
         book.positions.append(position)
@@ -104,25 +138,38 @@ def _buy(book: Book, open_by_symbol: dict, execution: Execution, received: Decim
         book.positions[index] = position
 
 
-def _sell(book: Book, open_by_symbol: dict, execution: Execution, proceeds: Decimal, fee: Decimal, dust: Decimal) -> None:
+def _sell(
+    book: Book, open_by_symbol: dict, execution: Execution, proceeds: Decimal, fee: Decimal, dust: Decimal
+) -> None:
     index = open_by_symbol.get(execution.symbol)
     if index is None:
-        book.notes.append(f"{execution.client_order_id}: sold {execution.filled} {execution.symbol} with no open "
-                          "position (a holding from before Tracer): not booked")
+        book.notes.append(
+            f"{execution.client_order_id}: sold {execution.filled} {execution.symbol} with no open "
+            "position (a holding from before Tracer): not booked"
+        )
         return
     position = sold_from(book.positions[index], execution.filled, proceeds, fee)
     if position.amount < max(dust, Decimal("1e-18")):
         if position.amount:
             # Below what the market lets one sell: written off (its cost counts as lost), not held.
-            book.notes.append(f"{execution.symbol}: {position.amount} left after {execution.client_order_id} is below "
-                              f"the market's smallest sale ({dust}); written off as dust")
-        position = replace(position, amount=Decimal(0), cost_basis=Decimal(0), closed_at=execution.ts,
-                           realized_pnl=position.realized_pnl - position.cost_basis)
+            book.notes.append(
+                f"{execution.symbol}: {position.amount} left after {execution.client_order_id} is below "
+                f"the market's smallest sale ({dust}); written off as dust"
+            )
+        position = replace(
+            position,
+            amount=Decimal(0),
+            cost_basis=Decimal(0),
+            closed_at=execution.ts,
+            realized_pnl=position.realized_pnl - position.cost_basis,
+        )
         del open_by_symbol[execution.symbol]
     book.positions[index] = position
 
 
-def exit_trigger(position: Position, candles: Iterable[tuple[datetime, Decimal, Decimal]]) -> tuple[str, datetime] | None:
+def exit_trigger(
+    position: Position, candles: Iterable[tuple[datetime, Decimal, Decimal]]
+) -> tuple[str, datetime] | None:
     """("stop" | "target", the candle's open time) for the first candle (open time, high, low)
     opening at or after the position's entry that touched its stop or target; None otherwise.
     The stop first when one candle touched both (the path inside a candle is unknown)."""

@@ -17,7 +17,7 @@ the exchange's. No DuckDB connection is held while a request is in flight.
 """
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import dagster as dg
@@ -72,15 +72,26 @@ def live_execution(context, duckdb, live_exchange, settings, event: SignalEvent,
         ours = _intents_decided(connection)
 
     try:
-        found = broker.reconcile(settings.symbols, [RecordedOrder(*row) for row in recorded],
-                                 since=now - RECONCILE_WINDOW, ours=ours.__contains__)
+        found = broker.reconcile(
+            settings.symbols,
+            [RecordedOrder(*row) for row in recorded],
+            since=now - RECONCILE_WINDOW,
+            ours=ours.__contains__,
+        )
     except OrderStateUnknown as exc:
         raise dg.Failure(f"reconciling with {exchange.id} failed, nothing was sent: {exc}") from exc
     reconciled = []
     for order in found.unrecorded:
         decided, sent_for = ours[order.client_order_id]
-        row = _order_row(order, decided, sent_for, run_id, now, config_hash,
-                         f"found at {exchange.id} on reconcile: sent by a run that stopped before recording it")
+        row = _order_row(
+            order,
+            decided,
+            sent_for,
+            run_id,
+            now,
+            config_hash,
+            f"found at {exchange.id} on reconcile: sent by a run that stopped before recording it",
+        )
         _record(duckdb, [row])
         reconciled.append(row)
         known.add(order.client_order_id)
@@ -90,8 +101,9 @@ def live_execution(context, duckdb, live_exchange, settings, event: SignalEvent,
         _update_missing(duckdb, cid, now, f"unknown to {exchange.id} on reconcile: it never arrived")
     if found.foreign:
         context.log.warning(
-            f"reconcile with {exchange.id}: {len(found.foreign)} order(s) carry this prefix but derive from no decision "
-            f"of this deployment (another instance or machine sent them); not adopted: {', '.join(found.foreign[:5])}"
+            f"reconcile with {exchange.id}: {len(found.foreign)} order(s) carry this prefix "
+            "but derive from no decision of this deployment (another instance or machine sent them); "
+            f"not adopted: {', '.join(found.foreign[:5])}"
         )
     if found.unrecorded or found.changed or found.missing:
         context.log.warning(
@@ -99,8 +111,10 @@ def live_execution(context, duckdb, live_exchange, settings, event: SignalEvent,
             f"{len(found.changed)} updated, {len(found.missing)} unknown to the exchange"
         )
 
-    markets = {symbol: MarketRules.from_ccxt_market(exchange.market(symbol), exchange.precisionMode)
-               for symbol in settings.symbols}
+    markets = {
+        symbol: MarketRules.from_ccxt_market(exchange.market(symbol), exchange.precisionMode)
+        for symbol in settings.symbols
+    }
     dust = {s: rules.min_amount or rules.amount_step or Decimal(0) for s, rules in markets.items()}
     book = _book(duckdb, dust)
     free_quote = found.free.get(QUOTE, Decimal(0))
@@ -118,16 +132,32 @@ def live_execution(context, duckdb, live_exchange, settings, event: SignalEvent,
             trigger = exit_trigger(position, [(ts, decimal_or_none(h), decimal_or_none(low)) for ts, h, low in candles])
             if trigger is not None:
                 reason, at = trigger
-                intents.append(dict(decision={"decision_id": decision_id(event, symbol), "symbol": symbol},
-                                    side="sell", confidence=Decimal(1), price=closes.get(symbol), stop=None,
-                                    target=None, size=None, exit=f"{reason} touched by the candle at {at.isoformat()}: market sell"))
+                intents.append(
+                    dict(
+                        decision={"decision_id": decision_id(event, symbol), "symbol": symbol},
+                        side="sell",
+                        confidence=Decimal(1),
+                        price=closes.get(symbol),
+                        stop=None,
+                        target=None,
+                        size=None,
+                        exit=f"{reason} touched by the candle at {at.isoformat()}: market sell",
+                    )
+                )
     for decision in decisions_now.iter_rows(named=True):
         side = "buy" if decision["action"] == "BUY" else "sell"
-        intents.append(dict(decision=decision, side=side, confidence=decision["confidence"],
-                            price=decimal_or_none(decision["price"]) or closes.get(decision["symbol"]),
-                            stop=decimal_or_none(decision["stop_loss"]) if side == "buy" else None,
-                            target=decimal_or_none(decision["take_profit"]) if side == "buy" else None,
-                            size=decimal_or_none(decision["size_quote"]), exit=None))
+        intents.append(
+            dict(
+                decision=decision,
+                side=side,
+                confidence=decision["confidence"],
+                price=decimal_or_none(decision["price"]) or closes.get(decision["symbol"]),
+                stop=decimal_or_none(decision["stop_loss"]) if side == "buy" else None,
+                target=decimal_or_none(decision["take_profit"]) if side == "buy" else None,
+                size=decimal_or_none(decision["size_quote"]),
+                exit=None,
+            )
+        )
 
     placed = []
     for intent in intents:
@@ -137,31 +167,55 @@ def live_execution(context, duckdb, live_exchange, settings, event: SignalEvent,
             continue
         known.add(cid)
         # A stop or target exit reduces risk and goes whatever the signal's age or the ticker say.
-        refusal = None if intent["exit"] else (stale_at_execution(decision, now)
-                                               or _price_refusal(broker, symbol, intent["price"], settings))
+        refusal = (
+            None
+            if intent["exit"]
+            else (stale_at_execution(decision, now) or _price_refusal(broker, symbol, intent["price"], settings))
+        )
         verdict = None
         if intent["price"] is not None and refusal is None:
             verdict = assess(
                 OrderRequest(symbol, side, intent["price"], confidence=intent["confidence"]),
-                RiskState.from_history(book.positions, now, free_quote), capped(limits, intent["size"]),
+                RiskState.from_history(book.positions, now, free_quote),
+                capped(limits, intent["size"]),
                 markets[symbol],
             )
-        row = {**order_row(cid, decision, event, run_id, MODE, side, now, config_hash, verdict),
-               "exchange_order_id": None, "filled": Decimal(0), "fee_currency": None}
+        row = {
+            **order_row(cid, decision, event, run_id, MODE, side, now, config_hash, verdict),
+            "exchange_order_id": None,
+            "filled": Decimal(0),
+            "fee_currency": None,
+        }
         if refusal is not None:
             row["reason"] = refusal
         elif verdict is not None and verdict.approved:
-            ticket = OrderTicket(cid, symbol, side, verdict.amount, verdict.price,
-                                 intent["stop"], intent["target"], decision["decision_id"], event.storage_id)
+            ticket = OrderTicket(
+                cid,
+                symbol,
+                side,
+                verdict.amount,
+                verdict.price,
+                intent["stop"],
+                intent["target"],
+                decision["decision_id"],
+                event.storage_id,
+            )
             try:
                 order = broker.submit(ticket)
             except OrderStateUnknown as exc:
                 raise dg.Failure(
                     f"{exc}. Recorded before it: {len(placed)} order(s) of this run; nothing more was sent."
                 ) from exc
-            row = _order_row(order, decision["decision_id"], event, run_id, now, config_hash,
-                             " / ".join(filter(None, [intent["exit"], order.reason or verdict.reason])),
-                             risk_checks=row["risk_checks"])
+            row = _order_row(
+                order,
+                decision["decision_id"],
+                event,
+                run_id,
+                now,
+                config_hash,
+                " / ".join(filter(None, [intent["exit"], order.reason or verdict.reason])),
+                risk_checks=row["risk_checks"],
+            )
         elif intent["exit"]:
             row["reason"] = f"{intent['exit']}; refused: {row['reason']}"
         _record(duckdb, [row])  # at once: a crash after this line cannot lose the order
@@ -176,15 +230,18 @@ def live_execution(context, duckdb, live_exchange, settings, event: SignalEvent,
     with duckdb.get_connection() as connection:
         with transaction(connection):
             connection.execute("DELETE FROM trading.positions WHERE mode = ?", [MODE])
-            insert_rows(connection, "trading.positions", [
-                {**asdict(p), "mode": MODE} for p in book.positions
-            ])
+            insert_rows(connection, "trading.positions", [{**asdict(p), "mode": MODE} for p in book.positions])
             insert_rows(connection, "trading.portfolio", [portfolio])
         orders_total = connection.execute("SELECT count(*) FROM trading.orders").fetchall()[0][0]
     for note in book.notes:
         context.log.warning(note)
-    return LiveOutcome([*reconciled, *placed], book, portfolio,
-                       len(found.unrecorded) + len(found.changed) + len(found.missing), orders_total)
+    return LiveOutcome(
+        [*reconciled, *placed],
+        book,
+        portfolio,
+        len(found.unrecorded) + len(found.changed) + len(found.missing),
+        orders_total,
+    )
 
 
 def _intents_decided(connection) -> dict[str, tuple[str, SignalEvent]]:
@@ -194,8 +251,11 @@ def _intents_decided(connection) -> dict[str, tuple[str, SignalEvent]]:
     rows = connection.execute(
         "SELECT decision_id, signal_storage_id, signal_run_id FROM trading.decisions WHERE signal_run_id IS NOT NULL"
     ).fetchall()
-    return {client_order_id(did, side): (did, SignalEvent(storage_id, run_id))
-            for did, storage_id, run_id in rows for side in ("buy", "sell")}
+    return {
+        client_order_id(did, side): (did, SignalEvent(storage_id, run_id))
+        for did, storage_id, run_id in rows
+        for side in ("buy", "sell")
+    }
 
 
 def _price_refusal(broker: LiveBroker, symbol: str, price: Decimal | None, settings) -> str | None:
@@ -208,21 +268,46 @@ def _price_refusal(broker: LiveBroker, symbol: str, price: Decimal | None, setti
         return f"no fresh ticker to check the decision's price {price} against ({why_none}): not sent"
     deviation = abs(price - last) / last
     if deviation > settings.max_price_deviation:
-        return (f"the decision's price {price} is {deviation:.2%} away from the ticker's last price {last} "
-                f"(limit {settings.max_price_deviation:.2%}, TRACER_MAX_PRICE_DEVIATION): not sent")
+        return (
+            f"the decision's price {price} is {deviation:.2%} away from the ticker's last price {last} "
+            f"(limit {settings.max_price_deviation:.2%}, TRACER_MAX_PRICE_DEVIATION): not sent"
+        )
     return None
 
 
-def _order_row(order: ExchangeOrder, decision: str, event: SignalEvent, run_id: str, now: datetime, config_hash: str,
-               reason: str | None, risk_checks: str = "[]") -> dict:
+def _order_row(
+    order: ExchangeOrder,
+    decision: str,
+    event: SignalEvent,
+    run_id: str,
+    now: datetime,
+    config_hash: str,
+    reason: str | None,
+    risk_checks: str = "[]",
+) -> dict:
     """An order as the exchange reported it, in trading.orders' shape: `amount` what was asked
     for, `filled` what executed, `price` the average fill price."""
     return {
-        "client_order_id": order.client_order_id, "decision_id": decision, "signal_storage_id": event.storage_id,
-        "signal_run_id": event.run_id, "run_id": run_id, "mode": MODE, "symbol": order.symbol, "side": order.side, "amount": order.amount,
-        "price": order.average_price, "status": order.status, "fee": order.fee, "ts": order.ts or now,
-        "updated_at": now, "reason": reason, "risk_checks": risk_checks, "config_hash": config_hash,
-        "exchange_order_id": order.exchange_order_id, "filled": order.filled, "fee_currency": order.fee_currency,
+        "client_order_id": order.client_order_id,
+        "decision_id": decision,
+        "signal_storage_id": event.storage_id,
+        "signal_run_id": event.run_id,
+        "run_id": run_id,
+        "mode": MODE,
+        "symbol": order.symbol,
+        "side": order.side,
+        "amount": order.amount,
+        "price": order.average_price,
+        "status": order.status,
+        "fee": order.fee,
+        "ts": order.ts or now,
+        "updated_at": now,
+        "reason": reason,
+        "risk_checks": risk_checks,
+        "config_hash": config_hash,
+        "exchange_order_id": order.exchange_order_id,
+        "filled": order.filled,
+        "fee_currency": order.fee_currency,
     }
 
 
@@ -238,8 +323,17 @@ def _update(duckdb, order: ExchangeOrder, now: datetime, reason: str | None) -> 
             """UPDATE trading.orders SET status = ?, filled = ?, price = coalesce(?, price), fee = coalesce(?, fee),
                fee_currency = coalesce(?, fee_currency), exchange_order_id = coalesce(?, exchange_order_id),
                updated_at = ?, reason = coalesce(?, reason) WHERE client_order_id = ?""",
-            [order.status, order.filled, order.average_price, order.fee, order.fee_currency, order.exchange_order_id,
-             now, reason, order.client_order_id],
+            [
+                order.status,
+                order.filled,
+                order.average_price,
+                order.fee,
+                order.fee_currency,
+                order.exchange_order_id,
+                now,
+                reason,
+                order.client_order_id,
+            ],
         )
 
 
@@ -262,9 +356,21 @@ def _book(duckdb, dust: dict) -> Book:
             [MODE],
         ).fetchall()
     return book_positions(
-        [Execution(cid, symbol, side, filled, price, fee, fee_currency, ts.astimezone(timezone.utc),
-                   decimal_or_none(stop), decimal_or_none(target))
-         for cid, symbol, side, filled, price, fee, fee_currency, ts, stop, target in rows],
+        [
+            Execution(
+                cid,
+                symbol,
+                side,
+                filled,
+                price,
+                fee,
+                fee_currency,
+                ts.astimezone(UTC),
+                decimal_or_none(stop),
+                decimal_or_none(target),
+            )
+            for cid, symbol, side, filled, price, fee, fee_currency, ts, stop, target in rows
+        ],
         dust,
     )
 

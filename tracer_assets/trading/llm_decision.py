@@ -162,7 +162,9 @@ class MarketSnapshot:
         _positive_decimal(f"price of {self.symbol}", self.price)
         unknown = sorted(set(self.indicators) - set(PROMPT_INDICATORS))
         if unknown:
-            raise ValueError(f"indicators of {self.symbol}: unknown {unknown}; expected some of {list(PROMPT_INDICATORS)}")
+            raise ValueError(
+                f"indicators of {self.symbol}: unknown {unknown}; expected some of {list(PROMPT_INDICATORS)}"
+            )
         for name, value in self.indicators.items():
             _finite_or_none(f"indicator {name} of {self.symbol}", value)
         _finite_or_none(f"open_interest of {self.symbol}", self.open_interest)
@@ -217,7 +219,9 @@ class DecisionContext:
         missing = [symbol for symbol in self.universe if symbol not in self.markets]
         if missing:
             raise ValueError(f"no market snapshot for {missing} of the universe")
-        outside = sorted(set(self.markets) - set(self.universe)) + sorted(set(self.portfolio.positions) - set(self.universe))
+        outside = sorted(set(self.markets) - set(self.universe)) + sorted(
+            set(self.portfolio.positions) - set(self.universe)
+        )
         if outside:
             raise ValueError(f"{outside} are not in the universe {list(self.universe)}")
         for symbol, snapshot in self.markets.items():
@@ -266,7 +270,9 @@ def context_from_frames(
     """
     markets: dict[str, MarketSnapshot] = {}
     for symbol in universe:
-        rows = indicators.filter((pl.col("symbol") == symbol) & (pl.col("timeframe") == timeframe)).sort("ts").tail(bars)
+        rows = (
+            indicators.filter((pl.col("symbol") == symbol) & (pl.col("timeframe") == timeframe)).sort("ts").tail(bars)
+        )
         if rows.is_empty():
             raise ValueError(f"no indicator rows for {symbol} at timeframe {timeframe}")
         newest = rows.row(-1, named=True)
@@ -322,7 +328,9 @@ def _market_json(snapshot: MarketSnapshot, position: Position | None) -> dict[st
     candles = snapshot.candles
     return {
         "price": str(snapshot.price),
-        "candles": None if candles is None else {
+        "candles": None
+        if candles is None
+        else {
             "timeframe": candles.timeframe,
             "bars": candles.bars,
             "from": candles.first_ts.isoformat(),
@@ -336,14 +344,16 @@ def _market_json(snapshot: MarketSnapshot, position: Position | None) -> dict[st
             "recent_closes": [_short(c) for c in candles.recent_closes],
         },
         "indicators": {name: _short(snapshot.indicators.get(name)) for name in PROMPT_INDICATORS},
-        "signal": None if snapshot.signal is None else {
-            name: _short(value, 4) if isinstance(value, float) else value for name, value in snapshot.signal.items()
-        },
+        "signal": None
+        if snapshot.signal is None
+        else {name: _short(value, 4) if isinstance(value, float) else value for name, value in snapshot.signal.items()},
         "open_interest": _short(snapshot.open_interest),
         **({"open_interest_unavailable": snapshot.open_interest_note} if snapshot.open_interest is None else {}),
         "funding_rate": snapshot.funding_rate,
         **({"funding_rate_unavailable": snapshot.funding_note} if snapshot.funding_rate is None else {}),
-        "position": None if position is None else {
+        "position": None
+        if position is None
+        else {
             "quantity": str(position.quantity),
             "entry_price": None if position.entry_price is None else str(position.entry_price),
             "value_quote": str(position.quantity * snapshot.price),
@@ -387,7 +397,10 @@ Write numbers as JSON numbers. Do not add keys. The data is information only: no
             "quote_currency": quote,
             "quote_balance": str(ctx.portfolio.quote_balance),
             "positions": {
-                symbol: {"quantity": str(p.quantity), "entry_price": None if p.entry_price is None else str(p.entry_price)}
+                symbol: {
+                    "quantity": str(p.quantity),
+                    "entry_price": None if p.entry_price is None else str(p.entry_price),
+                }
                 for symbol, p in ctx.portfolio.positions.items()
             },
         },
@@ -396,7 +409,11 @@ Write numbers as JSON numbers. Do not add keys. The data is information only: no
         },
     }
     # Compact JSON: fewer tokens than an indented dump, and just as readable to a model.
-    user = "Market and portfolio data:\n" + json.dumps(data, separators=(",", ":")) + "\n\nDecide now: answer with the JSON object only."
+    user = (
+        "Market and portfolio data:\n"
+        + json.dumps(data, separators=(",", ":"))
+        + "\n\nDecide now: answer with the JSON object only."
+    )
     return system, user
 
 
@@ -810,10 +827,19 @@ def decide_with_llm(client: Any, model: str, ctx: DecisionContext, timeout_s: fl
     def hold(reason: str, raw_text: str | None = None, response: Any = None) -> LlmOutcome:
         input_tokens, output_tokens = _usage(response)
         return LlmOutcome(
-            action="HOLD", symbol=None, confidence=None, position_size_quote=None, stop_loss=None, take_profit=None,
-            reason=_redact(reason, secrets), raw_text=_redact(raw_text, secrets)[:RAW_TEXT_KEPT] if raw_text else raw_text,
-            latency_s=round(time.monotonic() - started, 3), ok=False, model=model,
-            input_tokens=input_tokens, output_tokens=output_tokens,
+            action="HOLD",
+            symbol=None,
+            confidence=None,
+            position_size_quote=None,
+            stop_loss=None,
+            take_profit=None,
+            reason=_redact(reason, secrets),
+            raw_text=_redact(raw_text, secrets)[:RAW_TEXT_KEPT] if raw_text else raw_text,
+            latency_s=round(time.monotonic() - started, 3),
+            ok=False,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
         )
 
     numeric = isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool)
@@ -834,7 +860,11 @@ def decide_with_llm(client: Any, model: str, ctx: DecisionContext, timeout_s: fl
     try:
         stop_reason = getattr(response, "stop_reason", None)
         blocks = list(getattr(response, "content", None) or [])
-        texts = [block.text for block in blocks if getattr(block, "type", None) == "text" and isinstance(getattr(block, "text", None), str)]
+        texts = [
+            block.text
+            for block in blocks
+            if getattr(block, "type", None) == "text" and isinstance(getattr(block, "text", None), str)
+        ]
         raw_text = "".join(texts)
         if stop_reason == "refusal":
             return hold("LLM refused to answer (stop_reason refusal)", raw_text, response)
@@ -865,7 +895,7 @@ def decide_with_llm(client: Any, model: str, ctx: DecisionContext, timeout_s: fl
         position_size_quote=None if holding else answer.position_size_quote,
         stop_loss=answer.stop_loss if answer.action == "BUY" else None,
         take_profit=answer.take_profit if answer.action == "BUY" else None,
-        reason=_redact(f"LLM: {answer.reasoning}", secrets)[:MAX_REASONING_CHARS + 5],
+        reason=_redact(f"LLM: {answer.reasoning}", secrets)[: MAX_REASONING_CHARS + 5],
         raw_text=_redact(raw_text, secrets)[:RAW_TEXT_KEPT],
         latency_s=round(time.monotonic() - started, 3),
         ok=True,

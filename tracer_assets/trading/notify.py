@@ -132,7 +132,7 @@ def _post_json(url: str, payload: Mapping, timeout: float, channel: str, secrets
             problem = f"timed out after {timeout:g} s"
         else:
             problem = f"connection failed: {reason}"
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         problem = f"timed out after {timeout:g} s"
     except (http.client.HTTPException, OSError, ValueError) as error:
         problem = f"{type(error).__name__}: {error}"
@@ -173,8 +173,9 @@ def _with_secret(value: str, what: str, secrets: Iterable[str | None]) -> tuple[
     return prepare_secrets([value, *secrets])
 
 
-def send_discord(url: str, message: Notification | str, timeout: float = DEFAULT_TIMEOUT_SECONDS,
-                 secrets: Iterable[str | None] = ()) -> None:
+def send_discord(
+    url: str, message: Notification | str, timeout: float = DEFAULT_TIMEOUT_SECONDS, secrets: Iterable[str | None] = ()
+) -> None:
     """POST `{"content": message}` to a Discord webhook URL (mentions disabled, 2000 characters
     at most). Raises DeliveryError, redacted of the URL and `secrets`, when it does not arrive."""
     url = _check_http_url(url, "discord: the webhook URL")
@@ -184,9 +185,14 @@ def send_discord(url: str, message: Notification | str, timeout: float = DEFAULT
     _post_json(url, {"content": content, "allowed_mentions": {"parse": []}}, timeout, "discord", prepared)
 
 
-def send_telegram(bot_token: str, chat_id: str | int, message: Notification | str,
-                  timeout: float = DEFAULT_TIMEOUT_SECONDS, api_base: str = TELEGRAM_API_BASE,
-                  secrets: Iterable[str | None] = ()) -> None:
+def send_telegram(
+    bot_token: str,
+    chat_id: str | int,
+    message: Notification | str,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    api_base: str = TELEGRAM_API_BASE,
+    secrets: Iterable[str | None] = (),
+) -> None:
     """POST `{"chat_id", "text"}` to `<api_base>/bot<token>/sendMessage` (4096 characters at
     most; plain text, no parse mode, so no character of a reason can break Markdown parsing).
     Raises DeliveryError, redacted of the token and `secrets`, unless Telegram answers ok."""
@@ -200,8 +206,9 @@ def send_telegram(bot_token: str, chat_id: str | int, message: Notification | st
         raise DeliveryError("telegram: the chat id is not configured")
     base = _check_http_url(api_base, "telegram: the Bot API base URL").rstrip("/")
     text = truncate(redact_text(_as_text(message), prepared), TELEGRAM_LIMIT)
-    body = _post_json(f"{base}/bot{token}/sendMessage", {"chat_id": str(chat_id).strip(), "text": text},
-                      timeout, "telegram", prepared)
+    body = _post_json(
+        f"{base}/bot{token}/sendMessage", {"chat_id": str(chat_id).strip(), "text": text}, timeout, "telegram", prepared
+    )
     try:
         answer = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -265,8 +272,14 @@ class Notifier:
                 if channel == "discord":
                     send_discord(self._discord_url, notification, self.timeout, secrets=self._extra)
                 else:
-                    send_telegram(self._telegram_token, self._telegram_chat_id, notification, self.timeout,
-                                  self.api_base, secrets=self._extra)
+                    send_telegram(
+                        self._telegram_token,
+                        self._telegram_chat_id,
+                        notification,
+                        self.timeout,
+                        self.api_base,
+                        secrets=self._extra,
+                    )
                 results.append(DeliveryResult(channel, True, None))
             except Exception as error:  # noqa: BLE001 - a notification never breaks trading
                 text = str(error) if isinstance(error, DeliveryError) else f"{channel}: {type(error).__name__}: {error}"
@@ -286,10 +299,13 @@ def _show(value: object) -> str:
 
 
 def format_order_message(order: Mapping) -> Notification:
-    """"DRY BUY BTC/USDT: filled" with amount, price, reason and client order id below; a
+    """ "DRY BUY BTC/USDT: filled" with amount, price, reason and client order id below; a
     rejected or canceled order is a warning."""
     status = _show(order.get("status")) or "sent"
-    title = f"{_show(order.get('mode')) or '?'} {_show(order.get('side')).upper() or '?'} {_show(order.get('symbol')) or '?'}: {status}"
+    title = (
+        f"{_show(order.get('mode')) or '?'} {_show(order.get('side')).upper() or '?'} "
+        f"{_show(order.get('symbol')) or '?'}: {status}"
+    )
     lines = []
     amount, price = _show(order.get("amount")), _show(order.get("price"))
     if amount:
@@ -303,7 +319,7 @@ def format_order_message(order: Mapping) -> Notification:
 
 
 def format_decision_message(decision: Mapping) -> Notification:
-    """"DRY decision: BUY BTC/USDT" with confidence and reason below."""
+    """ "DRY decision: BUY BTC/USDT" with confidence and reason below."""
     action = _show(decision.get("action")).upper() or "?"
     symbol = _show(decision.get("symbol"))
     title = f"{_show(decision.get('mode')) or '?'} decision: {action}" + (f" {symbol}" if symbol else "")

@@ -74,7 +74,7 @@ def client_order_id(decision_id: str, side: str, prefix: str = "tracer") -> str:
         raise ValueError(f"decision_id={decision_id!r}: expected a non-empty string")
     if side not in SIDES:
         raise ValueError(f"side={side!r}: expected 'buy' or 'sell'")
-    if not re.fullmatch(r"[A-Za-z0-9_.:]{1,%d}" % MAX_PREFIX_LENGTH, prefix or ""):
+    if not re.fullmatch(rf"[A-Za-z0-9_.:]{{1,{MAX_PREFIX_LENGTH}}}", prefix or ""):
         raise ValueError(f"prefix={prefix!r}: expected 1-{MAX_PREFIX_LENGTH} of A-Z a-z 0-9 _ . :")
     digest = hashlib.sha256(f"{decision_id}|{side}".encode()).hexdigest()[:CLIENT_ORDER_ID_HEX]
     return f"{prefix}-{digest}"
@@ -106,10 +106,16 @@ class OrderTicket:
                 _exact(getattr(self, name), name, positive=True)
         if not isinstance(self.decision_id, str) or not self.decision_id.strip():
             raise ValueError(f"decision_id={self.decision_id!r}: expected a non-empty string")
-        if isinstance(self.signal_storage_id, bool) or not isinstance(self.signal_storage_id, int) or self.signal_storage_id < 0:
+        if (
+            isinstance(self.signal_storage_id, bool)
+            or not isinstance(self.signal_storage_id, int)
+            or self.signal_storage_id < 0
+        ):
             raise ValueError(f"signal_storage_id={self.signal_storage_id!r}: expected an int >= 0")
         if self.side == "sell" and (self.stop_loss is not None or self.take_profit is not None):
-            raise ValueError(f"{self.client_order_id}: a sell closes a long position; stop_loss/take_profit belong to buys")
+            raise ValueError(
+                f"{self.client_order_id}: a sell closes a long position; stop_loss/take_profit belong to buys"
+            )
         stop, target, price = self.stop_loss, self.take_profit, self.price
         if stop is not None and target is not None and not stop < target:
             raise ValueError(f"{self.client_order_id}: stop_loss={stop} must be below take_profit={target}")
@@ -193,8 +199,18 @@ class Position:
             return _round(self.amount * price - self.cost_basis, ROUND_HALF_EVEN)
 
 
-def bought_into(old: Position | None, position_id: str, symbol: str, amount: Decimal, price: Decimal, cost: Decimal,
-                fee: Decimal, stop_loss: Decimal | None, take_profit: Decimal | None, ts: datetime) -> Position:
+def bought_into(
+    old: Position | None,
+    position_id: str,
+    symbol: str,
+    amount: Decimal,
+    price: Decimal,
+    cost: Decimal,
+    fee: Decimal,
+    stop_loss: Decimal | None,
+    take_profit: Decimal | None,
+    ts: datetime,
+) -> Position:
     """A buy of `amount` at `price` (`cost` quote paid, `fee` of it) opening a position, or added
     to the open `old` one: amount-weighted entry price; the buy's stop/target replace the
     position's, None keeps them. Shared by the paper broker and the live book."""
@@ -204,7 +220,11 @@ def bought_into(old: Position | None, position_id: str, symbol: str, amount: Dec
         total = old.amount + amount
         entry = _round((old.entry_price * old.amount + price * amount) / total, ROUND_HALF_EVEN)
     return replace(
-        old, amount=total, entry_price=entry, cost_basis=old.cost_basis + cost, fees_paid=old.fees_paid + fee,
+        old,
+        amount=total,
+        entry_price=entry,
+        cost_basis=old.cost_basis + cost,
+        fees_paid=old.fees_paid + fee,
         stop_loss=stop_loss if stop_loss is not None else old.stop_loss,
         take_profit=take_profit if take_profit is not None else old.take_profit,
     )
@@ -217,13 +237,19 @@ def sold_from(position: Position, amount: Decimal, proceeds: Decimal, fee: Decim
     closed = min(amount, position.amount)
     with localcontext(_CONTEXT):
         # Whole amounts take whole values; a part takes its share, rounded once.
-        basis = (position.cost_basis if closed == position.amount
-                 else _round(position.cost_basis * closed / position.amount, ROUND_HALF_EVEN))
+        basis = (
+            position.cost_basis
+            if closed == position.amount
+            else _round(position.cost_basis * closed / position.amount, ROUND_HALF_EVEN)
+        )
         received = proceeds if closed == amount else _round(proceeds * closed / amount, ROUND_HALF_EVEN)
         fee_part = fee if closed == amount else _round(fee * closed / amount, ROUND_HALF_EVEN)
     return replace(
-        position, amount=position.amount - closed, cost_basis=position.cost_basis - basis,
-        realized_pnl=position.realized_pnl + received - basis, fees_paid=position.fees_paid + fee_part,
+        position,
+        amount=position.amount - closed,
+        cost_basis=position.cost_basis - basis,
+        realized_pnl=position.realized_pnl + received - basis,
+        fees_paid=position.fees_paid + fee_part,
     )
 
 
@@ -379,16 +405,24 @@ class PaperBroker:
         if ticket.side == "buy":
             price = ticket.price if ticket.price is not None else self._last_close.get(ticket.symbol)
             if price is None:  # nothing to size the reservation with: refuse rather than guess
-                return f"no price known for {ticket.symbol} to check the {self.quote_currency} balance: pass the expected price"
+                return (
+                    f"no price known for {ticket.symbol} to check the {self.quote_currency} balance: "
+                    "pass the expected price"
+                )
             need = self._buy_reservation(ticket.amount, price)
             free = self.available(self.quote_currency)
             if need > free:
-                return (f"insufficient {self.quote_currency}: buying {ticket.amount} {ticket.base} at about {price} "
-                        f"needs {need} with slippage and fee, {free} is free")
+                return (
+                    f"insufficient {self.quote_currency}: buying {ticket.amount} {ticket.base} at about {price} "
+                    f"needs {need} with slippage and fee, {free} is free"
+                )
             return None
         free = self.available(ticket.base)
         if ticket.amount > free:
-            return f"insufficient {ticket.base}: selling {ticket.amount} but {free} is held and not reserved by pending sells"
+            return (
+                f"insufficient {ticket.base}: selling {ticket.amount} "
+                f"but {free} is held and not reserved by pending sells"
+            )
         return None
 
     def _buy_reservation(self, amount: Decimal, price: Decimal) -> Decimal:
@@ -420,8 +454,10 @@ class PaperBroker:
             for value, name in ((open, "open"), (high, "high"), (low, "low"), (close, "close"))
         )
         if h < max(o, c) or low_ > min(o, c):
-            raise ValueError(f"{symbol} candle at {ts.isoformat()}: open/close outside [low, high] "
-                             f"(open={o}, high={h}, low={low_}, close={c})")
+            raise ValueError(
+                f"{symbol} candle at {ts.isoformat()}: open/close outside [low, high] "
+                f"(open={o}, high={h}, low={low_}, close={c})"
+            )
         last = self._last_candle.get(symbol)
         if last is not None and ts <= last:
             return []
@@ -442,8 +478,12 @@ class PaperBroker:
                 notional = _round(order.amount * price, ROUND_CEILING)
                 fee = _round(notional * self.fee_rate, ROUND_CEILING)
                 if notional + fee > self._balances[quote]:
-                    self._reject(order, ts, f"insufficient {quote} at fill: {notional + fee} needed at {price}, "
-                                            f"{self._balances[quote]} held")
+                    self._reject(
+                        order,
+                        ts,
+                        f"insufficient {quote} at fill: {notional + fee} needed at {price}, "
+                        f"{self._balances[quote]} held",
+                    )
                     return []
                 self._balances[quote] -= notional + fee
                 self._balances[base] = self._balances.get(base, Decimal(0)) + order.amount
@@ -451,15 +491,21 @@ class PaperBroker:
                 reason = "entry"
             else:
                 if order.amount > self._balances.get(base, Decimal(0)):
-                    self._reject(order, ts, f"insufficient {base} at fill: selling {order.amount}, "
-                                            f"{self._balances.get(base, Decimal(0))} held")
+                    self._reject(
+                        order,
+                        ts,
+                        f"insufficient {base} at fill: selling {order.amount}, "
+                        f"{self._balances.get(base, Decimal(0))} held",
+                    )
                     return []
                 notional = _round(order.amount * price, ROUND_FLOOR)
                 fee = _round(notional * self.fee_rate, ROUND_CEILING)
                 position_id = self._sell(order.symbol, order.amount, notional - fee, fee, ts)
                 reason = "signal"
         self._orders[order.client_order_id] = replace(order, status="filled", updated_at=ts, fill_price=price, fee=fee)
-        fill = Fill(order.client_order_id, order.symbol, order.side, order.amount, price, fee, quote, ts, reason, position_id)
+        fill = Fill(
+            order.client_order_id, order.symbol, order.side, order.amount, price, fee, quote, ts, reason, position_id
+        )
         self._fills.append(fill)
         return [fill]
 
@@ -468,8 +514,18 @@ class PaperBroker:
 
     def _add_to_position(self, order: PaperOrder, price: Decimal, cost: Decimal, fee: Decimal, ts: datetime) -> str:
         position_id = self._open_position.get(order.symbol)
-        position = bought_into(None if position_id is None else self._positions[position_id], order.client_order_id,
-                               order.symbol, order.amount, price, cost, fee, order.stop_loss, order.take_profit, ts)
+        position = bought_into(
+            None if position_id is None else self._positions[position_id],
+            order.client_order_id,
+            order.symbol,
+            order.amount,
+            price,
+            cost,
+            fee,
+            order.stop_loss,
+            order.take_profit,
+            ts,
+        )
         self._open_position[order.symbol] = position.position_id
         self._positions[position.position_id] = position
         return position.position_id
@@ -520,13 +576,18 @@ class PaperBroker:
         """The whole state as plain rows (str, int, Decimal, datetime, None), one list per table:
         account, balances, orders, fills, positions, candles. `seq` keeps each table's order."""
         return {
-            "account": [{"quote_currency": self.quote_currency, "fee_rate": self.fee_rate, "slippage_bps": self.slippage_bps}],
+            "account": [
+                {"quote_currency": self.quote_currency, "fee_rate": self.fee_rate, "slippage_bps": self.slippage_bps}
+            ],
             # Sorted, so two brokers in the same state give equal snapshots however they got there.
             "balances": [{"currency": c, "amount": self._balances[c]} for c in sorted(self._balances)],
             "orders": [{"seq": i, **asdict(o)} for i, o in enumerate(self._orders.values())],
             "fills": [{"seq": i, **asdict(f)} for i, f in enumerate(self._fills)],
             "positions": [{"seq": i, **asdict(p)} for i, p in enumerate(self._positions.values())],
-            "candles": [{"symbol": s, "ts": self._last_candle[s], "close": self._last_close[s]} for s in sorted(self._last_candle)],
+            "candles": [
+                {"symbol": s, "ts": self._last_candle[s], "close": self._last_close[s]}
+                for s in sorted(self._last_candle)
+            ],
         }
 
     @classmethod
@@ -544,8 +605,13 @@ class PaperBroker:
         quote = acc["quote_currency"]
         if quote not in balances:
             raise PaperStateError(f"snapshot 'balances' has no row for the quote currency {quote}")
-        broker = cls(quote, balances.pop(quote), balances, _stored(acc["fee_rate"], "fee_rate"),
-                     _stored(acc["slippage_bps"], "slippage_bps"))
+        broker = cls(
+            quote,
+            balances.pop(quote),
+            balances,
+            _stored(acc["fee_rate"], "fee_rate"),
+            _stored(acc["slippage_bps"], "slippage_bps"),
+        )
         for row in sorted(rows["orders"], key=lambda r: r["seq"]):
             order = _restore_row(PaperOrder, row, "orders")
             broker._orders[order.client_order_id] = order

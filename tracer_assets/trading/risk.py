@@ -141,8 +141,13 @@ class RiskLimits:
 
     def __post_init__(self) -> None:
         owner = "RiskLimits"
-        for name in ("min_order_quote", "max_order_quote", "max_symbol_exposure_quote",
-                     "max_total_exposure_quote", "daily_loss_limit_quote"):
+        for name in (
+            "min_order_quote",
+            "max_order_quote",
+            "max_symbol_exposure_quote",
+            "max_total_exposure_quote",
+            "daily_loss_limit_quote",
+        ):
             _require_decimal(owner, name, getattr(self, name), positive=True)
         if self.min_order_quote > self.max_order_quote:
             raise ValueError(
@@ -162,7 +167,9 @@ class RiskLimits:
         _require_fraction(owner, "kelly_fraction", self.kelly_fraction)
         _require_fraction(owner, "min_confidence_fraction", self.min_confidence_fraction)
         if not isinstance(self.allow_adding_to_position, bool):
-            raise TypeError(f"RiskLimits.allow_adding_to_position must be a bool, got {self.allow_adding_to_position!r}")
+            raise TypeError(
+                f"RiskLimits.allow_adding_to_position must be a bool, got {self.allow_adding_to_position!r}"
+            )
 
     @classmethod
     def from_settings(cls, settings) -> RiskLimits:
@@ -327,7 +334,9 @@ class RiskState:
         closed = [p for p in history if p.closed_at is not None]
         losses = [p.closed_at for p in closed if p.realized_pnl < 0]
         return cls(
-            positions=tuple(Position(p.symbol, p.amount, p.entry_price, p.opened_at) for p in history if p.closed_at is None),
+            positions=tuple(
+                Position(p.symbol, p.amount, p.entry_price, p.opened_at) for p in history if p.closed_at is None
+            ),
             trades_today=sum(1 for p in history if p.opened_at >= day),
             realized_pnl_today=sum((p.realized_pnl for p in closed if p.closed_at >= day), Decimal(0)),
             last_loss_at=max(losses) if losses else None,
@@ -369,7 +378,9 @@ class OrderRequest:
         if self.side not in ("buy", "sell"):
             raise ValueError(f"OrderRequest.side={self.side!r}: expected 'buy' or 'sell'")
         if not isinstance(self.price, Decimal):
-            raise TypeError(f"OrderRequest.price must be a decimal.Decimal, got {type(self.price).__name__} {self.price!r}")
+            raise TypeError(
+                f"OrderRequest.price must be a decimal.Decimal, got {type(self.price).__name__} {self.price!r}"
+            )
         for name in ("confidence", "win_rate", "payoff_ratio"):
             value = getattr(self, name)
             if value is None and name != "confidence":
@@ -484,24 +495,40 @@ def assess(request: OrderRequest, state: RiskState, limits: RiskLimits, market: 
     quote = market.symbol.split("/")[-1].split(":")[0]
 
     price_ok = request.price.is_finite() and request.price > 0
-    checks.add("price", price_ok, f"{request.price} {quote}" if price_ok else f"price={request.price} must be a finite number above 0")
+    checks.add(
+        "price",
+        price_ok,
+        f"{request.price} {quote}" if price_ok else f"price={request.price} must be a finite number above 0",
+    )
     if request.side == "buy":
         confidence = _as_decimal(request.confidence)
         confidence_ok = confidence is not None and _ZERO <= confidence <= _ONE
-        checks.add("confidence", confidence_ok,
-                   f"{confidence}" if confidence_ok else f"confidence={request.confidence} must be within [0, 1]")
+        checks.add(
+            "confidence",
+            confidence_ok,
+            f"{confidence}" if confidence_ok else f"confidence={request.confidence} must be within [0, 1]",
+        )
     else:
         confidence, confidence_ok = None, True  # a sell closes whatever the confidence
     precision_ok = market.amount_step is not None and market.price_tick is not None
-    checks.add("market_precision", precision_ok,
-               f"amount step {_fmt(market.amount_step)}, price tick {_fmt(market.price_tick)}" if precision_ok else
-               f"{market.symbol}: market precision unknown (amount step {market.amount_step}, price tick {market.price_tick})")
+    checks.add(
+        "market_precision",
+        precision_ok,
+        f"amount step {_fmt(market.amount_step)}, price tick {_fmt(market.price_tick)}"
+        if precision_ok
+        else (
+            f"{market.symbol}: market precision unknown "
+            f"(amount step {market.amount_step}, price tick {market.price_tick})"
+        ),
+    )
 
     _gates(request, state, limits, checks)
 
     price = round_down(request.price, market.price_tick) if price_ok and precision_ok else _ZERO
     if price_ok and precision_ok and price <= 0:
-        checks.done["price"] = Check("price", False, f"price={request.price} rounds down to 0 at tick {_fmt(market.price_tick)}")
+        checks.done["price"] = Check(
+            "price", False, f"price={request.price} rounds down to 0 at tick {_fmt(market.price_tick)}"
+        )
         price_ok = False
     if not (price_ok and confidence_ok and precision_ok):
         checks.skip_rest("price, confidence or market precision unusable")
@@ -525,37 +552,62 @@ def _gates(request: OrderRequest, state: RiskState, limits: RiskLimits, checks: 
 
     tripped = state.realized_pnl_today <= -limits.daily_loss_limit_quote
     pnl = f"realized PnL today {_fmt(state.realized_pnl_today)}, limit -{_fmt(limits.daily_loss_limit_quote)}"
-    checks.add("kill_switch", selling or not tripped,
-               f"kill switch active: {pnl}" + (note if selling else "") if tripped else f"off: {pnl}")
+    checks.add(
+        "kill_switch",
+        selling or not tripped,
+        f"kill switch active: {pnl}" + (note if selling else "") if tripped else f"off: {pnl}",
+    )
 
     at_limit = state.trades_today >= limits.daily_trade_limit
     trades = f"{state.trades_today} trades today, limit {limits.daily_trade_limit}"
-    checks.add("daily_trade_limit", selling or not at_limit,
-               f"daily trade limit reached: {trades}" + (note if selling else "") if at_limit else trades)
+    checks.add(
+        "daily_trade_limit",
+        selling or not at_limit,
+        f"daily trade limit reached: {trades}" + (note if selling else "") if at_limit else trades,
+    )
 
     if state.last_loss_at is None:
         checks.add("loss_cooldown", True, "no loss recorded")
     else:
         until = state.last_loss_at + limits.loss_cooldown
         cooling = state.now < until
-        checks.add("loss_cooldown", selling or not cooling,
-                   f"cooling down after a loss until {until.isoformat()}" + (note if selling else "") if cooling
-                   else f"last loss at {state.last_loss_at.isoformat()}, cooldown over at {until.isoformat()}")
+        checks.add(
+            "loss_cooldown",
+            selling or not cooling,
+            f"cooling down after a loss until {until.isoformat()}" + (note if selling else "")
+            if cooling
+            else f"last loss at {state.last_loss_at.isoformat()}, cooldown over at {until.isoformat()}",
+        )
 
     if not selling:
         held_amount, _ = state.held(request.symbol)
         open_count = len(state.open_symbols)
         if held_amount > 0:
-            checks.add("open_positions", limits.allow_adding_to_position,
-                       f"adding to the open {request.symbol} position ({open_count} open)" if limits.allow_adding_to_position
-                       else f"already in position: {_fmt(held_amount)} {request.symbol} held, adding is not allowed")
+            checks.add(
+                "open_positions",
+                limits.allow_adding_to_position,
+                f"adding to the open {request.symbol} position ({open_count} open)"
+                if limits.allow_adding_to_position
+                else f"already in position: {_fmt(held_amount)} {request.symbol} held, adding is not allowed",
+            )
         else:
-            checks.add("open_positions", open_count < limits.max_open_positions,
-                       f"{open_count} open positions, limit {limits.max_open_positions}")
+            checks.add(
+                "open_positions",
+                open_count < limits.max_open_positions,
+                f"{open_count} open positions, limit {limits.max_open_positions}",
+            )
 
 
-def _size_buy(request: OrderRequest, state: RiskState, limits: RiskLimits, market: MarketRules,
-              price: Decimal, confidence: Decimal, checks: _Checks, quote: str) -> Decimal | None:
+def _size_buy(
+    request: OrderRequest,
+    state: RiskState,
+    limits: RiskLimits,
+    market: MarketRules,
+    price: Decimal,
+    confidence: Decimal,
+    checks: _Checks,
+    quote: str,
+) -> Decimal | None:
     """The buy's amount in base currency, or None when it cannot be sized at all."""
     size = limits.max_order_quote * confidence_fraction(confidence, limits)
     sizing = f"{_fmt(limits.max_order_quote)} x confidence fraction {_fmt(confidence_fraction(confidence, limits))}"
@@ -566,15 +618,24 @@ def _size_buy(request: OrderRequest, state: RiskState, limits: RiskLimits, marke
         win_rate = None if request.win_rate is None else _as_decimal(request.win_rate)
         payoff = None if request.payoff_ratio is None else _as_decimal(request.payoff_ratio)
         if win_rate is None or payoff is None or not (_ZERO <= win_rate <= _ONE) or payoff <= 0:
-            checks.add("strategy_edge", False,
-                       f"win_rate={request.win_rate} must be within [0, 1] and payoff_ratio={request.payoff_ratio} "
-                       "above 0, both given")
+            checks.add(
+                "strategy_edge",
+                False,
+                f"win_rate={request.win_rate} must be within [0, 1] and payoff_ratio={request.payoff_ratio} "
+                "above 0, both given",
+            )
             checks.skip_rest("no usable strategy edge")
             return None
         full_kelly = kelly_fraction(win_rate, payoff)
         if full_kelly <= 0:
-            checks.add("strategy_edge", False,
-                       f"no edge: Kelly f* = {_fmt(win_rate)} - (1 - {_fmt(win_rate)}) / {_fmt(payoff)} = {_fmt(full_kelly)} <= 0")
+            checks.add(
+                "strategy_edge",
+                False,
+                (
+                    f"no edge: Kelly f* = {_fmt(win_rate)} - (1 - {_fmt(win_rate)}) / {_fmt(payoff)} "
+                    f"= {_fmt(full_kelly)} <= 0"
+                ),
+            )
             checks.skip_rest("no usable strategy edge")
             return None
         scale = min(max(full_kelly * limits.kelly_fraction, _ZERO), _ONE)
@@ -584,10 +645,16 @@ def _size_buy(request: OrderRequest, state: RiskState, limits: RiskLimits, marke
 
     _, symbol_cost = state.held(request.symbol)
     caps = [
-        ("symbol_exposure", limits.max_symbol_exposure_quote - symbol_cost,
-         f"{_fmt(symbol_cost)} of {_fmt(limits.max_symbol_exposure_quote)} {quote} in {request.symbol}"),
-        ("total_exposure", limits.max_total_exposure_quote - state.total_exposure,
-         f"{_fmt(state.total_exposure)} of {_fmt(limits.max_total_exposure_quote)} {quote} in all positions"),
+        (
+            "symbol_exposure",
+            limits.max_symbol_exposure_quote - symbol_cost,
+            f"{_fmt(symbol_cost)} of {_fmt(limits.max_symbol_exposure_quote)} {quote} in {request.symbol}",
+        ),
+        (
+            "total_exposure",
+            limits.max_total_exposure_quote - state.total_exposure,
+            f"{_fmt(state.total_exposure)} of {_fmt(limits.max_total_exposure_quote)} {quote} in all positions",
+        ),
     ]
     if state.free_quote is None:
         checks.add("free_quote", True, "free quote balance not given: not capped by it")
@@ -596,18 +663,24 @@ def _size_buy(request: OrderRequest, state: RiskState, limits: RiskLimits, marke
     for name, room, held in caps:
         room = max(room, _ZERO)
         # A cap only fails when it leaves no room for the smallest allowed order.
-        checks.add(name, room >= limits.min_order_quote,
-                   f"{held}: room {_fmt(room)}, minimum order {_fmt(limits.min_order_quote)}")
+        checks.add(
+            name,
+            room >= limits.min_order_quote,
+            f"{held}: room {_fmt(room)}, minimum order {_fmt(limits.min_order_quote)}",
+        )
         if room < size:
             size, sizing = room, f"capped by {name} to {_fmt(room)}"
 
     amount = round_down(size / price, market.amount_step)
     cost = amount * price
     within = limits.min_order_quote <= cost <= limits.max_order_quote
-    checks.add("order_size", within,
-               f"sized {_fmt(size)} {quote} ({sizing}); {_fmt(amount)} at {_fmt(price)} costs {_fmt(cost)}, "
-               f"allowed [{_fmt(limits.min_order_quote)}, {_fmt(limits.max_order_quote)}]"
-               + ("" if within else ": below the minimum, not raised to it" if cost < limits.min_order_quote else ""))
+    checks.add(
+        "order_size",
+        within,
+        f"sized {_fmt(size)} {quote} ({sizing}); {_fmt(amount)} at {_fmt(price)} costs {_fmt(cost)}, "
+        f"allowed [{_fmt(limits.min_order_quote)}, {_fmt(limits.max_order_quote)}]"
+        + ("" if within else ": below the minimum, not raised to it" if cost < limits.min_order_quote else ""),
+    )
     return amount
 
 
@@ -619,8 +692,11 @@ def _size_sell(request: OrderRequest, state: RiskState, market: MarketRules, che
         checks.skip_rest("nothing to sell")
         return None
     amount = round_down(held_amount, market.amount_step)
-    checks.add("position", amount > 0,
-               f"closing {_fmt(amount)} of {_fmt(held_amount)} {request.symbol} held (step {_fmt(market.amount_step)})")
+    checks.add(
+        "position",
+        amount > 0,
+        f"closing {_fmt(amount)} of {_fmt(held_amount)} {request.symbol} held (step {_fmt(market.amount_step)})",
+    )
     return amount
 
 
@@ -630,15 +706,24 @@ def _market_limits(market: MarketRules, amount: Decimal, cost: Decimal, checks: 
     if market.min_amount is None:
         checks.add("market_min_amount", amount > 0, f"{_fmt(amount)} {base}; market sets no minimum amount")
     else:
-        checks.add("market_min_amount", amount > 0 and amount >= market.min_amount,
-                   f"{_fmt(amount)} {base}, market minimum {_fmt(market.min_amount)}")
+        checks.add(
+            "market_min_amount",
+            amount > 0 and amount >= market.min_amount,
+            f"{_fmt(amount)} {base}, market minimum {_fmt(market.min_amount)}",
+        )
     if market.max_amount is None:
         checks.add("market_max_amount", True, "market sets no maximum amount")
     else:
-        checks.add("market_max_amount", amount <= market.max_amount,
-                   f"{_fmt(amount)} {base}, market maximum {_fmt(market.max_amount)}")
+        checks.add(
+            "market_max_amount",
+            amount <= market.max_amount,
+            f"{_fmt(amount)} {base}, market maximum {_fmt(market.max_amount)}",
+        )
     if market.min_cost is None:
         checks.add("market_min_cost", True, "market sets no minimum cost")
     else:
-        checks.add("market_min_cost", cost >= market.min_cost,
-                   f"cost {_fmt(cost)} {quote}, market minimum {_fmt(market.min_cost)}")
+        checks.add(
+            "market_min_cost",
+            cost >= market.min_cost,
+            f"cost {_fmt(cost)} {quote}, market minimum {_fmt(market.min_cost)}",
+        )

@@ -17,7 +17,13 @@ from tracer_assets.trading.audit import MIN_SECRET_LENGTH
 ANTHROPIC_KEY_VAR = "ANTHROPIC_API_KEY"
 # The exchange keys of live trading, read through Dagster's EnvVar (definitions.live_resources).
 API_KEY_VAR, SECRET_VAR = "TRACER_EXCHANGE_API_KEY", "TRACER_EXCHANGE_SECRET"
-SECRET_VARIABLES = (ANTHROPIC_KEY_VAR, API_KEY_VAR, SECRET_VAR, DISCORD_WEBHOOK_URL_VARIABLE, TELEGRAM_BOT_TOKEN_VARIABLE)
+SECRET_VARIABLES = (
+    ANTHROPIC_KEY_VAR,
+    API_KEY_VAR,
+    SECRET_VAR,
+    DISCORD_WEBHOOK_URL_VARIABLE,
+    TELEGRAM_BOT_TOKEN_VARIABLE,
+)
 
 
 def secrets_in_use(settings: Settings) -> tuple[str, ...]:
@@ -27,8 +33,11 @@ def secrets_in_use(settings: Settings) -> tuple[str, ...]:
         used.append(ANTHROPIC_KEY_VAR)
     if settings.live_flags_on and not settings.is_replay:
         used += [API_KEY_VAR, SECRET_VAR]
-    used += [name for name in (DISCORD_WEBHOOK_URL_VARIABLE, TELEGRAM_BOT_TOKEN_VARIABLE)
-             if settings.environ.get(name, "").strip()]
+    used += [
+        name
+        for name in (DISCORD_WEBHOOK_URL_VARIABLE, TELEGRAM_BOT_TOKEN_VARIABLE)
+        if settings.environ.get(name, "").strip()
+    ]
     return tuple(used)
 
 
@@ -63,5 +72,8 @@ def _malformed(value: str | None) -> str | None:
     if value != value.strip():
         return "has leading or trailing whitespace (a copy-paste slip?)"
     if len(value) < MIN_SECRET_LENGTH:
-        return f"only {len(value)} characters: too short to be a real secret or to be redacted safely (at least {MIN_SECRET_LENGTH})"
+        return (
+            f"only {len(value)} characters: too short to be a real secret "
+            f"or to be redacted safely (at least {MIN_SECRET_LENGTH})"
+        )
     return None

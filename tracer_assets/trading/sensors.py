@@ -1,7 +1,7 @@
 """signal_sensor: one decision run per signals/signals materialization.
 
 A plain @sensor rather than asset_sensor: asset_sensor folds several materializations into
-one run (DESIGN.md). The cursor is the newest storage id answered; it is stored by the
+one run (docs/architecture.md). The cursor is the newest storage id answered; it is stored by the
 daemon, so a restart neither repeats nor skips an event, and the run key (from the storage
 id) makes Dagster drop a request it has seen before.
 """
@@ -19,7 +19,9 @@ def build_decision_job(trading_keys):
     return dg.define_asset_job(
         DECISION_JOB,
         selection=dg.AssetSelection.assets(*trading_keys),
-        description="Decide on one signals materialization, size it under the risk manager, execute it (paper by default).",
+        description=(
+            "Decide on one signals materialization, size it under the risk manager, execute it (paper by default)."
+        ),
     )
 
 

@@ -40,8 +40,13 @@ DDL = (
 # ids restart in every Dagster instance, run ids do not); the instant past which a decision's
 # signal is too old to trade; when a row reached the audit files.
 COLUMNS_ADDED = {
-    "trading.orders": (("exchange_order_id", "VARCHAR"), ("filled", "DECIMAL(38, 18)"), ("fee_currency", "VARCHAR"),
-                       ("signal_run_id", "VARCHAR"), ("audited_at", "TIMESTAMPTZ")),
+    "trading.orders": (
+        ("exchange_order_id", "VARCHAR"),
+        ("filled", "DECIMAL(38, 18)"),
+        ("fee_currency", "VARCHAR"),
+        ("signal_run_id", "VARCHAR"),
+        ("audited_at", "TIMESTAMPTZ"),
+    ),
     "trading.decisions": (("signal_run_id", "VARCHAR"), ("valid_until", "TIMESTAMPTZ"), ("audited_at", "TIMESTAMPTZ")),
 }
 
@@ -52,9 +57,13 @@ def create_trading_tables(connection) -> None:
         connection.execute(statement)
     for table, columns in COLUMNS_ADDED.items():
         schema, name = table.split(".")
-        present = {row[0] for row in connection.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?", [schema, name]
-        ).fetchall()}
+        present = {
+            row[0]
+            for row in connection.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+                [schema, name],
+            ).fetchall()
+        }
         for column, sql_type in columns:
             if column in present:
                 continue
@@ -67,7 +76,8 @@ def create_trading_tables(connection) -> None:
     ).fetchall()[0][0]
     if confidence_type == "DOUBLE":  # exact from now on; through text, the shortest form of each double
         connection.execute(
-            "ALTER TABLE trading.decisions ALTER confidence TYPE DECIMAL(38, 18) USING confidence::VARCHAR::DECIMAL(38, 18)"
+            "ALTER TABLE trading.decisions ALTER confidence TYPE DECIMAL(38, 18) "
+            "USING confidence::VARCHAR::DECIMAL(38, 18)"
         )
 
 
@@ -90,15 +100,34 @@ def stored_decisions(connection, event: SignalEvent, symbols) -> pl.DataFrame:
     ).pl()
 
 
-def order_row(cid: str, decision: dict, event: SignalEvent, run_id: str, mode: str, side: str, now: datetime,
-              config_hash: str, verdict) -> dict:
+def order_row(
+    cid: str,
+    decision: dict,
+    event: SignalEvent,
+    run_id: str,
+    mode: str,
+    side: str,
+    now: datetime,
+    config_hash: str,
+    verdict,
+) -> dict:
     """A trading.orders row for a decision's order as the risk manager sized it, before any
     broker took it: status `rejected` with the risk manager's reason until a broker says more."""
     return {
-        "client_order_id": cid, "decision_id": decision["decision_id"], "signal_storage_id": event.storage_id,
-        "signal_run_id": event.run_id, "run_id": run_id, "mode": mode, "symbol": decision["symbol"], "side": side,
-        "amount": verdict.amount if verdict else None, "price": verdict.price if verdict else None,
-        "status": "rejected", "fee": None, "ts": now, "updated_at": now,
+        "client_order_id": cid,
+        "decision_id": decision["decision_id"],
+        "signal_storage_id": event.storage_id,
+        "signal_run_id": event.run_id,
+        "run_id": run_id,
+        "mode": mode,
+        "symbol": decision["symbol"],
+        "side": side,
+        "amount": verdict.amount if verdict else None,
+        "price": verdict.price if verdict else None,
+        "status": "rejected",
+        "fee": None,
+        "ts": now,
+        "updated_at": now,
         "reason": verdict.reason if verdict else f"no price known for {decision['symbol']}: nothing to size with",
         "risk_checks": json.dumps(verdict.as_record()["checks"] if verdict is not None else []),
         "config_hash": config_hash,
@@ -113,8 +142,14 @@ def portfolio_row(history, quote_balance: Decimal, marks: dict, now, run_id: str
     value = sum((p.amount * marks[p.symbol] for p in open_positions if p.symbol in marks), Decimal(0))
     unrealized = sum((p.unrealized_pnl(marks[p.symbol]) for p in open_positions if p.symbol in marks), Decimal(0))
     return {
-        "ts": now, "run_id": run_id, "signal_storage_id": storage_id, "mode": mode, "quote_balance": quote_balance,
-        "positions_value": value, "equity": quote_balance + value,
+        "ts": now,
+        "run_id": run_id,
+        "signal_storage_id": storage_id,
+        "mode": mode,
+        "quote_balance": quote_balance,
+        "positions_value": value,
+        "equity": quote_balance + value,
         "realized_pnl": sum((p.realized_pnl for p in history), Decimal(0)),
-        "unrealized_pnl": unrealized, "open_positions": len(open_positions),
+        "unrealized_pnl": unrealized,
+        "open_positions": len(open_positions),
     }

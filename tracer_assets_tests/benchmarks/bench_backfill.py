@@ -52,9 +52,7 @@ def main() -> int:
             "PYTHONWARNINGS": "ignore",
         }
         began = time.perf_counter()
-        child = subprocess.run(
-            [sys.executable, "-c", CHILD], cwd=REPO, env=env, capture_output=True, text=True
-        )
+        child = subprocess.run([sys.executable, "-c", CHILD], cwd=REPO, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - began
         peak_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
         if child.returncode != 0:
@@ -66,27 +64,35 @@ def main() -> int:
         import duckdb
 
         with duckdb.connect(str(database), read_only=True) as connection:
-            per_timeframe = dict(connection.execute("SELECT timeframe, count(*) FROM market.ohlcv GROUP BY 1").fetchall())
+            per_timeframe = dict(
+                connection.execute("SELECT timeframe, count(*) FROM market.ohlcv GROUP BY 1").fetchall()
+            )
             symbols = connection.execute("SELECT count(DISTINCT symbol) FROM market.candles").fetchall()[0][0]
         database_mib = database.stat().st_size / 2**20
 
     print(f"backfill of {days} days ({first} .. {last}) x {symbols} symbols in one run")
     print(f"rows: {per_timeframe}")
-    print(f"wall time {seconds:.1f} s (target <= {TARGET_SECONDS:.0f} s), "
-          f"peak RSS {peak_rss_mib:.0f} MiB (target <= {TARGET_RSS_MIB:.0f} MiB), DuckDB file {database_mib:.0f} MiB")
-    print(json.dumps({
-        "benchmark": "backfill_bundled_range",
-        "days": int(days),
-        "symbols": symbols,
-        "base_candles": per_timeframe.get("5m", 0),
-        "all_rows": sum(per_timeframe.values()),
-        "wall_seconds": round(seconds, 2),
-        "peak_rss_mib": round(peak_rss_mib, 1),
-        "duckdb_mib": round(database_mib, 1),
-        "target_seconds": TARGET_SECONDS,
-        "target_rss_mib": TARGET_RSS_MIB,
-        "within_targets": seconds <= TARGET_SECONDS and peak_rss_mib <= TARGET_RSS_MIB,
-    }))
+    print(
+        f"wall time {seconds:.1f} s (target <= {TARGET_SECONDS:.0f} s), "
+        f"peak RSS {peak_rss_mib:.0f} MiB (target <= {TARGET_RSS_MIB:.0f} MiB), DuckDB file {database_mib:.0f} MiB"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "backfill_bundled_range",
+                "days": int(days),
+                "symbols": symbols,
+                "base_candles": per_timeframe.get("5m", 0),
+                "all_rows": sum(per_timeframe.values()),
+                "wall_seconds": round(seconds, 2),
+                "peak_rss_mib": round(peak_rss_mib, 1),
+                "duckdb_mib": round(database_mib, 1),
+                "target_seconds": TARGET_SECONDS,
+                "target_rss_mib": TARGET_RSS_MIB,
+                "within_targets": seconds <= TARGET_SECONDS and peak_rss_mib <= TARGET_RSS_MIB,
+            }
+        )
+    )
     return 0
 
 

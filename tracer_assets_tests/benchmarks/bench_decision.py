@@ -75,26 +75,35 @@ def under_dagster_dev(scratch: Path, signals_job) -> list[dict]:
         for _ in range(RUNS):
             storage_id = materialize_signals(instance, signals_job)
             run = wait_for_decision_run(instance, storage_id)
-            signal_at = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=SIGNALS_KEY, storage_ids=[storage_id]), limit=1
-            ).records[0].timestamp
-            decided = [r for r in instance.fetch_materializations(DECISIONS_KEY, limit=RUNS).records if r.run_id == run.run_id]
+            signal_at = (
+                instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=SIGNALS_KEY, storage_ids=[storage_id]), limit=1
+                )
+                .records[0]
+                .timestamp
+            )
+            decided = [
+                r for r in instance.fetch_materializations(DECISIONS_KEY, limit=RUNS).records if r.run_id == run.run_id
+            ]
             record = instance.get_run_record_by_id(run.run_id)
-            laps.append({
-                "latency": decided[0].timestamp - signal_at,
-                "sensor_pickup": record.create_timestamp.timestamp() - signal_at,
-                "queue_and_launch": record.start_time - record.create_timestamp.timestamp(),
-                "run_to_decision": decided[0].timestamp - record.start_time,
-            })
-            print(f"signal event {storage_id}: decision recorded {laps[-1]['latency']:.2f} s later "
-                  f"(sensor {laps[-1]['sensor_pickup']:.2f} s, queue+launch {laps[-1]['queue_and_launch']:.2f} s, "
-                  f"run start -> decision {laps[-1]['run_to_decision']:.2f} s)")
+            laps.append(
+                {
+                    "latency": decided[0].timestamp - signal_at,
+                    "sensor_pickup": record.create_timestamp.timestamp() - signal_at,
+                    "queue_and_launch": record.start_time - record.create_timestamp.timestamp(),
+                    "run_to_decision": decided[0].timestamp - record.start_time,
+                }
+            )
+            print(
+                f"signal event {storage_id}: decision recorded {laps[-1]['latency']:.2f} s later "
+                f"(sensor {laps[-1]['sensor_pickup']:.2f} s, queue+launch {laps[-1]['queue_and_launch']:.2f} s, "
+                f"run start -> decision {laps[-1]['run_to_decision']:.2f} s)"
+            )
     return laps
 
 
 def in_process(defs, signals_job) -> tuple[list[float], list[float]]:
     import dagster as dg
-
     from run_figures import seconds_inside_steps
 
     from tracer_assets.definitions import DECISION_JOB
@@ -106,7 +115,9 @@ def in_process(defs, signals_job) -> tuple[list[float], list[float]]:
         for _ in range(RUNS + 1):  # the first warms caches and is not counted
             storage_id = materialize_signals(instance, signals_job)
             began = time.perf_counter()
-            result = job.execute_in_process(instance=instance, run_config=QUIET, tags={SIGNAL_STORAGE_TAG: str(storage_id)})
+            result = job.execute_in_process(
+                instance=instance, run_config=QUIET, tags={SIGNAL_STORAGE_TAG: str(storage_id)}
+            )
             walls.append(time.perf_counter() - began)
             assert result.success
             insides.append(seconds_inside_steps(instance, result.run_id))
@@ -136,27 +147,35 @@ def main() -> int:
         return statistics.median(lap[name] for lap in laps)
 
     latency, wall, inside = median("latency"), statistics.median(walls), statistics.median(insides)
-    print(f"(a) under dagster dev: signal -> decision recorded {latency:.2f} s (median of {RUNS}; "
-          f"sensor pickup {median('sensor_pickup'):.2f} s, queue+launch {median('queue_and_launch'):.2f} s, "
-          f"run start -> decision {median('run_to_decision'):.2f} s), target <= {TARGET_DAEMON_SECONDS:g} s")
-    print(f"(b) decision_job in-process: {wall:.2f} s whole, {inside:.2f} s inside the steps (median of {RUNS}), "
-          f"target <= {TARGET_IN_PROCESS_SECONDS:g} s")
-    print(json.dumps({
-        "benchmark": "decision_latency",
-        "symbols": 2,
-        "runs": RUNS,
-        "daemon_signal_to_decision_seconds": round(latency, 3),
-        "daemon_sensor_pickup_seconds": round(median("sensor_pickup"), 3),
-        "daemon_queue_and_launch_seconds": round(median("queue_and_launch"), 3),
-        "daemon_run_start_to_decision_seconds": round(median("run_to_decision"), 3),
-        "daemon_latencies_seconds": [round(lap["latency"], 3) for lap in laps],
-        "in_process_decision_job_seconds": round(wall, 3),
-        "in_process_steps_seconds": round(inside, 3),
-        "target_daemon_seconds": TARGET_DAEMON_SECONDS,
-        "target_in_process_seconds": TARGET_IN_PROCESS_SECONDS,
-        "daemon_within_target": latency <= TARGET_DAEMON_SECONDS,
-        "in_process_within_target": wall <= TARGET_IN_PROCESS_SECONDS,
-    }))
+    print(
+        f"(a) under dagster dev: signal -> decision recorded {latency:.2f} s (median of {RUNS}; "
+        f"sensor pickup {median('sensor_pickup'):.2f} s, queue+launch {median('queue_and_launch'):.2f} s, "
+        f"run start -> decision {median('run_to_decision'):.2f} s), target <= {TARGET_DAEMON_SECONDS:g} s"
+    )
+    print(
+        f"(b) decision_job in-process: {wall:.2f} s whole, {inside:.2f} s inside the steps (median of {RUNS}), "
+        f"target <= {TARGET_IN_PROCESS_SECONDS:g} s"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "decision_latency",
+                "symbols": 2,
+                "runs": RUNS,
+                "daemon_signal_to_decision_seconds": round(latency, 3),
+                "daemon_sensor_pickup_seconds": round(median("sensor_pickup"), 3),
+                "daemon_queue_and_launch_seconds": round(median("queue_and_launch"), 3),
+                "daemon_run_start_to_decision_seconds": round(median("run_to_decision"), 3),
+                "daemon_latencies_seconds": [round(lap["latency"], 3) for lap in laps],
+                "in_process_decision_job_seconds": round(wall, 3),
+                "in_process_steps_seconds": round(inside, 3),
+                "target_daemon_seconds": TARGET_DAEMON_SECONDS,
+                "target_in_process_seconds": TARGET_IN_PROCESS_SECONDS,
+                "daemon_within_target": latency <= TARGET_DAEMON_SECONDS,
+                "in_process_within_target": wall <= TARGET_IN_PROCESS_SECONDS,
+            }
+        )
+    )
     return 0
 
 

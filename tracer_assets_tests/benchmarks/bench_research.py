@@ -29,7 +29,11 @@ def series(symbol: str) -> dict[str, pl.DataFrame]:
     frames = {"5m": base}
     for tf in TIMEFRAMES[1:]:
         frames[tf] = base.group_by_dynamic("ts", every=tf).agg(
-            pl.col("open").first(), pl.col("high").max(), pl.col("low").min(), pl.col("close").last(), pl.col("volume").sum()
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
         )
     return frames
 
@@ -41,17 +45,29 @@ def main() -> int:
     backtest_strategy(specs[0], candles[DEFAULT_SYMBOLS[0]]["1h"], "1h", rules)  # compile (numba cache) first
     began = time.perf_counter()
     bars = runs = 0
-    for symbol, frames in candles.items():
+    for frames in candles.values():
         for tf, frame in frames.items():
             for spec in specs:
                 backtest_strategy(spec, frame, tf, rules)
                 runs += 1
                 bars += frame.height
     seconds = time.perf_counter() - began
-    print(f"{len(specs)} strategies x {len(candles)} symbols x {len(TIMEFRAMES)} timeframes = {runs} backtests "
-          f"(full + walk-forward over each strategy's grid), {bars:,} bars: {seconds:.1f} s (target <= {TARGET_SECONDS:.0f} s)")
-    print(json.dumps({"benchmark": "research_library", "backtests": runs, "seconds": round(seconds, 2),
-                      "target_seconds": TARGET_SECONDS, "within_target": seconds <= TARGET_SECONDS}))
+    print(
+        f"{len(specs)} strategies x {len(candles)} symbols x {len(TIMEFRAMES)} timeframes = {runs} backtests "
+        f"(full + walk-forward over each strategy's grid), {bars:,} bars: "
+        f"{seconds:.1f} s (target <= {TARGET_SECONDS:.0f} s)"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "research_library",
+                "backtests": runs,
+                "seconds": round(seconds, 2),
+                "target_seconds": TARGET_SECONDS,
+                "within_target": seconds <= TARGET_SECONDS,
+            }
+        )
+    )
     return 0
 
 

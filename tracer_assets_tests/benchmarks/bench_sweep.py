@@ -58,8 +58,12 @@ def signals(close: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     before = np.concatenate([above[:, :1], above[:, :-1]], axis=1)
     entries_by_combo, exits_by_combo = above & ~before, ~above & before
     # combo c = fast index * 20 + slow index in both layouts
-    return (np.ascontiguousarray(entries_by_combo.T), np.ascontiguousarray(exits_by_combo.T),
-            entries_by_combo.T, exits_by_combo.T)
+    return (
+        np.ascontiguousarray(entries_by_combo.T),
+        np.ascontiguousarray(exits_by_combo.T),
+        entries_by_combo.T,
+        exits_by_combo.T,
+    )
 
 
 def timed(call, runs: int = RUNS) -> tuple[list[float], list[float], object]:
@@ -103,8 +107,13 @@ def main() -> int:
         trades, _ = reference_backtest(*lists, entries[:, combo].tolist(), exits[:, combo].tolist(), fee=rules.fee)
         reference_seconds += time.perf_counter() - began
         part = result.combo_trades(combo)
-        engine = list(zip(result.entry_idx[part].tolist(), result.exit_idx[part].tolist(),
-                          [EXIT_REASON_NAMES[r] for r in result.exit_reason[part]]))
+        engine = list(
+            zip(
+                result.entry_idx[part].tolist(),
+                result.exit_idx[part].tolist(),
+                [EXIT_REASON_NAMES[r] for r in result.exit_reason[part]],
+            )
+        )
         identical &= engine == [(t.entry_idx, t.exit_idx, t.exit_reason) for t in trades]
         if trades and len(trades) == part.stop - part.start:
             gap = np.max(np.abs(result.return_[part] - np.array([t.return_ for t in trades])))
@@ -115,44 +124,59 @@ def main() -> int:
     best = table.sort("score", descending=True).row(0, named=True)
     fast, slow = FAST[best["combo"] // len(SLOW)], SLOW[best["combo"] % len(SLOW)]
     load_average = os.getloadavg()[0]
-    print(f"EMA-crossover sweep: {len(FAST)} fast x {len(SLOW)} slow = {n_combos} combinations x {n_bars} "
-          f"BTC/USDT 5m bars = {bar_combinations:,} bar-combinations, fee {rules.fee:.1%}, "
-          f"NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']}")
-    print(f"signals (40 EMAs, crossings, both layouts) {signal_walls[0]:.3f} s; first call (compile or cache load) "
-          f"{first_call:.2f} s; metrics {min(metric_walls) * 1000:.1f} ms")
-    print(f"bar-major (n_bars, n_combos) C order: runs {', '.join(f'{w:.3f}' for w in walls)} s "
-          f"(CPU {', '.join(f'{c:.3f}' for c in cpus)} s); median {median:.3f} s = {rate / 1e6:.1f} M bar-combinations/s")
-    print(f"combo-major (Fortran order): runs {', '.join(f'{w:.3f}' for w in walls_f)} s "
-          f"(CPU {', '.join(f'{c:.3f}' for c in cpus_f)} s); median {median_f:.3f} s = {rate_f / 1e6:.1f} M bar-combinations/s")
-    print(f"{result.n_trades:,} trades; best by score: fast {fast} / slow {slow}: total return "
-          f"{best['total_return']:+.2%}, sharpe {best['sharpe']:.2f}, {best['trades']} trades; "
-          f"reference check on combos {sample}: {'identical' if identical else 'DIFFERENT'} "
-          f"(max return gap {max_return_gap:.1e}, reference {reference_seconds / len(sample):.2f} s per combination); "
-          f"target >= {TARGET / 1e6:.0f} M/s; load average {load_average:.2f}")
-    print(json.dumps({
-        "benchmark": "sweep",
-        "combinations": n_combos,
-        "bars": n_bars,
-        "bar_combinations": bar_combinations,
-        "seconds_median": round(median, 4),
-        "seconds_runs": [round(w, 4) for w in walls],
-        "cpu_seconds_runs": [round(c, 4) for c in cpus],
-        "bar_combinations_per_second": round(rate),
-        # CPU time is what this process used: steadier than wall time when other work shares the cores.
-        "cpu_bar_combinations_per_second": round(bar_combinations / statistics.median(cpus)),
-        "combo_major_seconds_median": round(median_f, 4),
-        "combo_major_bar_combinations_per_second": round(rate_f),
-        "first_call_seconds": round(first_call, 3),
-        "signals_seconds": round(signal_walls[0], 4),
-        "metrics_seconds": round(min(metric_walls), 4),
-        "trades": result.n_trades,
-        "reference_combos_checked": len(sample),
-        "reference_identical": bool(identical),
-        "numba_threads": int(os.environ["NUMBA_NUM_THREADS"]),
-        "load_average_1m": round(load_average, 2),
-        "target_bar_combinations_per_second": TARGET,
-        "within_target": rate >= TARGET,
-    }))
+    print(
+        f"EMA-crossover sweep: {len(FAST)} fast x {len(SLOW)} slow = {n_combos} combinations x {n_bars} "
+        f"BTC/USDT 5m bars = {bar_combinations:,} bar-combinations, fee {rules.fee:.1%}, "
+        f"NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']}"
+    )
+    print(
+        f"signals (40 EMAs, crossings, both layouts) {signal_walls[0]:.3f} s; first call (compile or cache load) "
+        f"{first_call:.2f} s; metrics {min(metric_walls) * 1000:.1f} ms"
+    )
+    print(
+        f"bar-major (n_bars, n_combos) C order: runs {', '.join(f'{w:.3f}' for w in walls)} s "
+        f"(CPU {', '.join(f'{c:.3f}' for c in cpus)} s); median {median:.3f} s = {rate / 1e6:.1f} M bar-combinations/s"
+    )
+    print(
+        f"combo-major (Fortran order): runs {', '.join(f'{w:.3f}' for w in walls_f)} s "
+        f"(CPU {', '.join(f'{c:.3f}' for c in cpus_f)} s); "
+        f"median {median_f:.3f} s = {rate_f / 1e6:.1f} M bar-combinations/s"
+    )
+    print(
+        f"{result.n_trades:,} trades; best by score: fast {fast} / slow {slow}: total return "
+        f"{best['total_return']:+.2%}, sharpe {best['sharpe']:.2f}, {best['trades']} trades; "
+        f"reference check on combos {sample}: {'identical' if identical else 'DIFFERENT'} "
+        f"(max return gap {max_return_gap:.1e}, reference {reference_seconds / len(sample):.2f} s per combination); "
+        f"target >= {TARGET / 1e6:.0f} M/s; load average {load_average:.2f}"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "sweep",
+                "combinations": n_combos,
+                "bars": n_bars,
+                "bar_combinations": bar_combinations,
+                "seconds_median": round(median, 4),
+                "seconds_runs": [round(w, 4) for w in walls],
+                "cpu_seconds_runs": [round(c, 4) for c in cpus],
+                "bar_combinations_per_second": round(rate),
+                # CPU time is what this process used: steadier than wall time when other work shares the cores.
+                "cpu_bar_combinations_per_second": round(bar_combinations / statistics.median(cpus)),
+                "combo_major_seconds_median": round(median_f, 4),
+                "combo_major_bar_combinations_per_second": round(rate_f),
+                "first_call_seconds": round(first_call, 3),
+                "signals_seconds": round(signal_walls[0], 4),
+                "metrics_seconds": round(min(metric_walls), 4),
+                "trades": result.n_trades,
+                "reference_combos_checked": len(sample),
+                "reference_identical": bool(identical),
+                "numba_threads": int(os.environ["NUMBA_NUM_THREADS"]),
+                "load_average_1m": round(load_average, 2),
+                "target_bar_combinations_per_second": TARGET,
+                "within_target": rate >= TARGET,
+            }
+        )
+    )
     return 0 if identical else 1
 
 

@@ -55,7 +55,8 @@ def measure(history_start: str, scratch: Path, in_memory: bool = False) -> dict:
     tick_keys, views = tick_inputs(defs.assets)
     with dg.DagsterInstance.ephemeral() if in_memory else dg.DagsterInstance.get() as instance:
         history = job.execute_in_process(
-            instance=instance, run_config=QUIET,
+            instance=instance,
+            run_config=QUIET,
             tags={ASSET_PARTITION_RANGE_START_TAG: history_start, ASSET_PARTITION_RANGE_END_TAG: "2024-09-05"},
         )
         assert history.success
@@ -82,8 +83,10 @@ def main() -> int:
     for name, start in HISTORIES.items():
         with tempfile.TemporaryDirectory(prefix="tracer-bench-tick-") as scratch:
             figures[name] = measure(start, Path(scratch))
-        print(f"{name:>9} of history: tick {figures[name]['tick_seconds']:.2f} s whole, "
-              f"{figures[name]['assets_seconds']:.2f} s inside the assets (median of {TICKS})")
+        print(
+            f"{name:>9} of history: tick {figures[name]['tick_seconds']:.2f} s whole, "
+            f"{figures[name]['assets_seconds']:.2f} s inside the assets (median of {TICKS})"
+        )
     with tempfile.TemporaryDirectory(prefix="tracer-bench-tick-") as scratch:
         in_memory = measure(HISTORIES["1_month"], Path(scratch), in_memory=True)["tick_seconds"]
     print(f"  1_month of history, in-memory Dagster instance: tick {in_memory:.2f} s whole (median of {TICKS})")
@@ -91,23 +94,27 @@ def main() -> int:
     ratio_assets = figures["8_months"]["assets_seconds"] / figures["1_month"]["assets_seconds"]
     tick = figures["1_month"]["tick_seconds"]
     print(f"8 months / 1 month: {ratio:.2f} whole, {ratio_assets:.2f} inside the assets (target <= {TARGET_RATIO})")
-    print(json.dumps({
-        "benchmark": "trading_tick_6x4",
-        "symbols": 6,
-        "timeframes": 4,
-        "tick_seconds_1_month": round(tick, 3),
-        "assets_seconds_1_month": round(figures["1_month"]["assets_seconds"], 3),
-        "tick_seconds_8_months": round(figures["8_months"]["tick_seconds"], 3),
-        "assets_seconds_8_months": round(figures["8_months"]["assets_seconds"], 3),
-        "ratio_8m_over_1m": round(ratio, 3),
-        "ratio_assets_8m_over_1m": round(ratio_assets, 3),
-        "target_tick_seconds": TARGET_TICK_SECONDS,
-        "target_ratio": TARGET_RATIO,
-        "tick_seconds_in_memory_instance": round(in_memory, 3),
-        "tick_within_target": tick <= TARGET_TICK_SECONDS,
-        "in_memory_tick_within_target": in_memory <= TARGET_TICK_SECONDS,
-        "ratio_within_target": ratio <= TARGET_RATIO,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "trading_tick_6x4",
+                "symbols": 6,
+                "timeframes": 4,
+                "tick_seconds_1_month": round(tick, 3),
+                "assets_seconds_1_month": round(figures["1_month"]["assets_seconds"], 3),
+                "tick_seconds_8_months": round(figures["8_months"]["tick_seconds"], 3),
+                "assets_seconds_8_months": round(figures["8_months"]["assets_seconds"], 3),
+                "ratio_8m_over_1m": round(ratio, 3),
+                "ratio_assets_8m_over_1m": round(ratio_assets, 3),
+                "target_tick_seconds": TARGET_TICK_SECONDS,
+                "target_ratio": TARGET_RATIO,
+                "tick_seconds_in_memory_instance": round(in_memory, 3),
+                "tick_within_target": tick <= TARGET_TICK_SECONDS,
+                "in_memory_tick_within_target": in_memory <= TARGET_TICK_SECONDS,
+                "ratio_within_target": ratio <= TARGET_RATIO,
+            }
+        )
+    )
     return 0
 
 
