@@ -7,22 +7,27 @@ all see the same graph for the same environment.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 import dagster as dg
 
 from tracer_assets.features.assets import build_indicators_asset
-from tracer_assets.market.assets import CANDLES_KEY, build_candles_asset, candle_partitions
+from tracer_assets.market.assets import build_candles_asset
+from tracer_assets.market.keys import CANDLES_KEY
+from tracer_assets.market.partitions import candle_partitions
 from tracer_assets.research.assets import build_research_assets
 from tracer_assets.resources.exchange import ExchangeResource, LiveExchangeResource
 from tracer_assets.resources.notifier import NotifierResource
-from tracer_assets.resources.warehouse import DuckDBPolarsIOManager, TracerDuckDB
+from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.schedules import TICK_GROUPS, TICK_JOB, build_tick
 from tracer_assets.settings import Settings, load_settings
-from tracer_assets.signals.assets import SIGNALS_KEY, build_signal_assets
+from tracer_assets.signals.assets import build_signal_assets
+from tracer_assets.signals.keys import SIGNALS_KEY
 from tracer_assets.sql.assets import build_sql_assets
-from tracer_assets.trading.assets import API_KEY_VAR, SECRET_VAR, build_trading_assets, trading_mode
-from tracer_assets.trading.secrets import check_secrets
+from tracer_assets.trading.assets import build_trading_assets, trading_mode
+from tracer_assets.trading.orders import Mode
+from tracer_assets.trading.secrets import API_KEY_VAR, SECRET_VAR, check_secrets
 from tracer_assets.trading.sensors import DECISION_JOB, build_decision_job, build_signal_sensor
 from tracer_assets.trading.signal_checks import blocking_check_names
 
@@ -48,7 +53,7 @@ def llm_resources(settings: Settings) -> dict:
     """The anthropic client only when the LLM decides: its key (EnvVar) must not be required otherwise."""
     if settings.decider != "llm":
         return {}
-    from tracer_assets.resources.llm import AnthropicResource
+    from tracer_assets.llm.resource import AnthropicResource
 
     return {
         "llm": AnthropicResource.from_env_key(
@@ -61,7 +66,7 @@ def llm_resources(settings: Settings) -> dict:
 
 def live_resources(settings: Settings) -> dict:
     """The keyed exchange client only in LIVE mode: its keys (EnvVar) must not be required otherwise."""
-    if trading_mode(settings)[0] != "LIVE":
+    if trading_mode(settings)[0] is not Mode.LIVE:
         return {}
     return {
         "live_exchange": LiveExchangeResource(
@@ -74,7 +79,19 @@ def live_resources(settings: Settings) -> dict:
     }
 
 
+def configure_logging(settings: Settings) -> None:
+    """DEBUG=1: the tracer_assets loggers log at debug level, to stderr (runs show it in their logs)."""
+    logger = logging.getLogger("tracer_assets")
+    logger.setLevel(logging.DEBUG if settings.debug else logging.NOTSET)
+    if settings.debug and not any(getattr(h, "tracer_debug", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.tracer_debug = True
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
+    configure_logging(settings)
     check_secrets(settings)  # a malformed secret in use stops the load here, not a run after its decisions
     partitions = candle_partitions(settings)
     candles = build_candles_asset(settings, partitions)
@@ -116,7 +133,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources={
             "exchange": ExchangeResource.from_settings(settings),
             "duckdb": TracerDuckDB(database=database),
-            "io_manager": DuckDBPolarsIOManager(database=database),
             "notifier": NotifierResource.from_env(settings.environ),
             **llm_resources(settings),
             **live_resources(settings),

@@ -27,9 +27,9 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from tracer_assets.definitions import DECISION_JOB, RESEARCH_JOB, TICK_JOB, defs
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.settings import load_settings
-from tracer_assets.signals.assets import SIGNALS_KEY
-from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
+from tracer_assets.signals.keys import SIGNALS_KEY
 from tracer_assets.trading.decide import SignalEvent
+from tracer_assets.trading.keys import SIGNAL_STORAGE_TAG
 
 
 def market_summary(database: str) -> str:

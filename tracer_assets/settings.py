@@ -112,7 +112,7 @@ SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
     ("FORCE_DRY", "0", "Seed flag: 1 forces paper trading whatever else is set."),
     ("ENABLE_LIVE", "0", "Seed flag: first of the two live switches."),
     ("IS_LIVE", "0", "Seed flag: second of the two live switches."),
-    ("DEBUG", "0", "Seed flag: verbose logging."),
+    ("DEBUG", "0", "Seed flag: 1 turns on debug logging of the `tracer_assets` loggers (to stderr)."),
     (
         "ORDER_AMOUNT",
         "10",
@@ -129,7 +129,8 @@ SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
     (
         "SIM_PRICE",
         "(none: market price)",
-        "Read and checked, but not used yet: the paper broker fills at the next candle's open.",
+        "Paper broker: the price an order is sized at when no market price of its symbol is known "
+        "(no candle stored yet); it still fills at the next candle's open.",
     ),
     ("SIM_BASE_BALANCE", "0", "Paper broker: starting base-currency balance."),
     ("SIM_QUOTE_BALANCE", "10000", "Paper broker: starting quote-currency balance."),
@@ -288,6 +289,11 @@ class Settings:
     def live_flags_on(self) -> bool:
         """The flag half of the live conditions (docs/architecture.md) (the exchange keys are the other half)."""
         return self.enable_live and self.is_live and not self.force_dry and not self.dry_run
+
+    @property
+    def all_timeframes(self) -> tuple[str, ...]:
+        """The base timeframe, then the resampled ones."""
+        return (self.base_timeframe, *self.timeframes)
 
     @property
     def base_timeframe_seconds(self) -> int:

@@ -50,14 +50,12 @@ import numpy as np
 
 import tracer_assets
 from tracer_assets.market.timeframes import timeframe_ms
-from tracer_assets.resources.replay_exchange import read_candle_file
+from tracer_assets.resources.replay_exchange import CANDLE_FILE_NAME, read_candle_file
 
 BUNDLED_DATA = Path(tracer_assets.__file__).parent / "data" / "binance_spot_2024"
 DATA_END_MS = int(datetime(2024, 9, 6, 4, 45, tzinfo=UTC).timestamp() * 1000)
 FUNDING_PERIOD_MS = 8 * 3_600_000
 
-# Spot files only (BTC_USDT-5m.parquet); futures files name a settle currency too.
-_SPOT_FILE = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<interval>\d+[mhdwM])\.(parquet|feather|json)$")
 _FORMATS = {".parquet": 0, ".feather": 1, ".json": 2}  # the same preference as the replay exchange
 
 # Binance's spot filters as they stood in 2024: tickSize, stepSize, maxQty.
@@ -237,10 +235,10 @@ class FakeBinance:
         self._files: dict[tuple[str, str], Path] = {}
         self._assets: dict[str, tuple[str, str]] = {}  # symbol id -> (base, quote)
         for path in sorted(Path(data_dir).iterdir(), key=lambda p: _FORMATS.get(p.suffix, 9)):
-            match = _SPOT_FILE.match(path.name)
-            if match:
+            match = CANDLE_FILE_NAME.match(path.name)
+            if match and match["settle"] is None and match["kind"] is None:  # spot files only (BTC_USDT-5m)
                 symbol_id = match["base"] + match["quote"]
-                self._files.setdefault((symbol_id, match["interval"]), path)
+                self._files.setdefault((symbol_id, match["tf"]), path)
                 self._assets[symbol_id] = (match["base"], match["quote"])
         self._series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._requests: list[Request] = []

@@ -23,18 +23,8 @@ from urllib.parse import quote
 import pytest
 from dagster import DagsterInvalidConfigError, EnvVar, asset, materialize
 
-from tracer_assets.resources.notifier import NotifierResource
-from tracer_assets.trading.audit import (
-    AUDIT_JSONL,
-    DIAGNOSTICS_JSON,
-    ORDER_LOG_FIELDS,
-    ORDERS_LOG,
-    AuditLog,
-    config_hash,
-    redact,
-    trading_config,
-)
-from tracer_assets.trading.notify import (
+from tracer_assets import notify, redaction
+from tracer_assets.notify import (
     DISCORD_LIMIT,
     TELEGRAM_LIMIT,
     DeliveryError,
@@ -45,6 +35,18 @@ from tracer_assets.trading.notify import (
     format_order_message,
     send_discord,
     send_telegram,
+)
+from tracer_assets.redaction import prepare_secrets, redact, redact_text
+from tracer_assets.resources.notifier import NotifierResource
+from tracer_assets.trading import audit
+from tracer_assets.trading.audit import (
+    AUDIT_JSONL,
+    DIAGNOSTICS_JSON,
+    ORDER_LOG_FIELDS,
+    ORDERS_LOG,
+    AuditLog,
+    config_hash,
+    trading_config,
 )
 from tracer_assets.trading.risk import Check, RiskVerdict
 
@@ -260,7 +262,7 @@ def test_a_failed_delivery_is_reported_never_raised_and_redacted(chat, channel, 
     else:
         notifier = Notifier(telegram_token=TELEGRAM_TOKEN, telegram_chat_id=CHAT_ID, api_base=chat.url, timeout=0.5)
 
-    with caplog.at_level(logging.WARNING, logger="tracer_assets.trading.notify"):
+    with caplog.at_level(logging.WARNING, logger="tracer_assets.notify"):
         results = notifier.notify(Notification("DRY SELL ETH/USDT", "stop hit"))
 
     [result] = results
@@ -606,6 +608,31 @@ def test_redact_standalone_keeps_the_shape():
         "webhook_url": None,
     }
     assert row["api_key"] == "abc"  # a copy: the input is untouched
+
+
+def test_one_redaction_serves_the_audit_and_the_notifications():
+    # tracer_assets.redaction is the one implementation.
+    assert audit.prepare_secrets is redaction.prepare_secrets and audit.redact_text is redaction.redact_text
+    assert notify.prepare_secrets is redaction.prepare_secrets and notify.redact_text is redaction.redact_text
+
+
+def test_a_short_secret_is_refused_skipped_or_kept_as_the_caller_says(tmp_path):
+    with pytest.raises(ValueError, match="secrets\\[1\\]: a secret of 3 characters is too short to redact"):
+        prepare_secrets([ANTHROPIC_KEY, "abc"])
+    with pytest.raises(ValueError, match="too short"):
+        AuditLog(tmp_path, secrets=[" abcdefg "])  # blanks around it do not count
+    assert prepare_secrets([ANTHROPIC_KEY, "abc", None, "", 42], too_short="skip") == (ANTHROPIC_KEY,)
+    kept = prepare_secrets(["abc"], too_short="keep")
+    assert kept == ("abc",) and redact_text("token abc here", kept) == "token [redacted] here"
+
+
+def test_a_secret_url_is_cut_in_every_form_it_shows_up_in():
+    webhook = f"https://discord.com/api/webhooks/{DISCORD_ID}/{DISCORD_TOKEN}"
+    prepared = prepare_secrets([webhook, f"http://user:{EXCHANGE_SECRET}@proxy:8080"])
+    assert prepared == tuple(sorted(prepared, key=lambda s: (-len(s), s)))  # longest first
+    for shown in (webhook, f"/api/webhooks/{DISCORD_ID}/{DISCORD_TOKEN}", DISCORD_TOKEN, quote(webhook, safe="")):
+        assert redact_text(f"failed: {shown}!", prepared) == "failed: [redacted]!"
+    assert EXCHANGE_SECRET not in redact_text(f"proxy password {EXCHANGE_SECRET}", prepared)
 
 
 def test_config_hash_is_stable_and_blind_to_secrets():

@@ -22,7 +22,7 @@ from test_trading_assets import (  # noqa: F401  (replay_clock is a fixture)
 
 from tracer_assets.pool import free_slot, holders
 from tracer_assets.settings import load_settings
-from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
+from tracer_assets.trading.keys import SIGNAL_STORAGE_TAG
 
 # The decision job in a process that SIGKILLs itself at the `call`-th audit write of the run
 # (1: the decisions step's, 2: the execution step's), before or after the lines are written.

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 from tracer_assets.trading.live_book import Execution, book_positions, exit_trigger
-from tracer_assets.trading.paper import Position
+from tracer_assets.trading.positions import Position
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 SYMBOL = "BTC/USDT"

@@ -23,7 +23,7 @@ from tracer_assets.trading.live import (
     RecordedOrder,
     live_allowed,
 )
-from tracer_assets.trading.paper import OrderTicket, client_order_id
+from tracer_assets.trading.orders import OrderTicket, client_order_id
 
 KEY, SECRET = "test-api-key", "test-api-secret"
 LIVE_ENV = {"ENABLE_LIVE": "1", "IS_LIVE": "1", "FORCE_DRY": "0", "DRY_RUN": "0"}

@@ -31,7 +31,7 @@ from test_trading_assets import (  # noqa: F401  (replay_clock is a fixture)
 )
 
 from tracer_assets.definitions import DECISION_JOB, TICK_JOB
-from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
+from tracer_assets.trading.keys import SIGNAL_STORAGE_TAG
 
 KEY, SECRET = "live-test-key", "live-test-secret"
 LIVE_ENV = {

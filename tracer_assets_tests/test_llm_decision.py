@@ -1,4 +1,5 @@
-"""The LLM decider against a local Messages API server, through the real anthropic client.
+"""The LLM decider against a local Messages API server, through the real anthropic client
+(built by the shared `AnthropicResource`; the generic call has its own tests in test_llm_client.py).
 
 The context is built from the bundled real 1h candles of BTC/USDT and ETH/USDT (indicators and
 signals computed as the assets do); ETH is held, BTC is not. Every failure must give HOLD with
@@ -11,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import anthropic
@@ -21,21 +23,21 @@ from conftest import bundled_frame
 from fake_anthropic import FakeAnthropic
 
 from tracer_assets.features.indicators import compute_indicators
+from tracer_assets.llm import AnswerRejected
+from tracer_assets.llm.resource import DEFAULT_MODEL, AnthropicResource
 from tracer_assets.market.candles import candles_from_rows
-from tracer_assets.resources.llm import DEFAULT_MODEL, AnthropicResource
 from tracer_assets.signals.scoring import score_latest
 from tracer_assets.trading.llm_decision import (
     PROMPT_INDICATORS,
-    AnswerRejected,
     DecisionContext,
     LlmOutcome,
     MarketSnapshot,
     PortfolioState,
-    Position,
     context_from_frames,
     decide_with_llm,
     parse_answer,
 )
+from tracer_assets.trading.positions import Position
 
 API_KEY = "sk-ant-test-SECRET-4f1c9e2b7a"
 MODEL = "claude-sonnet-4-6"
@@ -59,6 +61,21 @@ def frames() -> tuple[pl.DataFrame, pl.DataFrame]:
     return indicators, score_latest(indicators)
 
 
+def _held(symbol: str, amount: str, entry_price: str) -> Position:
+    """An open long as the trading domain holds it (the paper broker's and the live book's Position)."""
+    amount, entry = Decimal(amount), Decimal(entry_price)
+    return Position(
+        position_id="tracer-test",
+        symbol=symbol,
+        amount=amount,
+        entry_price=entry,
+        cost_basis=amount * entry,
+        stop_loss=None,
+        take_profit=None,
+        opened_at=datetime(2024, 9, 1, tzinfo=UTC),
+    )
+
+
 def _context(frames, quote_balance: str = "1000") -> DecisionContext:
     indicators, signals = frames
     market = {
@@ -75,7 +92,7 @@ def _context(frames, quote_balance: str = "1000") -> DecisionContext:
             "errors": {"open_interest": OI_MISSING, "funding_rate": FUNDING_MISSING},
         },
     }
-    portfolio = PortfolioState("USDT", Decimal(quote_balance), {"ETH/USDT": Position(Decimal("0.05"), Decimal("2400"))})
+    portfolio = PortfolioState("USDT", Decimal(quote_balance), {"ETH/USDT": _held("ETH/USDT", "0.05", "2400")})
     return context_from_frames(SYMBOLS, indicators, signals, market, portfolio, Decimal("5"), Decimal("100"), "1h")
 
 
@@ -120,9 +137,11 @@ def _as_json(answer: dict) -> str:
     return text
 
 
-def _decide(server: FakeAnthropic, ctx: DecisionContext, timeout_s: float = 5.0, **client_kwargs) -> LlmOutcome:
-    with _client(server, **client_kwargs) as client:
-        outcome = decide_with_llm(client, MODEL, ctx, timeout_s=timeout_s, max_tokens=512)
+def _decide(server: FakeAnthropic, ctx: DecisionContext, timeout_s: float = 5.0, api_key: str = API_KEY) -> LlmOutcome:
+    llm = AnthropicResource(
+        api_key=api_key, model=MODEL, base_url=server.url, timeout_seconds=timeout_s, max_tokens=512
+    )
+    outcome = decide_with_llm(llm, ctx)
     assert API_KEY not in repr(outcome)  # not in the reason, the raw text, anywhere
     return outcome
 
@@ -433,7 +452,7 @@ def test_the_resource_holds_at_its_deadline(server, ctx):
     server.reply_trickle(_as_json(_buy(ctx)), pieces=8, pause_s=0.5)
     llm = AnthropicResource(api_key=API_KEY, base_url=server.url, timeout_seconds=1.0)
     started = time.monotonic()
-    outcome = llm.decide(ctx)
+    outcome = decide_with_llm(llm, ctx)
     _assert_hold(outcome, "LLM timed out after 1.0 s (deadline hit")
     assert time.monotonic() - started < 2.5 and API_KEY not in repr(outcome)
 
@@ -501,18 +520,18 @@ def test_the_resource_reads_the_key_from_envvar_and_never_shows_it(server, ctx, 
         llm = resources.llm
         assert API_KEY not in repr(llm) and API_KEY not in str(llm)
         server.reply_status(503, "overloaded")
-        outcome = llm.decide(ctx)
+        outcome = decide_with_llm(llm, ctx)
         _assert_hold(outcome, "LLM HTTP 503")
         assert len(server.requests) == 1  # the resource's client does not retry
         server.reply_text(_as_json(_buy(ctx)))
-        assert llm.decide(ctx).action == "BUY"
+        assert decide_with_llm(llm, ctx).action == "BUY"
     assert server.requests[-1].body["model"] == DEFAULT_MODEL
 
 
 def test_the_resource_without_a_key_holds_and_names_the_variable(ctx, monkeypatch):
-    outcome = AnthropicResource(api_key="  ", base_url="http://127.0.0.1:9").decide(ctx)
+    outcome = decide_with_llm(AnthropicResource(api_key="  ", base_url="http://127.0.0.1:9"), ctx)
     _assert_hold(outcome, "LLM client not configured: the Anthropic API key is empty: set ANTHROPIC_API_KEY")
-    outcome = AnthropicResource(api_key=API_KEY, base_url="ftp://example").decide(ctx)
+    outcome = decide_with_llm(AnthropicResource(api_key=API_KEY, base_url="ftp://example"), ctx)
     _assert_hold(outcome, "base_url must be an http(s) URL")
     assert API_KEY not in repr(outcome)
 
@@ -542,6 +561,10 @@ def test_the_context_refuses_bad_input_naming_the_field(frames, ctx):
         DecisionContext(SYMBOLS, ctx.markets, ctx.portfolio, Decimal("200"), Decimal("100"), "1h")
     with pytest.raises(ValueError, match=r"no market snapshot for \['SOL/USDT'\]"):
         DecisionContext((*SYMBOLS, "SOL/USDT"), ctx.markets, ctx.portfolio, Decimal("5"), Decimal("100"), "1h")
+    with pytest.raises(ValueError, match=r"positions\['BTC/USDT'\] holds the position of 'ETH/USDT'"):
+        PortfolioState("USDT", Decimal("1000"), {"BTC/USDT": _held("ETH/USDT", "0.05", "2400")})
+    with pytest.raises(ValueError, match="position amount of ETH/USDT must be a positive finite Decimal"):
+        PortfolioState("USDT", Decimal("1000"), {"ETH/USDT": _held("ETH/USDT", "0", "2400")})
     with pytest.raises(ValueError, match="no indicator rows for BTC/USDT at timeframe 4h"):
         context_from_frames(SYMBOLS, frames[0], frames[1], {}, ctx.portfolio, Decimal("5"), Decimal("100"), "4h")
     assert snapshot.price == Decimal(repr(frames[0].filter(pl.col("symbol") == "BTC/USDT")["close"][-1]))

@@ -254,26 +254,6 @@ def test_gaps_are_recorded_not_filled(tracer_env, tmp_path, monkeypatch):
     assert query("SELECT count(*) FROM market.candles WHERE symbol = 'BTC/USDT'") == [(288 - 13,)]
 
 
-def test_polars_io_manager_reads_back_under_duckdb_2(tracer_env):
-    """The pitfall in docs/architecture.md: dagster-duckdb-polars reads through .arrow(), gone in duckdb 2.0."""
-    from tracer_assets.resources.warehouse import DuckDBPolarsIOManager
-
-    @dg.asset(key_prefix=["scratch"])
-    def numbers() -> pl.DataFrame:
-        return pl.DataFrame({"n": [1, 2, 3], "label": ["a", "b", "c"]})
-
-    @dg.asset(key_prefix=["scratch"])
-    def doubled(numbers: pl.DataFrame) -> pl.DataFrame:
-        return numbers.with_columns(n=pl.col("n") * 2)
-
-    result = dg.materialize(
-        [numbers, doubled],
-        resources={"io_manager": DuckDBPolarsIOManager(database=tracer_env["TRACER_DUCKDB_PATH"])},
-    )
-    assert result.success
-    assert query("SELECT n, label FROM scratch.doubled ORDER BY n") == [(2, "a"), (4, "b"), (6, "c")]
-
-
 def test_replay_data_dir_may_be_a_freqtrade_folder(tracer_env, tmp_path, monkeypatch):
     """TRACER_REPLAY_DIR pointing at freqtrade's layout (.feather, .json) just works."""
     folder = tmp_path / "user_data" / "data" / "binance"

@@ -13,7 +13,8 @@ import pytest
 from tracer_assets.data import BUNDLED_REPLAY_DIR
 from tracer_assets.resources.replay_exchange import read_candle_file
 from tracer_assets.settings import load_settings
-from tracer_assets.trading.paper import OrderTicket, PaperBroker, client_order_id
+from tracer_assets.trading.orders import OrderTicket, client_order_id
+from tracer_assets.trading.paper import PaperBroker
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 FIVE_MIN = timedelta(minutes=5)

@@ -14,12 +14,12 @@ from fake_binance import FakeBinance
 
 from tracer_assets.resources.ccxt_exchange import make_ccxt_exchange
 from tracer_assets.trading import risk
+from tracer_assets.trading.positions import Position
 from tracer_assets.trading.risk import (
     BUY_CHECKS,
     SELL_CHECKS,
     MarketRules,
     OrderRequest,
-    Position,
     RiskLimits,
     RiskState,
     assess,
@@ -66,7 +66,8 @@ def state(
 
 
 def held(symbol: str, amount: str, entry: str) -> Position:
-    return Position(symbol, D(amount), D(entry), NOW - timedelta(hours=2))
+    cost = D(amount) * D(entry)
+    return Position(f"p-{symbol}", symbol, D(amount), D(entry), cost, None, None, NOW - timedelta(hours=2))
 
 
 def buy(price: str = "50000", confidence: float = 1.0, symbol: str = "BTC/USDT", **kelly) -> OrderRequest:
@@ -260,7 +261,7 @@ def test_programmer_errors_raise_naming_the_field():
     with pytest.raises(ValueError, match="RiskState.now=.*timezone-aware"):
         RiskState((), 0, D(0), None, datetime(2024, 9, 6, 12, 0))
     with pytest.raises(ValueError, match=r"Position\(BTC/USDT\).amount=-1"):
-        held("BTC/USDT", "-1", "50000")
+        state(held("BTC/USDT", "-1", "50000"))
     with pytest.raises(ValueError, match="but the market rules are for 'DOGE/USDT'"):
         assess(buy(), state(), LIMITS, DOGE)
     with pytest.raises(ValueError, match="RiskLimits.min_order_quote=200 is above max_order_quote=100"):

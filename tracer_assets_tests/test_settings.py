@@ -327,3 +327,18 @@ def test_every_setting_is_listed_in_the_readme_table():
     assert missing == [], (
         f"README.md's settings table lacks {missing}; regenerate it with `python -m tracer_assets.settings`"
     )
+
+
+def test_debug_turns_on_debug_logging_of_the_tracer_loggers():
+    import logging
+
+    from tracer_assets.definitions import configure_logging
+
+    logger = logging.getLogger("tracer_assets.trading")
+    try:
+        configure_logging(load_settings(environ={"DEBUG": "1"}))
+        assert logger.isEnabledFor(logging.DEBUG)
+        configure_logging(load_settings(environ={}))
+        assert not logger.isEnabledFor(logging.DEBUG)
+    finally:
+        configure_logging(load_settings(environ={}))

@@ -153,7 +153,7 @@ def test_no_lookahead_is_a_blocking_check_of_the_real_signals_asset(tracer_env):
     # Imported here: the tiny-asset tests above do not depend on the project's definitions.
     from tracer_assets.definitions import build_definitions
     from tracer_assets.settings import load_settings
-    from tracer_assets.signals.assets import SIGNALS_KEY
+    from tracer_assets.signals.keys import SIGNALS_KEY
 
     defs = build_definitions(load_settings())
     assert "no_lookahead" in blocking_check_names(defs.get_assets_def(SIGNALS_KEY), SIGNALS_KEY)

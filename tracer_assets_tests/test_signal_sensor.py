@@ -12,8 +12,8 @@ import pytest
 
 from tracer_assets.definitions import DECISION_JOB, build_definitions
 from tracer_assets.settings import load_settings
-from tracer_assets.signals.assets import HISTORY_KEY, SIGNALS_KEY
-from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
+from tracer_assets.signals.keys import HISTORY_KEY, SIGNALS_KEY
+from tracer_assets.trading.keys import SIGNAL_STORAGE_TAG
 from tracer_assets.trading.sensors import MAX_EVENTS_PER_TICK
 
 

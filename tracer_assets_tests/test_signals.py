@@ -17,12 +17,12 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from tracer_assets.definitions import TICK_JOB, build_definitions
 from tracer_assets.features.indicators import INDICATOR_COLUMNS, WARMUP_BARS, compute_indicators
+from tracer_assets.guards import lookahead_mismatches, warmup_mismatches
 from tracer_assets.market.candles import candles_from_rows
 from tracer_assets.settings import load_settings
 from tracer_assets.signals.assets import GUARDED_COLUMNS, signal_pipeline
-from tracer_assets.signals.guards import lookahead_mismatches, warmup_mismatches
-from tracer_assets.signals.predictions import LABELS
 from tracer_assets.signals.scoring import SIGNAL_HISTORY_BARS, ensemble, history_shortfalls, not_converged, score_latest
+from tracer_assets.vocabulary import LABELS
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 TIMEFRAMES = ("5m", "15m", "1h", "4h")

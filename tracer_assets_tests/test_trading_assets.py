@@ -16,10 +16,10 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from tracer_assets.definitions import DECISION_JOB, TICK_JOB, build_definitions
 from tracer_assets.settings import load_settings
-from tracer_assets.signals.assets import SIGNALS_KEY
-from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
+from tracer_assets.signals.keys import SIGNALS_KEY
 from tracer_assets.trading.decide import SignalEvent, decision_id
-from tracer_assets.trading.paper import client_order_id
+from tracer_assets.trading.keys import SIGNAL_STORAGE_TAG
+from tracer_assets.trading.orders import client_order_id
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 CLOCK_START = datetime(2024, 9, 5, 12, 0, tzinfo=UTC)
@@ -310,3 +310,35 @@ def test_a_paper_decision_on_a_signal_past_its_age_holds_and_says_why(tracer_env
     # Its newest candle (5m, opened 11:55) closed at 12:00; valid for two base candles after.
     assert set(decisions["valid_until"]) == {CLOCK_START + timedelta(minutes=10)}
     assert query(database, "SELECT * FROM trading.orders").is_empty()
+
+
+def test_a_buy_is_kelly_sized_from_the_selected_strategys_out_of_sample_edge(tracer_env, replay_clock, monkeypatch):
+    """Win rate 0.6 and profit factor 2 out of sample: payoff R = 2 x 0.4 / 0.6 = 4/3, full Kelly
+    f* = 0.6 - 0.4 / (4/3) = 0.3, used at TRACER_KELLY_FRACTION 0.5: 15% of the confidence-sized
+    order (100 USDT x 92%), so 13.8 USDT."""
+    monkeypatch.setenv("ORDER_AMOUNT", "100")
+    database = tracer_env["TRACER_DUCKDB_PATH"]
+    storage_id = newest_signal_event()
+    make_btc_1h_strongly_bullish(database, storage_id)
+    with duckdb.connect(database) as connection:
+        connection.execute("ALTER TABLE research.backtests ADD COLUMN profit_factor DOUBLE")
+        connection.execute("UPDATE research.backtests SET profit_factor = 2.0")
+    decide(storage_id)
+    btc = query(database, "SELECT win_rate, payoff_ratio FROM trading.decisions WHERE symbol = 'BTC/USDT'").row(0)
+    assert btc[0] == 0.6 and btc[1] == pytest.approx(4 / 3)
+    order = query(database, "SELECT amount, price, risk_checks FROM trading.orders").row(0, named=True)
+    assert Decimal("13.79") <= order["amount"] * order["price"] <= Decimal("13.8")
+    edge = next(c for c in json.loads(order["risk_checks"]) if c["name"] == "strategy_edge")
+    assert edge["passed"] and "Kelly f* 0.3" in edge["detail"]
+
+
+def test_payoff_ratio_and_kelly_inputs_are_both_or_neither():
+    from tracer_assets.trading.decide import kelly_inputs, payoff_ratio
+
+    assert payoff_ratio(0.5, 1.5) == pytest.approx(1.5)
+    assert payoff_ratio(0.25, 1.0) == pytest.approx(3.0)
+    for win_rate, profit_factor in [(None, 2.0), (0.5, None), (0.0, 2.0), (1.0, 2.0), (0.5, 0.0), (0.5, float("inf"))]:
+        assert payoff_ratio(win_rate, profit_factor) is None
+    assert kelly_inputs({"winRate": 0.6, "payoff": 1.2}) == {"win_rate": 0.6, "payoff_ratio": 1.2}
+    assert kelly_inputs({"winRate": 0.6, "payoff": None}) == {"win_rate": None, "payoff_ratio": None}
+    assert kelly_inputs(None) == {"win_rate": None, "payoff_ratio": None}

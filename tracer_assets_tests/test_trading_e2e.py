@@ -44,8 +44,8 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from tracer_assets.definitions import DECISION_JOB, TICK_JOB, build_definitions
 from tracer_assets.settings import load_settings
-from tracer_assets.signals.assets import HISTORY_KEY, SIGNALS_KEY
-from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
+from tracer_assets.signals.keys import HISTORY_KEY, SIGNALS_KEY
+from tracer_assets.trading.keys import SIGNAL_STORAGE_TAG
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

@@ -5,59 +5,26 @@ WARMUP_BARS before them, so a tick's work is bounded by symbols x timeframes x l
 by stored history; a backfill of a range (one run) recomputes the range the same way.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 
 import dagster as dg
-import duckdb
 import polars as pl
 
+from tracer_assets.checks import check_result
 from tracer_assets.features.indicators import INDICATOR_COLUMNS, WARMUP_BARS, compute_indicators
-from tracer_assets.market.assets import check_result
-from tracer_assets.market.timeframes import timeframe_seconds
+from tracer_assets.features.keys import INDICATORS_KEY, INDICATORS_TABLE
+from tracer_assets.features.store import read_with_warmup
+from tracer_assets.guards import guard_outcome, warmup_mismatches
+from tracer_assets.market.keys import CANDLES_KEY, CANDLES_RESAMPLED_KEY, OHLCV_KEY
 from tracer_assets.policies import DUCKDB_POOL, SINGLE_RUN_BACKFILL
 from tracer_assets.resources.warehouse import TracerDuckDB, replace_window
 from tracer_assets.settings import Settings
-from tracer_assets.signals.guards import guard_outcome, warmup_mismatches
 
-INDICATORS_KEY = dg.AssetKey(["features", "indicators"])
-INDICATORS_TABLE = "features.indicators"
-OHLCV_KEY = dg.AssetKey(["market", "ohlcv"])
 # The tables behind the market.ohlcv view, which the view reads when indicators query it. Declared
 # too because a run that leaves the already-created view out of its selection (the trading tick
 # does) would otherwise have no dependency between candles and indicators, and Dagster could run
 # the indicators first, on the previous tick's candles.
-OHLCV_SOURCE_KEYS = (dg.AssetKey(["market", "candles"]), dg.AssetKey(["market", "candles_resampled"]))
-CANDLE_COLUMNS = ("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume")
-
-
-def all_timeframes(settings: Settings) -> tuple[str, ...]:
-    return (settings.base_timeframe, *settings.timeframes)
-
-
-def read_ohlcv(connection, timeframe: str, start: datetime, end: datetime, symbols=None) -> pl.DataFrame:
-    """Candles of one timeframe with open time in [start, end), oldest first."""
-    sql = f"SELECT {', '.join(CANDLE_COLUMNS)} FROM market.ohlcv WHERE timeframe = ? AND ts >= ? AND ts < ?"
-    params: list = [timeframe, start, end]
-    if symbols:
-        sql += " AND list_contains(?, symbol)"
-        params.append(list(symbols))
-    try:
-        frame = connection.sql(sql + " ORDER BY symbol, ts", params=params).pl()
-    except duckdb.CatalogException as exc:  # e.g. a new DuckDB file under an instance that knew the view
-        raise LookupError(
-            "market.ohlcv does not exist in this DuckDB file: materialize market/ohlcv "
-            "(`dagster asset materialize --select market/ohlcv -m tracer_assets.definitions`, or `make demo`)"
-        ) from exc
-    return frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
-
-
-def read_with_warmup(connection, timeframes, start: datetime, end: datetime, bars: int, symbols=None) -> pl.DataFrame:
-    """Every timeframe's candles in [start, end) plus `bars` candles of history before."""
-    frames = [
-        read_ohlcv(connection, tf, start - timedelta(seconds=bars * timeframe_seconds(tf)), end, symbols)
-        for tf in timeframes
-    ]
-    return pl.concat(frames)
+OHLCV_SOURCE_KEYS = (CANDLES_KEY, CANDLES_RESAMPLED_KEY)
 
 
 def _turn(run_id: str, count: int) -> int:
@@ -65,7 +32,7 @@ def _turn(run_id: str, count: int) -> int:
 
 
 def build_indicators_asset(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    timeframes = all_timeframes(settings)
+    timeframes = settings.all_timeframes
     exchange_symbols = list(settings.symbols)
 
     @dg.asset(

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from tracer_assets.checks import check_result
 from tracer_assets.market.candles import (
     CandleValidationError,
     closed_window_end,
@@ -16,39 +17,11 @@ from tracer_assets.market.candles import (
 )
 from tracer_assets.market.checks import CHECK_DESCRIPTIONS, candle_checks, last_candle_not_stale, no_price_jump
 from tracer_assets.market.download import fetch_candles_for_symbols
+from tracer_assets.market.keys import CANDLES_KEY, CANDLES_TABLE, GAPS_TABLE
 from tracer_assets.policies import DUCKDB_POOL, SINGLE_RUN_BACKFILL, loop_freshness, tick_interval
 from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.warehouse import TracerDuckDB, replace_window
 from tracer_assets.settings import Settings
-
-CANDLES_KEY = dg.AssetKey(["market", "candles"])
-CANDLES_TABLE = "market.candles"
-GAPS_TABLE = "market.gaps"
-FIRST_BUNDLED_DAY = "2024-01-01"
-
-
-def candle_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
-    """Daily partitions from TRACER_START_DATE; on replay they end with the data."""
-    if settings.is_replay:
-        from tracer_assets.resources.replay_exchange import ReplayExchange
-
-        replay = ReplayExchange(settings.replay_dir, settings.symbols, settings.base_timeframe)
-        first = datetime.fromtimestamp(replay.data_start_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
-        last = datetime.fromtimestamp((replay.data_end_ms - 1) / 1000, tz=UTC)
-        end = settings.end_date or last.strftime("%Y-%m-%d")
-        end_exclusive = (datetime.strptime(end, "%Y-%m-%d") + timedelta(days=1)).strftime("%Y-%m-%d")
-        return dg.DailyPartitionsDefinition(start_date=settings.start_date or first, end_date=end_exclusive)
-    if settings.end_date:
-        end_exclusive = (datetime.strptime(settings.end_date, "%Y-%m-%d") + timedelta(days=1)).strftime("%Y-%m-%d")
-        return dg.DailyPartitionsDefinition(start_date=settings.start_date or FIRST_BUNDLED_DAY, end_date=end_exclusive)
-    # end_offset=1: today's (still growing) partition exists, so the tick can refresh it.
-    return dg.DailyPartitionsDefinition(start_date=settings.start_date or FIRST_BUNDLED_DAY, end_offset=1)
-
-
-def check_result(outcome, asset_key: dg.AssetKey) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        asset_key=asset_key, check_name=outcome.name, passed=outcome.passed, metadata=outcome.metadata
-    )
 
 
 def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:

@@ -1,4 +1,9 @@
-"""Timeframe strings ('5m', '1h', '4h', ...) in ccxt's notation, and the rules for resampling."""
+"""Timeframe strings ('5m', '1h', '4h', ...) in ccxt's notation, and the rules for resampling.
+
+`timeframe_seconds` is the project's one timeframe parser (ccxt's): strict, it takes ccxt's
+notation only. What producers write ("1H", "60m") is brought to that notation by
+`tracer_assets.vocabulary.normalize_timeframe`, which asks this parser for the length.
+"""
 
 from __future__ import annotations
 

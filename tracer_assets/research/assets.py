@@ -8,22 +8,18 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 
-from tracer_assets.features.assets import all_timeframes
+from tracer_assets.market.keys import OHLCV_KEY
 from tracer_assets.metadata import markdown_table
 from tracer_assets.policies import DAILY_FRESHNESS, DUCKDB_POOL
 from tracer_assets.research.backtest import backtest_strategy
 from tracer_assets.research.engine import FillRules
+from tracer_assets.research.keys import BACKTESTS_KEY, EQUITY_KEY, STRATEGIES_KEY
 from tracer_assets.research.macro import write_backtest_results
 from tracer_assets.research.metrics import METRIC_COLUMNS
 from tracer_assets.research.registry import STRATEGY_COLUMNS, sync_builtins
 from tracer_assets.research.spec import builtin_specs, load_spec
 from tracer_assets.resources.warehouse import TracerDuckDB, table_exists, transaction
 from tracer_assets.settings import Settings
-
-STRATEGIES_KEY = dg.AssetKey(["research", "strategies"])
-BACKTESTS_KEY = dg.AssetKey(["research", "backtests"])
-EQUITY_KEY = dg.AssetKey(["research", "equity_curves"])
-OHLCV_KEY = dg.AssetKey(["market", "ohlcv"])
 
 STRATEGIES_DDL = """CREATE TABLE IF NOT EXISTS research.strategies (
     strategy_id VARCHAR PRIMARY KEY, name VARCHAR, version INTEGER, spec VARCHAR, content_hash VARCHAR,
@@ -32,7 +28,7 @@ STRATEGIES_DDL = """CREATE TABLE IF NOT EXISTS research.strategies (
 
 
 def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
-    timeframes = all_timeframes(settings)
+    timeframes = settings.all_timeframes
 
     @dg.asset(
         key=STRATEGIES_KEY,

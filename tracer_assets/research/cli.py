@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -42,8 +41,6 @@ PROG = "tracer-backtest"
 EXIT_OK = 0
 EXIT_USAGE = 2
 CANDLE_SUFFIXES: tuple[str, ...] = (".feather", ".json", ".parquet")  # what read_candle_file reads
-# freqtrade names its files PAIR-TF[-KIND].ext: BTC_USDT-5m.feather, XRP_USDT_USDT-1h-futures.feather.
-_NAME_TIMEFRAME = re.compile(r"-(?P<tf>\d+[smhdwMy])(?:-(?:futures|spot|mark|index|funding_rate))?$")
 # The file's own grid is not known in advance (a backtest may use any timeframe), so the
 # validation's on-grid rule is run against one second, which every exchange candle satisfies.
 _ANY_GRID = "1s"
@@ -286,8 +283,9 @@ def load_candles(path: Path) -> pl.DataFrame:
 def file_timeframe(path: Path) -> str | None:
     """The timeframe a freqtrade-style file name states (BTC_USDT-5m.feather -> '5m'), or None."""
     from tracer_assets.market.timeframes import timeframe_seconds
+    from tracer_assets.resources.replay_exchange import CANDLE_FILE_NAME
 
-    match = _NAME_TIMEFRAME.search(path.stem)
+    match = CANDLE_FILE_NAME.match(path.name)
     if match is None:
         return None
     try:

@@ -1,4 +1,4 @@
-"""Discord / Telegram notifications as a Dagster resource (the sending is in trading/notify.py).
+"""Discord / Telegram notifications as a Dagster resource (the sending is in tracer_assets/notify.py).
 
 The webhook URL and the bot token are secrets: pass them as `EnvVar(...)`, never literals, so
 Dagster shows only the variable's name in the UI and run config. `from_env()` does that, but
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
-from tracer_assets.trading.notify import DEFAULT_TIMEOUT_SECONDS, TELEGRAM_API_BASE, Notifier
+from tracer_assets.notify import DEFAULT_TIMEOUT_SECONDS, TELEGRAM_API_BASE, Notifier
 
 DISCORD_WEBHOOK_URL_VARIABLE = "DISCORD_WEBHOOK_URL"
 TELEGRAM_BOT_TOKEN_VARIABLE = "TELEGRAM_BOT_TOKEN"

@@ -27,11 +27,14 @@ import polars as pl
 
 from tracer_assets.market.timeframes import timeframe_ms
 
-# freqtrade's file names: BTC_USDT-5m.feather, XRP_USDT_USDT-1h-futures.feather, ...
-_FILE_NAME = re.compile(
-    r"^(?P<pair>[A-Za-z0-9]+_[A-Za-z0-9]+(?:_[A-Za-z0-9]+)?)-(?P<tf>\d+[smhdwMy])"
-    r"(?:-(?P<kind>futures|spot))?\.(?P<ext>feather|parquet|json)$"
+# freqtrade's file names, PAIR-TF[-KIND].EXT: BTC_USDT-5m.feather, XRP_USDT_USDT-1h-futures.feather,
+# XRP_USDT_USDT-8h-funding_rate.feather. The one home of this pattern: research/cli.py and the
+# tests' fake Binance import it. Candles are the files without a kind, or of kind spot or futures.
+CANDLE_FILE_NAME = re.compile(
+    r"^(?P<pair>(?P<base>[A-Za-z0-9]+)_(?P<quote>[A-Za-z0-9]+)(?:_(?P<settle>[A-Za-z0-9]+))?)"
+    r"-(?P<tf>\d+[smhdwMy])(?:-(?P<kind>futures|spot|mark|index|funding_rate))?\.(?P<ext>feather|parquet|json)$"
 )
+_CANDLE_KINDS = (None, "spot", "futures")
 _EXT_PREFERENCE = ("parquet", "feather", "json")
 
 
@@ -179,8 +182,8 @@ class ReplayExchange:
             folder.iterdir(),
             key=lambda p: _EXT_PREFERENCE.index(p.suffix[1:]) if p.suffix[1:] in _EXT_PREFERENCE else 9,
         ):
-            match = _FILE_NAME.match(path.name)
-            if match:
+            match = CANDLE_FILE_NAME.match(path.name)
+            if match and match["kind"] in _CANDLE_KINDS:
                 found.setdefault((pair_to_symbol(match["pair"]), match["tf"]), path)
         return found
 

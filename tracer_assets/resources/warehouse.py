@@ -1,4 +1,4 @@
-"""The DuckDB file: a connection resource, a polars IO manager, and atomic window replacement.
+"""The DuckDB file: the connection resource and atomic window replacement.
 
 One file at TRACER_DUCKDB_PATH; schema = asset key prefix (`market/candles` is
 `market.candles`). DuckDB allows one writing process at a time: writing assets run in the
@@ -15,11 +15,8 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-from dagster import InitResourceContext, InputContext
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
+from dagster import InitResourceContext
 from dagster_duckdb import DuckDBResource
-from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
-from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 
 
 class TracerDuckDB(DuckDBResource):
@@ -49,28 +46,6 @@ class TracerDuckDB(DuckDBResource):
                 # dagster-duckdb closes it only when the block succeeds; one left open after a
                 # failed step would keep the file's lock in this process.
                 connection.close()  # closing twice is harmless
-
-
-class PolarsTypeHandler(DuckDBPolarsTypeHandler):
-    """dagster-duckdb-polars 0.29.27 reads through `.arrow()` on an execute() result, which
-    duckdb 2.0 no longer has; read through a relation's `.pl()` instead (docs/architecture.md)."""
-
-    def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> pl.DataFrame:
-        if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
-            return pl.DataFrame()
-        return connection.sql(DuckDbClient.get_select_statement(table_slice=table_slice)).pl()
-
-
-class DuckDBPolarsIOManager(DuckDBIOManager):
-    """Stores assets that return polars frames as DuckDB tables, and loads them back."""
-
-    @staticmethod
-    def type_handlers() -> Sequence[DbTypeHandler]:
-        return [PolarsTypeHandler()]
-
-    @staticmethod
-    def default_load_type() -> type | None:
-        return pl.DataFrame
 
 
 def table_exists(connection: duckdb.DuckDBPyConnection, table: str) -> bool:

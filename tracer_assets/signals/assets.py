@@ -17,16 +17,19 @@ import duckdb as duckdb_module
 import polars as pl
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from tracer_assets.features.assets import INDICATORS_KEY, INDICATORS_TABLE, all_timeframes, read_with_warmup
+from tracer_assets.checks import check_result
 from tracer_assets.features.indicators import INDICATOR_COLUMNS, WARMUP_BARS, compute_indicators
-from tracer_assets.market.assets import candle_partitions, check_result
+from tracer_assets.features.keys import INDICATORS_KEY, INDICATORS_TABLE
+from tracer_assets.features.store import read_with_warmup
+from tracer_assets.guards import guard_outcome, lookahead_mismatches
+from tracer_assets.market.partitions import candle_partitions
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.metadata import markdown_table
 from tracer_assets.policies import DUCKDB_POOL, loop_freshness
 from tracer_assets.resources.warehouse import TracerDuckDB, ensure_table, transaction
 from tracer_assets.schedules import TICK_JOB
 from tracer_assets.settings import Settings
-from tracer_assets.signals.guards import guard_outcome, lookahead_mismatches
+from tracer_assets.signals.keys import HISTORY_KEY, HISTORY_TABLE, SIGNALS_KEY, SIGNALS_TABLE
 from tracer_assets.signals.predictions import read_signal_log, select_predictions
 from tracer_assets.signals.scoring import (
     SIGNAL_COLUMNS,
@@ -40,10 +43,6 @@ from tracer_assets.signals.scoring import (
     with_predictions,
 )
 
-SIGNALS_KEY = dg.AssetKey(["signals", "signals"])
-HISTORY_KEY = dg.AssetKey(["signals", "signal_history"])
-SIGNALS_TABLE = "signals.signals"
-HISTORY_TABLE = "signals.signal_history"
 # Compared by the lookahead guard: what a decision reads.
 GUARDED_COLUMNS = (*INDICATOR_COLUMNS, "direction", "signal_quality", "regime", "regime_confidence", "rule_label")
 LOOKAHEAD_CUTS = (1, 25)  # bars before the newest, per symbol and timeframe
@@ -171,7 +170,7 @@ def signal_pipeline(candles: pl.DataFrame) -> pl.DataFrame:
 
 
 def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
-    timeframes = all_timeframes(settings)
+    timeframes = settings.all_timeframes
     symbols = list(settings.symbols)
 
     # One step publishes the signals and appends them to the history: the history can neither

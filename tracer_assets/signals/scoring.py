@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from tracer_assets.features.indicators import FIRST_VALID_INDEX, WARMUP_BARS
-from tracer_assets.signals.predictions import label_score
+from tracer_assets.vocabulary import BEAR, BULL, OTHER, STRONG_BEAR, STRONG_BULL, label_score
 
 REQUIRED = (
     "close",
@@ -175,14 +175,14 @@ def score_history(indicators: pl.DataFrame, sentiment: Mapping[str, float] | Non
     calm = 1 - (pl.col("realized_vol") / (3 * pl.col("vol_median"))).clip(0, 1).fill_null(0.0)
     rule_label = (
         pl.when((d > 0) & (pl.col("signal_quality") >= 7))
-        .then(pl.lit("strong_bull"))
+        .then(pl.lit(STRONG_BULL))
         .when((d > 0) & (pl.col("signal_quality") >= 4))
-        .then(pl.lit("bull"))
+        .then(pl.lit(BULL))
         .when((d < 0) & (pl.col("signal_quality") >= 7))
-        .then(pl.lit("strong_bear"))
+        .then(pl.lit(STRONG_BEAR))
         .when((d < 0) & (pl.col("signal_quality") >= 4))
-        .then(pl.lit("bear"))
-        .otherwise(pl.lit("other"))
+        .then(pl.lit(BEAR))
+        .otherwise(pl.lit(OTHER))
     )
     return frame.with_columns(
         partial_conviction=0.40 * pl.col("signal_quality") / 10 + 0.25 * agreement + 0.15 * calm,
@@ -282,25 +282,25 @@ def not_converged(bars: Mapping[tuple[str, str], int], warmup: int = WARMUP_BARS
 
 def _weighted(prediction: Mapping) -> tuple[str, float]:
     confidence = prediction.get("confidence")
-    return prediction.get("label", "other"), 0.5 if confidence is None else float(confidence)
+    return prediction.get("label", OTHER), 0.5 if confidence is None else float(confidence)
 
 
 def ensemble(predictions: list[tuple[str, float]]) -> tuple[str, float, int]:
     """(label, confidence, how many predictions) from (label, weight) pairs; see the module doc."""
     total = sum(weight for _, weight in predictions)
     if total <= 0:
-        return "other", 0.0, len(predictions)
+        return OTHER, 0.0, len(predictions)
     mean = sum(label_score(label) * weight for label, weight in predictions) / total
     if mean >= 1.5:
-        label = "strong_bull"
+        label = STRONG_BULL
     elif mean >= 0.5:
-        label = "bull"
+        label = BULL
     elif mean <= -1.5:
-        label = "strong_bear"
+        label = STRONG_BEAR
     elif mean <= -0.5:
-        label = "bear"
+        label = BEAR
     else:
-        label = "other"
+        label = OTHER
     direction = (label_score(label) > 0) - (label_score(label) < 0)
     agreeing = sum(
         weight

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from tracer_assets.market.assets import check_result
+from tracer_assets.checks import check_result
 from tracer_assets.market.checks import CHECK_DESCRIPTIONS, candle_checks
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.policies import DUCKDB_POOL, SINGLE_RUN_BACKFILL, loop_freshness

@@ -15,35 +15,42 @@ from decimal import Decimal
 import dagster as dg
 import polars as pl
 
-from tracer_assets.features.assets import INDICATORS_TABLE
+from tracer_assets.features.keys import INDICATORS_KEY, INDICATORS_TABLE
+from tracer_assets.market.keys import CANDLES_KEY
 from tracer_assets.metadata import markdown_table
+from tracer_assets.money import decimal_or_none
+from tracer_assets.notify import format_order_message
 from tracer_assets.policies import DUCKDB_POOL
-from tracer_assets.research.assets import BACKTESTS_KEY
+from tracer_assets.research.keys import BACKTESTS_KEY, BACKTESTS_TABLE
 from tracer_assets.resources.exchange import ExchangeResource, LiveExchangeResource
 from tracer_assets.resources.notifier import NotifierResource
 from tracer_assets.resources.warehouse import TracerDuckDB, table_exists, transaction
 from tracer_assets.settings import Settings
-from tracer_assets.signals.assets import HISTORY_TABLE, SIGNALS_KEY
+from tracer_assets.signals.keys import HISTORY_KEY as SIGNAL_HISTORY_KEY
+from tracer_assets.signals.keys import HISTORY_TABLE, SIGNALS_KEY
 from tracer_assets.trading import audit as audit_files
 from tracer_assets.trading.decide import (
     Decision,
     SignalEvent,
-    decimal_or_none,
     decision_id,
     exact_confidence,
+    kelly_inputs,
     macro_selection,
+    order_request,
+    payoff_ratio,
     rules_decision,
     signal_valid_until,
     stale_at_execution,
     stale_reason,
 )
+from tracer_assets.trading.keys import DECISIONS_KEY, ORDERS_KEY, PORTFOLIO_KEY, POSITIONS_KEY, SIGNAL_STORAGE_TAG
 from tracer_assets.trading.live import live_allowed
 from tracer_assets.trading.live_execution import live_execution
-from tracer_assets.trading.llm_decision import PortfolioState, context_from_frames
-from tracer_assets.trading.llm_decision import Position as LlmPosition
-from tracer_assets.trading.notify import format_order_message
-from tracer_assets.trading.paper import OrderTicket, PaperBroker, Position, client_order_id
-from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, RiskState, assess, capped
+from tracer_assets.trading.llm_decision import PortfolioState, context_from_frames, decide_with_llm
+from tracer_assets.trading.orders import Action, Mode, OrderTicket, client_order_id
+from tracer_assets.trading.paper import PaperBroker
+from tracer_assets.trading.positions import Position
+from tracer_assets.trading.risk import MarketRules, RiskLimits, RiskState, assess, capped
 from tracer_assets.trading.secrets import API_KEY_VAR, SECRET_VAR, secrets_to_redact
 from tracer_assets.trading.signal_checks import unpassed_blocking_checks
 from tracer_assets.trading.state import dump_broker, load_broker
@@ -56,12 +63,6 @@ from tracer_assets.trading.tables import (
     stored_decisions,
 )
 
-DECISIONS_KEY = dg.AssetKey(["trading", "decisions"])
-ORDERS_KEY = dg.AssetKey(["trading", "orders"])
-POSITIONS_KEY = dg.AssetKey(["trading", "positions"])
-PORTFOLIO_KEY = dg.AssetKey(["trading", "portfolio"])
-BACKTESTS_TABLE = "research.backtests"
-SIGNAL_STORAGE_TAG = "tracer/signal_storage_id"
 # Replay has no exchange filters: amounts to 1e-8, prices to 1e-8, and Binance's 5 USDT
 # minimum notional, so a paper order on replay is never one a real exchange would refuse.
 REPLAY_MARKET = dict(
@@ -83,12 +84,21 @@ def signal_event(context) -> SignalEvent:
 
 def backtest_stats(connection) -> dict[tuple[str, str], dict]:
     """Per (symbol, timeframe): the out-of-sample stats of the best-scoring active strategy,
-    in the macro orchestrator's terms (totalPNL, winRate, trades, drawdown)."""
+    in the macro orchestrator's terms (totalPNL, winRate, trades, drawdown), and its payoff
+    ratio (average win / average loss, from the profit factor) for Kelly sizing."""
     if not table_exists(connection, BACKTESTS_TABLE):
         return {}
+    columns = {
+        row[0]
+        for row in connection.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'research' AND table_name = 'backtests'"
+        ).fetchall()
+    }
+    profit_factor = "profit_factor" if "profit_factor" in columns else "NULL"
     rows = connection.sql(
-        f"""SELECT symbol, timeframe, pnl, win_rate, trades, max_drawdown, strategy_id FROM {BACKTESTS_TABLE}
-            WHERE "window" = 'out_of_sample'
+        f"""SELECT symbol, timeframe, pnl, win_rate, trades, max_drawdown, strategy_id, {profit_factor}
+            FROM {BACKTESTS_TABLE} WHERE "window" = 'out_of_sample'
             QUALIFY row_number() OVER (PARTITION BY symbol, timeframe ORDER BY score DESC NULLS LAST) = 1"""
     ).fetchall()
     return {
@@ -98,8 +108,9 @@ def backtest_stats(connection) -> dict[tuple[str, str], dict]:
             "trades": trades,
             "drawdown": drawdown,
             "strategy_id": sid,
+            "payoff": payoff_ratio(win_rate, pf),
         }
-        for symbol, timeframe, pnl, win_rate, trades, drawdown, sid in rows
+        for symbol, timeframe, pnl, win_rate, trades, drawdown, sid, pf in rows
     }
 
 
@@ -151,7 +162,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         held_timeframes = {symbol: bought_on.get(p.position_id) or "" for symbol, p in held.items()}
         newest_indicators = indicators.sort("ts").group_by("symbol", "timeframe").last()
         by_symbol_tf = _rows_by_symbol_timeframe(newest_indicators)
-        now = exchange.now(ask_exchange=mode == "LIVE")  # a signal's age is measured on the exchange's clock
+        now = exchange.now(ask_exchange=mode is Mode.LIVE)  # a signal's age is measured on the exchange's clock
         decided_at = datetime.now(UTC)
         rows, decided = [], []
         for symbol in settings.symbols:
@@ -179,12 +190,12 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
             )
             source = "rules"
             if doubts:  # the signals' own guards did not pass: nothing they say is acted on
-                decision = Decision(symbol, None, "HOLD", 0.0, "signals/signals not trusted: " + "; ".join(doubts))
+                decision = Decision(symbol, None, Action.HOLD, 0.0, "signals/signals not trusted: " + "; ".join(doubts))
             elif valid_until is None or now > valid_until:  # never traded, whatever the deciders would say
                 decision = Decision(
                     symbol,
                     None,
-                    "HOLD",
+                    Action.HOLD,
                     0.0,
                     stale_reason(signals_tf.values(), valid_until, now, settings.max_signal_age_seconds),
                 )
@@ -215,6 +226,8 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                     "size_quote": decision.size_quote if decision.size_quote is not None else settings.order_amount,
                     "config_hash": config_hash,
                     "valid_until": valid_until,
+                    # The selected strategy's out-of-sample edge, for Kelly sizing of a buy.
+                    **kelly_inputs(stats.get((symbol, decision.timeframe)) if decision.action is Action.BUY else None),
                 }
             )
             decided.append(decision)
@@ -222,7 +235,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
             with transaction(connection):
                 insert_rows(connection, "trading.decisions", rows)
         write_audit(duckdb, audit)
-        actions = {a: sum(d.action == a for d in decided) for a in ("BUY", "SELL", "HOLD")}
+        actions = {a.value: sum(d.action == a for d in decided) for a in Action}
         table = pl.DataFrame(
             [
                 {"symbol": d.symbol, "timeframe": d.timeframe or "-", "action": d.action, "reason": d.reason}
@@ -233,7 +246,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
             metadata={
                 "signal_storage_id": event.storage_id,
                 "signal_run_id": event.run_id,
-                "mode": mode,
+                "mode": mode.value,
                 "decider": settings.decider,
                 **actions,
                 "decisions": dg.MetadataValue.md(markdown_table(table)),
@@ -242,18 +255,21 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
 
     common = dict(
         key=DECISIONS_KEY,
-        deps=[SIGNALS_KEY, BACKTESTS_KEY],
+        deps=[SIGNALS_KEY, SIGNAL_HISTORY_KEY, INDICATORS_KEY, BACKTESTS_KEY],
         description=(
             "One decision per symbol for each new signals/signals materialization: the macro selection over "
             "the timeframes (Bull backtest regime + strong_bull ensemble, highest total PnL), then the rules "
-            "or the LLM decider (TRACER_DECIDER); HOLD with the reason whenever in doubt. Append-only."
+            "or the LLM decider (TRACER_DECIDER); HOLD with the reason whenever in doubt. Append-only. Also "
+            "reads what is held, from the trading group's own tables as the previous execution left them "
+            "(trading.orders, trading.positions, trading.portfolio, trading.paper_state): a feedback loop, "
+            "not drawn as edges, which would be a cycle."
         ),
         pool=DUCKDB_POOL,
         group_name="trading",
         kinds={"duckdb"},
     )
     if settings.decider == "llm":
-        from tracer_assets.resources.llm import AnthropicResource
+        from tracer_assets.llm.resource import AnthropicResource
 
         @dg.asset(**common)
         def decisions(
@@ -270,7 +286,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         event = signal_event(context)
         secrets = [*secrets_to_redact(settings), *notifier.secrets()]
         log = audit_files.AuditLog(settings.log_dir, secrets=secrets)
-        if mode == "LIVE":
+        if mode is Mode.LIVE:
             outcome = live_execution(context, duckdb, live_exchange, settings, event, config_hash)
             write_audit(duckdb, log, event)
             _notify(context, notifier, secrets, outcome.rows)
@@ -278,7 +294,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 {
                     "new_orders": len(outcome.rows),
                     "reconciled": outcome.reconciled,
-                    "mode": mode,
+                    "mode": mode.value,
                     "sent": sum(row["exchange_order_id"] is not None for row in outcome.rows),
                     "dagster/row_count": outcome.orders_total,
                 },
@@ -294,32 +310,32 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
             broker = _load_paper_broker(connection, settings)
             # Only these orders can change status in this run (older ones are settled).
             open_before = {o.client_order_id for o in broker.orders if o.status == "pending"}
-            decisions_now = stored_decisions(connection, event, settings.symbols).filter(pl.col("action") != "HOLD")
+            decisions_now = stored_decisions(connection, event, settings.symbols).filter(
+                pl.col("action") != Action.HOLD
+            )
             known = {row[0] for row in connection.execute("SELECT client_order_id FROM trading.orders").fetchall()}
             candles = _new_candles(connection, settings, broker, now)
         fills = _feed(broker, candles.filter(pl.col("ts") < now))
         new_rows = []
         for decision in decisions_now.iter_rows(named=True):
-            side = "buy" if decision["action"] == "BUY" else "sell"
+            side = Action(decision["action"]).side
             cid = client_order_id(decision["decision_id"], side)
             if cid in known:  # this signal's order exists: never a second one
                 continue
-            verdict = assess(
-                OrderRequest(
-                    decision["symbol"],
-                    side,
-                    decimal_or_none(decision["price"]) or _last_close(broker, decision["symbol"]),
-                    confidence=decision["confidence"],
-                ),
-                RiskState.from_history(broker.position_history, now, broker.available(QUOTE)),
-                capped(RiskLimits.from_settings(settings), decimal_or_none(decision["size_quote"])),
-                MarketRules(symbol=decision["symbol"], **REPLAY_MARKET),
-            )
+            price = decimal_or_none(decision["price"]) or _last_close(broker, decision["symbol"]) or settings.sim_price
+            verdict = None
+            if price is not None:
+                verdict = assess(
+                    order_request(decision, side, price),
+                    RiskState.from_history(broker.position_history, now, broker.available(QUOTE)),
+                    capped(RiskLimits.from_settings(settings), decimal_or_none(decision["size_quote"])),
+                    MarketRules(symbol=decision["symbol"], **REPLAY_MARKET),
+                )
             row = order_row(cid, decision, event, context.run.run_id, mode, side, now, config_hash, verdict)
             too_old = stale_at_execution(decision, now)
             if too_old:
                 row["reason"] = too_old
-            elif verdict.approved:
+            elif verdict is not None and verdict.approved:
                 ticket = OrderTicket(
                     cid,
                     decision["symbol"],
@@ -388,7 +404,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         write_audit(duckdb, log, event)
         _notify(context, notifier, secrets, new_rows)
         yield from _execution_results(
-            {"new_orders": len(new_rows), "fills": len(fills), "dagster/row_count": orders_total, "mode": mode},
+            {"new_orders": len(new_rows), "fills": len(fills), "dagster/row_count": orders_total, "mode": mode.value},
             {"open": len(broker.positions), "dagster/row_count": positions_total},
             portfolio,
         )
@@ -397,11 +413,13 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         specs=[
             dg.AssetSpec(
                 ORDERS_KEY,
-                deps=[DECISIONS_KEY],
+                # The paper broker fills and watches stops on the base candles stored since its last run.
+                deps=[DECISIONS_KEY, CANDLES_KEY],
                 group_name="trading",
                 kinds={"duckdb"},
-                description="Every order, keyed by its client order id (derived from the signal event): "
-                "status, fill price, fee, the risk checks and the config hash.",
+                description="Every order, keyed by its client order id (derived from the decision): "
+                "status, fill price, fee, the risk checks and the config hash. Its internal state, "
+                "trading.paper_state, holds the paper broker's newest snapshot (one row).",
             ),
             dg.AssetSpec(
                 POSITIONS_KEY,
@@ -421,7 +439,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         name="execution",
         pool=DUCKDB_POOL,
     )
-    if mode == "LIVE":  # the keyed client exists only then: its keys (EnvVar) are required only then
+    if mode is Mode.LIVE:  # the keyed client exists only then: its keys (EnvVar) are required only then
 
         @dg.multi_asset(**execution_spec)
         def execution(
@@ -447,12 +465,12 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
 
 
 def trading_mode(settings: Settings) -> tuple[str, str]:
-    """("LIVE", "") only when every live condition (docs/architecture.md) holds and the exchange is a real
-    one; else ("DRY", every reason), and the decision job trades on paper."""
+    """(Mode.LIVE, "") only when every live condition (docs/architecture.md) holds and the exchange is
+    a real one; else (Mode.DRY, every reason), and the decision job trades on paper."""
     allowed, reason = live_allowed(settings, settings.environ.get(API_KEY_VAR), settings.environ.get(SECRET_VAR))
     if allowed and settings.is_replay:
-        return "DRY", "the replay exchange takes no live orders (TRACER_EXCHANGE=replay)"
-    return ("LIVE", "") if allowed else ("DRY", reason)
+        return Mode.DRY, "the replay exchange takes no live orders (TRACER_EXCHANGE=replay)"
+    return (Mode.LIVE, "") if allowed else (Mode.DRY, reason)
 
 
 def _execution_results(orders: dict, positions: dict, portfolio: dict):
@@ -529,7 +547,7 @@ def write_audit(duckdb: TracerDuckDB, log: audit_files.AuditLog, event: SignalEv
 def _holdings(connection, settings: Settings, mode: str) -> tuple[dict[str, Position], Decimal]:
     """The open position per symbol and the quote balance the deciders see: the paper broker's,
     or in LIVE mode the live positions and exchange balance the last execution recorded."""
-    if mode != "LIVE":
+    if mode is not Mode.LIVE:
         broker = _load_paper_broker(connection, settings)
         return broker.positions, broker.available(QUOTE)
     columns = [f.name for f in fields(Position)]
@@ -600,11 +618,7 @@ def _last_close(broker: PaperBroker, symbol: str) -> Decimal | None:
 def _ask_llm(llm, symbol, selection, indicators, signals, held: dict, free_quote: Decimal, settings) -> Decision:
     timeframe = selection.timeframe or settings.base_timeframe
     position = held.get(symbol)
-    portfolio = PortfolioState(
-        QUOTE,
-        free_quote,
-        {symbol: LlmPosition(position.amount, position.entry_price)} if position else {},
-    )
+    portfolio = PortfolioState(QUOTE, free_quote, {symbol: position} if position else {})
     try:
         ctx = context_from_frames(
             [symbol],
@@ -617,15 +631,15 @@ def _ask_llm(llm, symbol, selection, indicators, signals, held: dict, free_quote
             timeframe,
         )
     except ValueError as exc:
-        return Decision(symbol, timeframe, "HOLD", 0.0, f"LLM not asked: {exc}")
-    outcome = llm.decide(ctx)
-    if not outcome.ok or outcome.action == "HOLD":
-        return Decision(symbol, timeframe, "HOLD", outcome.confidence or 0.0, f"LLM: {outcome.reason}")
+        return Decision(symbol, timeframe, Action.HOLD, 0.0, f"LLM not asked: {exc}")
+    outcome = decide_with_llm(llm, ctx)
+    if not outcome.ok or outcome.action == Action.HOLD:
+        return Decision(symbol, timeframe, Action.HOLD, outcome.confidence or 0.0, f"LLM: {outcome.reason}")
     price = ctx.markets[symbol].price
     return Decision(
         symbol,
         timeframe,
-        outcome.action,
+        Action(outcome.action),
         float(outcome.confidence or 0.0),
         f"LLM ({outcome.model}): {outcome.reason}",
         price=price,

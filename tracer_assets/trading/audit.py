@@ -10,10 +10,11 @@ Three files under TRACER_LOG_DIR (default .tracer/logs), as the macro orchestrat
 - `macro_diagnostics.json`: a snapshot rewritten atomically at the end of every cycle
   (cycles, successful cycles, last error, last decision); the counts survive restarts.
 
-No secret reaches any of them: values under secret-looking keys (`SECRET_KEY_PATTERN`) are
-replaced by "[redacted]", and every registered secret value (`AuditLog(secrets=...)`: the
-exchange keys, the Anthropic key, webhook URLs, the Telegram token) is cut out of every string,
-so a key echoed inside an exception message is removed too.
+No secret reaches any of them (the redaction is `tracer_assets.redaction`'s): values under
+secret-looking keys (`SECRET_KEY_PATTERN`) are replaced by "[redacted]", and every registered
+secret value (`AuditLog(secrets=...)`: the exchange keys, the Anthropic key, webhook URLs, the
+Telegram token) is cut out of every string, so a key echoed inside an exception message is
+removed too.
 
 Appends are line-atomic: each record is one `os.write` on a file opened with O_APPEND, under
 an advisory `flock` (POSIX) that also makes "write the header when the file is new" safe when
@@ -29,16 +30,17 @@ import json
 import logging
 import math
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path, PurePath
-from urllib.parse import quote, urlsplit
 
 from tracer_assets.files import write_atomically
+from tracer_assets.money import decimal_text
+from tracer_assets.redaction import is_secret_key, prepare_secrets, redact_prepared, redact_text
+from tracer_assets.trading.orders import Mode
 
 try:  # POSIX; elsewhere appends rely on O_APPEND alone
     import fcntl
@@ -65,21 +67,7 @@ ORDER_LOG_FIELDS: tuple[str, ...] = (
     "reason",
 )
 ORDER_LOG_HEADER = "\t".join(ORDER_LOG_FIELDS) + "\n"
-MODES: tuple[str, ...] = ("DRY", "LIVE")
-REDACTED = "[redacted]"
-
-# A key whose name contains any of these words (any case, anywhere in the name) holds a
-# secret: `api_key`, `ANTHROPIC_API_KEY`, `secret`, `telegram_bot_token`, `password`,
-# `passphrase`, `discord_webhook_url`, `credentials`, `Authorization`. Deliberately broad
-# (`max_tokens`, `sort_key` match too): a harmless value hidden costs less than a key shown.
-SECRET_KEY_PATTERN = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSPHRASE|WEBHOOK|CREDENTIAL|AUTHORIZATION", re.IGNORECASE)
-# A registered secret shorter than this is refused: cutting a 3-character string out of every
-# text would mangle the log, and no real key, token or webhook URL is that short.
-MIN_SECRET_LENGTH = 8
-# Path segments / query values of a secret URL at least this long are secrets on their own
-# (a Discord webhook token, a Telegram bot token), because error texts often quote only the path.
-MIN_URL_PART_LENGTH = 16
-
+MODES: tuple[str, ...] = tuple(Mode)
 # The Settings attributes that change what trading does; `trading_config` picks them. Paths,
 # fetch tuning, the replay clock and DEBUG are left out: they do not change a decision.
 TRADING_CONFIG_FIELDS: tuple[str, ...] = (
@@ -116,20 +104,9 @@ TRADING_CONFIG_FIELDS: tuple[str, ...] = (
 )
 
 MAX_ERROR_CHARS = 2000  # of last_error kept in the diagnostics snapshot
-_KEPT_UNDER_SECRET_KEY = (type(None), bool, int, float, Decimal)  # not secrets: counts, flags
-
-
-def is_secret_key(key: object) -> bool:
-    """True when a mapping key's name marks its value as a secret (SECRET_KEY_PATTERN)."""
-    return isinstance(key, str) and SECRET_KEY_PATTERN.search(key) is not None
 
 
 # --- JSON conversion --------------------------------------------------------------------------
-
-
-def decimal_text(value: Decimal) -> str:
-    """The exact decimal string, never in exponent form (Decimal('1E-8') -> '0.00000001')."""
-    return format(value, "f")
 
 
 def utc_iso(value: datetime, field: str = "datetime") -> str:
@@ -225,84 +202,6 @@ def config_hash(settings_like: Mapping[str, object]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-# --- redaction ---------------------------------------------------------------------------------
-
-
-def secret_variants(secret: str) -> set[str]:
-    """The forms in which a secret may show up in a text: itself, URL-encoded, and for a URL
-    its path (with query) and every long path segment or query value (a webhook's token)."""
-    variants = {secret, quote(secret, safe=""), quote(secret)}
-    parts = urlsplit(secret)
-    if parts.scheme in ("http", "https") and parts.netloc:
-        tail = parts.path + (f"?{parts.query}" if parts.query else "")
-        variants.add(tail)
-        variants.update(p for p in parts.path.split("/") if len(p) >= MIN_URL_PART_LENGTH)
-        for pair in parts.query.split("&"):
-            value = pair.partition("=")[2]
-            if len(value) >= MIN_URL_PART_LENGTH:
-                variants.add(value)
-        if parts.password:
-            variants.add(parts.password)
-    return {v for v in variants if len(v) >= MIN_SECRET_LENGTH}
-
-
-def prepare_secrets(secrets: Iterable[str | None]) -> tuple[str, ...]:
-    """The registered secrets and their variants, longest first (so a whole URL is replaced
-    before its parts). None and "" mean "not configured" and are skipped; a secret shorter
-    than MIN_SECRET_LENGTH is refused (the message gives its length, never its value)."""
-    found: set[str] = set()
-    for index, secret in enumerate(secrets):
-        if secret is None or secret == "":
-            continue
-        if not isinstance(secret, str):
-            raise TypeError(f"secrets[{index}]: expected a string, got {type(secret).__name__}")
-        if len(secret.strip()) < MIN_SECRET_LENGTH:
-            raise ValueError(
-                f"secrets[{index}]: a secret of {len(secret.strip())} characters is too short to redact "
-                f"safely (at least {MIN_SECRET_LENGTH})"
-            )
-        found.update(secret_variants(secret))
-        found.update(secret_variants(secret.strip()))
-    return tuple(sorted(found, key=lambda s: (-len(s), s)))
-
-
-def redact_text(text: str, prepared: tuple[str, ...]) -> str:
-    """`text` with every prepared secret (from `prepare_secrets`) replaced by [redacted]."""
-    for secret in prepared:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def redact(obj: object, secrets: Iterable[str | None] = ()) -> object:
-    """A copy of `obj` with no secret in it.
-
-    In mappings, the value of every secret-looking key (SECRET_KEY_PATTERN) becomes
-    "[redacted]" (None, bools and numbers are kept: they are not keys). In every string, keys
-    included, each of `secrets` (and its URL-encoded form and, for a URL, its path and long
-    path segments) is replaced by "[redacted]". Lists, tuples and sets keep their type; other
-    values are returned as they are.
-    """
-    return _redact(obj, prepare_secrets(secrets))
-
-
-def _redact(obj: object, prepared: tuple[str, ...]) -> object:
-    if isinstance(obj, str):
-        return redact_text(obj, prepared)
-    if isinstance(obj, Mapping):
-        result = {}
-        for key, value in obj.items():
-            clean_key = redact_text(key, prepared) if isinstance(key, str) else key
-            if is_secret_key(key) and not isinstance(value, _KEPT_UNDER_SECRET_KEY):
-                result[clean_key] = REDACTED
-            else:
-                result[clean_key] = _redact(value, prepared)
-        return result
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return type(obj)(_redact(v, prepared) for v in obj)
-    return obj
-
-
 # --- the files ---------------------------------------------------------------------------------
 
 
@@ -383,7 +282,7 @@ class AuditLog:
 
     def redact(self, obj: object) -> object:
         """`redact` with this log's registered secrets."""
-        return _redact(obj, self._secrets)
+        return redact_prepared(obj, self._secrets)
 
     def _now(self) -> datetime:
         return self._clock().astimezone(UTC)

@@ -28,7 +28,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from tracer_assets.market.timeframes import timeframe_seconds
+from tracer_assets.money import decimal_or_none
 from tracer_assets.research.macro import regime_from_stats
+from tracer_assets.trading.orders import Action
+from tracer_assets.trading.risk import OrderRequest
 
 STOP_ATR = Decimal(2)
 TARGET_ATR = Decimal(3)
@@ -66,7 +69,7 @@ class Selection:
 class Decision:
     symbol: str
     timeframe: str | None
-    action: str  # BUY, SELL, HOLD
+    action: Action
     confidence: float
     reason: str
     price: Decimal | None = None
@@ -131,14 +134,14 @@ def rules_decision(
             return Decision(
                 symbol,
                 watched,
-                "SELL",
+                Action.SELL,
                 _confidence(signal),
                 f"held, and the {watched} ensemble label turned {signal['ensemble_label']}",
                 price=prices.get(watched),
             )
-        return Decision(symbol, watched, "HOLD", 0.0, f"held; {watched} label not bearish; {selection.reason}")
+        return Decision(symbol, watched, Action.HOLD, 0.0, f"held; {watched} label not bearish; {selection.reason}")
     if selection.timeframe is None:
-        return Decision(symbol, None, "HOLD", 0.0, f"no timeframe selected: {selection.reason}")
+        return Decision(symbol, None, Action.HOLD, 0.0, f"no timeframe selected: {selection.reason}")
     timeframe = selection.timeframe
     signal = signals_by_timeframe[timeframe]
     quality, conviction = float(signal["signal_quality"]), float(signal["conviction"])
@@ -146,7 +149,7 @@ def rules_decision(
         return Decision(
             symbol,
             timeframe,
-            "HOLD",
+            Action.HOLD,
             0.0,
             f"{timeframe} selected but signal_quality {quality:.2f} (min {min_signal_quality:g}) or "
             f"conviction {conviction:.2f} (min {min_conviction:g}) too low",
@@ -154,14 +157,14 @@ def rules_decision(
     price = prices.get(timeframe)
     atr = decimal_or_none(indicators_by_timeframe.get(timeframe, {}).get("atr_14"))
     if price is None or atr is None or atr <= 0:
-        return Decision(symbol, timeframe, "HOLD", 0.0, f"{timeframe}: no price or ATR to set the stop from")
+        return Decision(symbol, timeframe, Action.HOLD, 0.0, f"{timeframe}: no price or ATR to set the stop from")
     stop = price - STOP_ATR * atr
     if stop <= 0:
-        return Decision(symbol, timeframe, "HOLD", 0.0, f"{timeframe}: a 2-ATR stop would be at or below zero")
+        return Decision(symbol, timeframe, Action.HOLD, 0.0, f"{timeframe}: a 2-ATR stop would be at or below zero")
     return Decision(
         symbol,
         timeframe,
-        "BUY",
+        Action.BUY,
         _confidence(signal),
         f"{timeframe} selected: signal_quality {quality:.2f}, conviction {conviction:.2f}; {selection.reason}",
         price=price,
@@ -205,6 +208,41 @@ def stale_at_execution(decision: Mapping, now: datetime) -> str | None:
     return None
 
 
+def payoff_ratio(win_rate: float | None, profit_factor: float | None) -> float | None:
+    """Average win / average loss from a backtest's win rate W and profit factor PF (gross wins /
+    gross losses): PF = W x avg_win / ((1 - W) x avg_loss), so R = PF x (1 - W) / W. None when
+    either is missing or degenerate (no wins, no losses)."""
+    if win_rate is None or profit_factor is None:
+        return None
+    w, pf = float(win_rate), float(profit_factor)
+    if not (math.isfinite(w) and math.isfinite(pf)) or not 0 < w < 1 or pf <= 0:
+        return None
+    return pf * (1 - w) / w
+
+
+def kelly_inputs(stats: Mapping | None) -> dict[str, float | None]:
+    """The win rate and payoff ratio of the strategy behind a buy, both or neither (the risk
+    manager sizes by fractional Kelly only with both)."""
+    win_rate = None if stats is None else stats.get("winRate")
+    payoff = None if stats is None else stats.get("payoff")
+    if win_rate is None or payoff is None or not math.isfinite(float(win_rate)):
+        return {"win_rate": None, "payoff_ratio": None}
+    return {"win_rate": float(win_rate), "payoff_ratio": float(payoff)}
+
+
+def order_request(decision: Mapping, side: str, price: Decimal) -> OrderRequest:
+    """What a recorded decision asks of the risk manager; a buy carries its strategy's edge."""
+    buy = side == "buy"
+    return OrderRequest(
+        decision["symbol"],
+        side,
+        price,
+        confidence=decision.get("confidence", Decimal(1)),
+        win_rate=decision.get("win_rate") if buy else None,
+        payoff_ratio=decision.get("payoff_ratio") if buy else None,
+    )
+
+
 def exact_confidence(value: float) -> Decimal:
     """A decider's confidence as the exact decimal stored and sized with: 6 places, within [0, 1]
     (a double such as conviction / 10 would reach sizing as 0.507584000000000032)."""
@@ -220,10 +258,3 @@ def _confidence(signal: Mapping) -> float:
 
 def _rate(value) -> str:
     return "n/a" if value is None else f"{float(value):.2f}"
-
-
-def decimal_or_none(value) -> Decimal | None:
-    """A stored number as an exact Decimal (through its shortest text); None for null or NaN."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return None
-    return Decimal(str(value))

@@ -31,12 +31,13 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import ccxt
 
 from tracer_assets.market.download import RetryPolicy, call_with_retries
-from tracer_assets.trading.paper import (
+from tracer_assets.money import to_decimal
+from tracer_assets.trading.orders import (
     CLIENT_ORDER_ID_PATTERN,
     ORDER_STATUSES,
     Fill,
@@ -256,7 +257,7 @@ class LiveBroker:
             ticker = self._call(self.exchange.fetch_ticker, symbol)
         except (ccxt.NetworkError, ccxt.ExchangeError) as exc:
             return None, f"{self.exchange.id} fetch_ticker failed: {type(exc).__name__}: {exc}"
-        last = _dec(ticker.get("last"), "ticker last")
+        last = to_decimal(ticker.get("last"), "ticker last")
         return (last, None) if last is not None and last > 0 else (None, f"the {symbol} ticker has no last price")
 
     def balances(self) -> dict[str, Decimal]:
@@ -369,9 +370,9 @@ class LiveBroker:
         except ccxt.InvalidOrder as exc:
             return None, f"amount {ticket.amount} {ticket.base} is below the market's step: {exc}"
         limits = market.get("limits") or {}
-        min_amount = _dec((limits.get("amount") or {}).get("min"), "limits.amount.min")
-        max_amount = _dec((limits.get("amount") or {}).get("max"), "limits.amount.max")
-        min_cost = _dec((limits.get("cost") or {}).get("min"), "limits.cost.min")
+        min_amount = to_decimal((limits.get("amount") or {}).get("min"), "limits.amount.min")
+        max_amount = to_decimal((limits.get("amount") or {}).get("max"), "limits.amount.max")
+        min_cost = to_decimal((limits.get("cost") or {}).get("min"), "limits.cost.min")
         if min_amount is not None and amount < min_amount:
             return None, f"amount {amount} {ticket.base} is below the market minimum {min_amount}"
         if max_amount is not None and amount > max_amount:
@@ -416,10 +417,10 @@ class LiveBroker:
             symbol=raw.get("symbol") or symbol,
             side=raw.get("side"),
             status=status,
-            amount=_dec(raw.get("amount"), "amount") or Decimal(0),
-            filled=_dec(raw.get("filled"), "filled") or Decimal(0),
-            average_price=_dec(raw.get("average"), "average"),
-            cost=_dec(raw.get("cost"), "cost"),
+            amount=to_decimal(raw.get("amount"), "amount") or Decimal(0),
+            filled=to_decimal(raw.get("filled"), "filled") or Decimal(0),
+            average_price=to_decimal(raw.get("average"), "average"),
+            cost=to_decimal(raw.get("cost"), "cost"),
             fee=fee,
             fee_currency=fee_currency,
             ts=None if timestamp is None else datetime.fromtimestamp(timestamp / 1000, UTC),
@@ -438,7 +439,7 @@ class LiveBroker:
         for trade in trades:
             for entry in trade.get("fees") or ([trade["fee"]] if trade.get("fee") else []):
                 if entry and entry.get("cost") is not None:
-                    fees[entry["currency"]] = fees.get(entry["currency"], Decimal(0)) + _dec(entry["cost"], "fee")
+                    fees[entry["currency"]] = fees.get(entry["currency"], Decimal(0)) + to_decimal(entry["cost"], "fee")
         if len(fees) != 1:
             return order  # none, or in several currencies: left unknown rather than added up wrongly
         [(currency, cost)] = fees.items()
@@ -452,27 +453,12 @@ def _fee(raw: Mapping) -> tuple[Decimal | None, str | None]:
     currencies = {f.get("currency") for f in entries}
     if len(currencies) != 1:
         return None, None
-    return sum((_dec(f["cost"], "fee") for f in entries), Decimal(0)), currencies.pop()
+    return sum((to_decimal(f["cost"], "fee") for f in entries), Decimal(0)), currencies.pop()
 
 
 def _amounts(balance: Mapping, kind: str) -> dict[str, Decimal]:
     """ccxt's fetch_balance()[kind] ("total", "free") per currency, zero balances left out."""
-    return {c: _dec(v, f"{kind} balance {c}") for c, v in (balance.get(kind) or {}).items() if v}
-
-
-def _dec(value: object, name: str) -> Decimal | None:
-    """ccxt's number (a float parsed from the exchange's decimal string) back to that decimal."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"{name}={value!r}: not a number")
-    try:
-        result = Decimal(str(value)) if isinstance(value, (float, int, str)) else Decimal(value)
-    except (InvalidOperation, TypeError):
-        raise ValueError(f"{name}={value!r}: not a number") from None
-    if not result.is_finite():
-        raise ValueError(f"{name}={value!r}: not a finite number")
-    return result
+    return {c: to_decimal(v, f"{kind} balance {c}") for c, v in (balance.get(kind) or {}).items() if v}
 
 
 __all__ = [

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
-from tracer_assets.trading.paper import _CONTEXT, Position, _round, bought_into, sold_from
+from tracer_assets.money import EXACT, to_scale
+from tracer_assets.trading.positions import Position, bought_into, sold_from
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def book_positions(executions: Iterable[Execution], dust: Mapping[str, Decimal] 
         if execution.filled <= 0:
             continue
         base, quote = execution.symbol.split("/")
-        with localcontext(_CONTEXT):
+        with localcontext(EXACT):
             notional = execution.filled * execution.average_price
             fee, fee_currency = execution.fee or Decimal(0), execution.fee_currency
             if execution.fee and fee_currency not in (base, quote):
@@ -89,8 +90,8 @@ def book_positions(executions: Iterable[Execution], dust: Mapping[str, Decimal] 
                     open_by_symbol,
                     execution,
                     received,
-                    _round(cost, ROUND_HALF_EVEN),
-                    _round(Decimal(fee_quote), ROUND_HALF_EVEN),
+                    to_scale(cost, ROUND_HALF_EVEN),
+                    to_scale(Decimal(fee_quote), ROUND_HALF_EVEN),
                 )
             else:
                 # A sale's fee in the base asset is worth fee x price in quote, off the proceeds too.
@@ -108,8 +109,8 @@ def book_positions(executions: Iterable[Execution], dust: Mapping[str, Decimal] 
                     book,
                     open_by_symbol,
                     execution,
-                    _round(proceeds, ROUND_HALF_EVEN),
-                    _round(Decimal(fee_quote), ROUND_HALF_EVEN),
+                    to_scale(proceeds, ROUND_HALF_EVEN),
+                    to_scale(Decimal(fee_quote), ROUND_HALF_EVEN),
                     (dust or {}).get(execution.symbol, Decimal(0)),
                 )
     return book

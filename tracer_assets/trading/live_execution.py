@@ -23,12 +23,18 @@ from decimal import Decimal
 import dagster as dg
 import polars as pl
 
+from tracer_assets.money import decimal_or_none
 from tracer_assets.resources.warehouse import transaction
-from tracer_assets.trading.decide import SignalEvent, decimal_or_none, decision_id, stale_at_execution
+from tracer_assets.trading.decide import (
+    SignalEvent,
+    decision_id,
+    order_request,
+    stale_at_execution,
+)
 from tracer_assets.trading.live import ExchangeOrder, LiveBroker, LiveTradingRefused, OrderStateUnknown, RecordedOrder
 from tracer_assets.trading.live_book import Book, Execution, book_positions, exit_trigger
-from tracer_assets.trading.paper import OrderTicket, client_order_id
-from tracer_assets.trading.risk import MarketRules, OrderRequest, RiskLimits, RiskState, assess, capped
+from tracer_assets.trading.orders import Action, Mode, OrderTicket, client_order_id
+from tracer_assets.trading.risk import MarketRules, RiskLimits, RiskState, assess, capped
 from tracer_assets.trading.tables import (
     QUOTE,
     create_trading_tables,
@@ -38,7 +44,7 @@ from tracer_assets.trading.tables import (
     stored_decisions,
 )
 
-MODE = "LIVE"
+MODE = Mode.LIVE
 # How far back reconcile reads each symbol's orders; older pending records are looked up by id.
 RECONCILE_WINDOW = timedelta(days=7)
 
@@ -68,7 +74,7 @@ def live_execution(context, duckdb, live_exchange, settings, event: SignalEvent,
             "SELECT client_order_id, symbol, status FROM trading.orders WHERE mode = ?", [MODE]
         ).fetchall()
         known = {row[0] for row in connection.execute("SELECT client_order_id FROM trading.orders").fetchall()}
-        decisions_now = stored_decisions(connection, event, settings.symbols).filter(pl.col("action") != "HOLD")
+        decisions_now = stored_decisions(connection, event, settings.symbols).filter(pl.col("action") != Action.HOLD)
         ours = _intents_decided(connection)
 
     try:
@@ -136,7 +142,6 @@ def live_execution(context, duckdb, live_exchange, settings, event: SignalEvent,
                     dict(
                         decision={"decision_id": decision_id(event, symbol), "symbol": symbol},
                         side="sell",
-                        confidence=Decimal(1),
                         price=closes.get(symbol),
                         stop=None,
                         target=None,
@@ -145,12 +150,11 @@ def live_execution(context, duckdb, live_exchange, settings, event: SignalEvent,
                     )
                 )
     for decision in decisions_now.iter_rows(named=True):
-        side = "buy" if decision["action"] == "BUY" else "sell"
+        side = Action(decision["action"]).side
         intents.append(
             dict(
                 decision=decision,
                 side=side,
-                confidence=decision["confidence"],
                 price=decimal_or_none(decision["price"]) or closes.get(decision["symbol"]),
                 stop=decimal_or_none(decision["stop_loss"]) if side == "buy" else None,
                 target=decimal_or_none(decision["take_profit"]) if side == "buy" else None,
@@ -175,7 +179,7 @@ def live_execution(context, duckdb, live_exchange, settings, event: SignalEvent,
         verdict = None
         if intent["price"] is not None and refusal is None:
             verdict = assess(
-                OrderRequest(symbol, side, intent["price"], confidence=intent["confidence"]),
+                order_request(decision, side, intent["price"]),
                 RiskState.from_history(book.positions, now, free_quote),
                 capped(limits, intent["size"]),
                 markets[symbol],

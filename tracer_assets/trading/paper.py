@@ -1,7 +1,7 @@
 """The paper broker: a pure, exact (Decimal) state machine of spot orders, fills and positions.
 
-The types both brokers share live here too: `client_order_id`, `OrderTicket`, `Fill`,
-`OrderStatus` (`tracer_assets.trading.live` imports them).
+The types both brokers share are in `trading/orders.py` (client order ids, tickets, fills)
+and `trading/positions.py` (positions and their arithmetic).
 
 Fill rules (the same as the backtester's, written out in docs/trading.md):
 - A pending market order fills at the OPEN of the first candle of its symbol whose open time
@@ -28,125 +28,19 @@ proceeds down.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from datetime import datetime
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
-from typing import Literal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 
-OrderStatus = Literal["pending", "filled", "rejected", "canceled"]
-ORDER_STATUSES: tuple[str, ...] = ("pending", "filled", "rejected", "canceled")
-SIDES: tuple[str, ...] = ("buy", "sell")
-FILL_REASONS: tuple[str, ...] = ("entry", "signal", "stop", "target")
-
-# Binance's rule for client order ids (other exchanges accept a superset of it).
-CLIENT_ORDER_ID_PATTERN = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
-MAX_PREFIX_LENGTH = 7  # prefix + "-" + 28 hex (112 bits of the intent's hash) = 36
-CLIENT_ORDER_ID_HEX = 28
-
-# The storage scale: DECIMAL(38, 18).
-SCALE = Decimal("1e-18")
-MAX_ABS = Decimal("1e20")
-# Wide enough that no intermediate product of two DECIMAL(38, 18) values is rounded.
-_CONTEXT = Context(prec=100)
-BPS = Decimal(10_000)
+from tracer_assets.money import BPS, EXACT, exact, to_decimal, to_scale
+from tracer_assets.trading.orders import Fill, OrderTicket, check_symbol
+from tracer_assets.trading.positions import Position, bought_into, sold_from
 
 
 class PaperStateError(ValueError):
     """A snapshot to restore from is incomplete or inconsistent; the message names the row."""
-
-
-# --- shared by both brokers ----------------------------------------------------------------
-
-
-def client_order_id(decision_id: str, side: str, prefix: str = "tracer") -> str:
-    """The order's id at the exchange, derived from the trading intent, so a retry reuses it.
-
-    `<prefix>-<28 hex of sha256(decision id|side)>`. The decision id derives from the signal
-    event (the signals run's id, a UUID, and its storage id) and the symbol
-    (`decide.decision_id`), so the same event decided again gives the same id, while events of
-    another Dagster instance, a restart on a new instance or another machine never share one
-    (a storage id alone restarts at 1 in every new instance).
-    """
-    if not isinstance(decision_id, str) or not decision_id.strip():
-        raise ValueError(f"decision_id={decision_id!r}: expected a non-empty string")
-    if side not in SIDES:
-        raise ValueError(f"side={side!r}: expected 'buy' or 'sell'")
-    if not re.fullmatch(rf"[A-Za-z0-9_.:]{{1,{MAX_PREFIX_LENGTH}}}", prefix or ""):
-        raise ValueError(f"prefix={prefix!r}: expected 1-{MAX_PREFIX_LENGTH} of A-Z a-z 0-9 _ . :")
-    digest = hashlib.sha256(f"{decision_id}|{side}".encode()).hexdigest()[:CLIENT_ORDER_ID_HEX]
-    return f"{prefix}-{digest}"
-
-
-@dataclass(frozen=True)
-class OrderTicket:
-    """What the decision step asks a broker to do: one market order of `amount` base units."""
-
-    client_order_id: str
-    symbol: str  # ccxt spot symbol, "BTC/USDT"
-    side: str  # "buy" / "sell"
-    amount: Decimal  # base currency
-    price: Decimal | None  # the price the decision expected (the last close), for checks only
-    stop_loss: Decimal | None
-    take_profit: Decimal | None
-    decision_id: str
-    signal_storage_id: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.client_order_id, str) or not CLIENT_ORDER_ID_PATTERN.match(self.client_order_id):
-            raise ValueError(f"client_order_id={self.client_order_id!r}: expected 1-36 of A-Z a-z 0-9 . : / _ -")
-        _check_symbol(self.symbol, "symbol")
-        if self.side not in SIDES:
-            raise ValueError(f"side={self.side!r}: expected 'buy' or 'sell'")
-        _exact(self.amount, "amount", positive=True)
-        for name in ("price", "stop_loss", "take_profit"):
-            if getattr(self, name) is not None:
-                _exact(getattr(self, name), name, positive=True)
-        if not isinstance(self.decision_id, str) or not self.decision_id.strip():
-            raise ValueError(f"decision_id={self.decision_id!r}: expected a non-empty string")
-        if (
-            isinstance(self.signal_storage_id, bool)
-            or not isinstance(self.signal_storage_id, int)
-            or self.signal_storage_id < 0
-        ):
-            raise ValueError(f"signal_storage_id={self.signal_storage_id!r}: expected an int >= 0")
-        if self.side == "sell" and (self.stop_loss is not None or self.take_profit is not None):
-            raise ValueError(
-                f"{self.client_order_id}: a sell closes a long position; stop_loss/take_profit belong to buys"
-            )
-        stop, target, price = self.stop_loss, self.take_profit, self.price
-        if stop is not None and target is not None and not stop < target:
-            raise ValueError(f"{self.client_order_id}: stop_loss={stop} must be below take_profit={target}")
-        if price is not None and stop is not None and not stop < price:
-            raise ValueError(f"{self.client_order_id}: stop_loss={stop} must be below the expected price={price}")
-        if price is not None and target is not None and not target > price:
-            raise ValueError(f"{self.client_order_id}: take_profit={target} must be above the expected price={price}")
-
-    @property
-    def base(self) -> str:
-        return self.symbol.split("/")[0]
-
-    @property
-    def quote(self) -> str:
-        return self.symbol.split("/")[1]
-
-
-@dataclass(frozen=True)
-class Fill:
-    """One execution: `amount` base units at `price`, `fee` paid in `fee_currency`."""
-
-    client_order_id: str  # the order filled; for a stop/target exit, the order that opened the position
-    symbol: str
-    side: str
-    amount: Decimal
-    price: Decimal
-    fee: Decimal
-    fee_currency: str
-    ts: datetime  # the candle's open time (the instant the price existed)
-    reason: str  # "entry" (a buy), "signal" (a sell order), "stop", "target"
-    position_id: str | None = None  # the position it opened, added to or reduced
 
 
 # --- paper-only state ----------------------------------------------------------------------
@@ -173,86 +67,6 @@ class PaperOrder:
     fee: Decimal | None = None
 
 
-@dataclass(frozen=True)
-class Position:
-    """A long spot position: what was bought and not yet sold, with its stop and target."""
-
-    position_id: str  # the client order id of the order that opened it
-    symbol: str
-    amount: Decimal  # base units still held by the position
-    entry_price: Decimal  # amount-weighted fill price of the buys (slippage in, fees out)
-    cost_basis: Decimal  # quote paid for `amount`, fees included
-    stop_loss: Decimal | None
-    take_profit: Decimal | None
-    opened_at: datetime
-    realized_pnl: Decimal = Decimal(0)  # quote received minus cost basis of what was sold, fees included
-    fees_paid: Decimal = Decimal(0)
-    closed_at: datetime | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self.closed_at is None
-
-    def unrealized_pnl(self, price: Decimal) -> Decimal:
-        """Mark to `price`, before the fee a sale would cost."""
-        with localcontext(_CONTEXT):
-            return _round(self.amount * price - self.cost_basis, ROUND_HALF_EVEN)
-
-
-def bought_into(
-    old: Position | None,
-    position_id: str,
-    symbol: str,
-    amount: Decimal,
-    price: Decimal,
-    cost: Decimal,
-    fee: Decimal,
-    stop_loss: Decimal | None,
-    take_profit: Decimal | None,
-    ts: datetime,
-) -> Position:
-    """A buy of `amount` at `price` (`cost` quote paid, `fee` of it) opening a position, or added
-    to the open `old` one: amount-weighted entry price; the buy's stop/target replace the
-    position's, None keeps them. Shared by the paper broker and the live book."""
-    if old is None:
-        return Position(position_id, symbol, amount, price, cost, stop_loss, take_profit, ts, fees_paid=fee)
-    with localcontext(_CONTEXT):
-        total = old.amount + amount
-        entry = _round((old.entry_price * old.amount + price * amount) / total, ROUND_HALF_EVEN)
-    return replace(
-        old,
-        amount=total,
-        entry_price=entry,
-        cost_basis=old.cost_basis + cost,
-        fees_paid=old.fees_paid + fee,
-        stop_loss=stop_loss if stop_loss is not None else old.stop_loss,
-        take_profit=take_profit if take_profit is not None else old.take_profit,
-    )
-
-
-def sold_from(position: Position, amount: Decimal, proceeds: Decimal, fee: Decimal) -> Position:
-    """A sale of `amount` (`proceeds` quote received, `fee` paid) charged to `position`: the part
-    it holds takes its share of the cost basis, proceeds and fee; more than it holds is not its
-    business. Closing it (closed_at) is the caller's rule. Shared by the paper broker and the live book."""
-    closed = min(amount, position.amount)
-    with localcontext(_CONTEXT):
-        # Whole amounts take whole values; a part takes its share, rounded once.
-        basis = (
-            position.cost_basis
-            if closed == position.amount
-            else _round(position.cost_basis * closed / position.amount, ROUND_HALF_EVEN)
-        )
-        received = proceeds if closed == amount else _round(proceeds * closed / amount, ROUND_HALF_EVEN)
-        fee_part = fee if closed == amount else _round(fee * closed / amount, ROUND_HALF_EVEN)
-    return replace(
-        position,
-        amount=position.amount - closed,
-        cost_basis=position.cost_basis - basis,
-        realized_pnl=position.realized_pnl + received - basis,
-        fees_paid=position.fees_paid + fee_part,
-    )
-
-
 class PaperBroker:
     """Paper trading: orders fill on the next candle's open with slippage and fees, stops and
     targets are watched on every candle. Pure state; `snapshot()`/`restore()` persist it."""
@@ -268,19 +82,19 @@ class PaperBroker:
         if not isinstance(quote_currency, str) or not re.fullmatch(r"[A-Z0-9]{2,20}", quote_currency):
             raise ValueError(f"quote_currency={quote_currency!r}: expected a currency code like USDT")
         self.quote_currency = quote_currency
-        self.fee_rate = _exact(fee_rate, "fee_rate")
+        self.fee_rate = exact(fee_rate, "fee_rate")
         if not Decimal(0) <= self.fee_rate < 1:
             raise ValueError(f"fee_rate={fee_rate}: must lie in [0, 1), e.g. 0.001 for 0.1%")
-        self.slippage_bps = _exact(slippage_bps, "slippage_bps")
+        self.slippage_bps = exact(slippage_bps, "slippage_bps")
         if not Decimal(0) <= self.slippage_bps < BPS:
             raise ValueError(f"slippage_bps={slippage_bps}: must lie in [0, 10000)")
-        self._balances: dict[str, Decimal] = {quote_currency: _exact(quote_balance, "quote_balance", non_negative=True)}
+        self._balances: dict[str, Decimal] = {quote_currency: exact(quote_balance, "quote_balance", non_negative=True)}
         for currency, amount in (base_balances or {}).items():
             if not isinstance(currency, str) or not re.fullmatch(r"[A-Z0-9]{1,20}", currency):
                 raise ValueError(f"base_balances: {currency!r} is not a currency code like BTC")
             if currency == quote_currency:
                 raise ValueError(f"base_balances: {currency} is the quote currency; pass it as quote_balance")
-            self._balances[currency] = _exact(amount, f"base_balances[{currency}]", non_negative=True)
+            self._balances[currency] = exact(amount, f"base_balances[{currency}]", non_negative=True)
         self._orders: dict[str, PaperOrder] = {}
         self._fills: list[Fill] = []
         self._positions: dict[str, Position] = {}  # position_id -> position, oldest first
@@ -342,7 +156,7 @@ class PaperBroker:
         """Quote balance plus every base balance at `prices` (symbol -> price, e.g. the last close;
         Decimal, int, str or float like candle prices)."""
         total = self._balances[self.quote_currency]
-        with localcontext(_CONTEXT):
+        with localcontext(EXACT):
             for currency, amount in self._balances.items():
                 if currency == self.quote_currency or amount == 0:
                     continue
@@ -350,7 +164,7 @@ class PaperBroker:
                 if symbol not in prices:
                     raise ValueError(f"equity: no price for {symbol} to value {amount} {currency}")
                 total += amount * _number_in(prices[symbol], f"prices[{symbol}]")
-            return _round(total, ROUND_HALF_EVEN)
+            return to_scale(total, ROUND_HALF_EVEN)
 
     # --- orders ---------------------------------------------------------------------------
 
@@ -427,14 +241,14 @@ class PaperBroker:
 
     def _buy_reservation(self, amount: Decimal, price: Decimal) -> Decimal:
         """What a buy may cost: amount × price with slippage, plus the fee, rounded up."""
-        with localcontext(_CONTEXT):
-            return _round(amount * self._slipped(price, "buy") * (1 + self.fee_rate), ROUND_CEILING)
+        with localcontext(EXACT):
+            return to_scale(amount * self._slipped(price, "buy") * (1 + self.fee_rate), ROUND_CEILING)
 
     def _slipped(self, price: Decimal, side: str) -> Decimal:
-        with localcontext(_CONTEXT):
+        with localcontext(EXACT):
             if side == "buy":
-                return _round(price * (1 + self.slippage_bps / BPS), ROUND_CEILING)
-            return _round(price * (1 - self.slippage_bps / BPS), ROUND_FLOOR)
+                return to_scale(price * (1 + self.slippage_bps / BPS), ROUND_CEILING)
+            return to_scale(price * (1 - self.slippage_bps / BPS), ROUND_FLOOR)
 
     # --- candles --------------------------------------------------------------------------
 
@@ -447,7 +261,7 @@ class PaperBroker:
         is ignored (returns []), so replaying candles after a restart changes nothing.
         Prices may be Decimal, int, str or float (a float goes through its shortest repr).
         """
-        _check_symbol(symbol, "symbol")
+        check_symbol(symbol, "symbol")
         _aware(ts, "ts")
         o, h, low_, c = (
             _number_in(value, f"{symbol} candle at {ts.isoformat()} {name}")
@@ -473,10 +287,10 @@ class PaperBroker:
     def _fill_order(self, order: PaperOrder, open_price: Decimal, ts: datetime) -> list[Fill]:
         base, quote = order.symbol.split("/")
         price = self._slipped(open_price, order.side)
-        with localcontext(_CONTEXT):
+        with localcontext(EXACT):
             if order.side == "buy":
-                notional = _round(order.amount * price, ROUND_CEILING)
-                fee = _round(notional * self.fee_rate, ROUND_CEILING)
+                notional = to_scale(order.amount * price, ROUND_CEILING)
+                fee = to_scale(notional * self.fee_rate, ROUND_CEILING)
                 if notional + fee > self._balances[quote]:
                     self._reject(
                         order,
@@ -498,8 +312,8 @@ class PaperBroker:
                         f"{self._balances.get(base, Decimal(0))} held",
                     )
                     return []
-                notional = _round(order.amount * price, ROUND_FLOOR)
-                fee = _round(notional * self.fee_rate, ROUND_CEILING)
+                notional = to_scale(order.amount * price, ROUND_FLOOR)
+                fee = to_scale(notional * self.fee_rate, ROUND_CEILING)
                 position_id = self._sell(order.symbol, order.amount, notional - fee, fee, ts)
                 reason = "signal"
         self._orders[order.client_order_id] = replace(order, status="filled", updated_at=ts, fill_price=price, fee=fee)
@@ -561,9 +375,9 @@ class PaperBroker:
             reason, price = "target", self._slipped(target, "sell")
         else:
             return []
-        with localcontext(_CONTEXT):
-            notional = _round(position.amount * price, ROUND_FLOOR)
-            fee = _round(notional * self.fee_rate, ROUND_CEILING)
+        with localcontext(EXACT):
+            notional = to_scale(position.amount * price, ROUND_FLOOR)
+            fee = to_scale(notional * self.fee_rate, ROUND_CEILING)
         amount = position.amount
         self._sell(symbol, amount, notional - fee, fee, ts)
         fill = Fill(position_id, symbol, "sell", amount, price, fee, self.quote_currency, ts, reason, position_id)
@@ -632,42 +446,15 @@ class PaperBroker:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _check_symbol(symbol: object, name: str) -> None:
-    if not isinstance(symbol, str) or not re.fullmatch(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}", symbol):
-        raise ValueError(f"{name}={symbol!r}: expected a ccxt spot symbol like BTC/USDT")
-
-
 def _aware(value: object, name: str) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name}={value!r}: expected a timezone-aware datetime")
     return value
 
 
-def _exact(value: object, name: str, positive: bool = False, non_negative: bool = False) -> Decimal:
-    """A Decimal that fits DECIMAL(38, 18); floats are refused (money is exact)."""
-    if not isinstance(value, Decimal):
-        raise TypeError(f"{name}={value!r}: expected a decimal.Decimal, got {type(value).__name__}")
-    if not value.is_finite():
-        raise ValueError(f"{name}={value}: must be a finite number")
-    if positive and value <= 0:
-        raise ValueError(f"{name}={value}: must be greater than 0")
-    if non_negative and value < 0:
-        raise ValueError(f"{name}={value}: must be 0 or more")
-    if abs(value) >= MAX_ABS or value != value.quantize(SCALE, context=_CONTEXT):
-        raise ValueError(f"{name}={value}: must have at most 20 integer digits and 18 decimal places")
-    return value
-
-
 def _number_in(value: object, where: str) -> Decimal:
     """A positive price from outside (a float goes through its shortest repr, e.g. 42283.58)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{where}={value!r}: expected a number")
-    if isinstance(value, (int, float, str)):
-        try:
-            value = Decimal(str(value))
-        except InvalidOperation:
-            raise ValueError(f"{where}={value!r}: not a number") from None
-    return _exact(value, where, positive=True)
+    return exact(to_decimal(value, where), where, positive=True)
 
 
 def _stored(value: object, name: str) -> Decimal:
@@ -681,8 +468,8 @@ def _stored(value: object, name: str) -> Decimal:
         value = Decimal(value)
     if not isinstance(value, Decimal):
         raise PaperStateError(f"{name}={value!r}: expected a Decimal (or its string)")
-    value = _exact(value, name)
-    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize(_CONTEXT)
+    value = exact(value, name)
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize(EXACT)
 
 
 def _restore_row(kind: type, row: Mapping, table: str):
@@ -699,9 +486,3 @@ def _restore_row(kind: type, row: Mapping, table: str):
             value = _aware(value, f"{table}.{f.name}")
         values[f.name] = value
     return kind(**values)
-
-
-def _round(value: Decimal, rounding: str) -> Decimal:
-    """To the storage scale (18 places), in the direction the caller chose."""
-    result = value.quantize(SCALE, rounding=rounding, context=_CONTEXT)
-    return result.quantize(Decimal(1)) if result == result.to_integral_value() else result.normalize(_CONTEXT)

@@ -36,8 +36,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal
 from typing import Literal
+
+from tracer_assets.money import decimal_or_none, to_decimal
+from tracer_assets.trading.positions import Position
 
 # ccxt's precision modes (ccxt.base.decimal_to_precision), copied so this module stays free
 # of the exchange library; a test keeps them equal to ccxt's.
@@ -94,6 +97,11 @@ def _require_decimal(owner: str, name: str, value: object, *, positive: bool = F
         raise ValueError(f"{owner}.{name}={value}: must be greater than 0")
     if not positive and value < 0:
         raise ValueError(f"{owner}.{name}={value}: must not be negative")
+
+
+def _cost(position: Position) -> Decimal:
+    """Exposure at cost: what the position's amount cost at its entry price (fees aside)."""
+    return position.amount * position.entry_price
 
 
 def _require_int(owner: str, name: str, value: object) -> None:
@@ -254,18 +262,11 @@ class MarketRules:
 
 
 def _ccxt_decimal(value: object, where: str) -> Decimal | None:
-    """ccxt writes numbers as floats; str() keeps the digits the exchange sent (1e-05 -> 0.00001)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        raise TypeError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError(f"{where}={value!r}: not a number") from None
-    if not number.is_finite() or number < 0:
+    """A market rule from ccxt (a float of the exchange's digits: 1e-05 -> 0.00001), non-negative."""
+    number = to_decimal(value, where)
+    if number is not None and number < 0:
         raise ValueError(f"{where}={value!r}: must be a finite, non-negative number")
-    return number.normalize() if number else _ZERO
+    return None if number is None else number.normalize() if number else _ZERO
 
 
 def _ccxt_step(value: object, mode: int, where: str) -> Decimal | None:
@@ -277,26 +278,6 @@ def _ccxt_step(value: object, mode: int, where: str) -> Decimal | None:
             raise ValueError(f"{where}={value!r}: decimal places must be a whole number")
         return _ONE.scaleb(-int(number))
     return number
-
-
-@dataclass(frozen=True)
-class Position:
-    """An open long: `amount` in base currency bought at `entry_price`."""
-
-    symbol: str
-    amount: Decimal
-    entry_price: Decimal
-    opened_at: datetime
-
-    def __post_init__(self) -> None:
-        owner = f"Position({self.symbol})"
-        _require_decimal(owner, "amount", self.amount, positive=True)
-        _require_decimal(owner, "entry_price", self.entry_price, positive=True)
-        _require_aware(owner, "opened_at", self.opened_at)
-
-    @property
-    def cost(self) -> Decimal:
-        return self.amount * self.entry_price
 
 
 @dataclass(frozen=True)
@@ -317,6 +298,11 @@ class RiskState:
     def __post_init__(self) -> None:
         if not isinstance(self.positions, tuple) or not all(isinstance(p, Position) for p in self.positions):
             raise TypeError(f"RiskState.positions must be a tuple of Position, got {self.positions!r}")
+        for position in self.positions:
+            owner = f"Position({position.symbol})"
+            _require_decimal(owner, "amount", position.amount, positive=True)
+            _require_decimal(owner, "entry_price", position.entry_price, positive=True)
+            _require_aware(owner, "opened_at", position.opened_at)
         _require_int("RiskState", "trades_today", self.trades_today)
         if not isinstance(self.realized_pnl_today, Decimal) or not self.realized_pnl_today.is_finite():
             raise TypeError(f"RiskState.realized_pnl_today must be a finite Decimal, got {self.realized_pnl_today!r}")
@@ -334,9 +320,7 @@ class RiskState:
         closed = [p for p in history if p.closed_at is not None]
         losses = [p.closed_at for p in closed if p.realized_pnl < 0]
         return cls(
-            positions=tuple(
-                Position(p.symbol, p.amount, p.entry_price, p.opened_at) for p in history if p.closed_at is None
-            ),
+            positions=tuple(p for p in history if p.closed_at is None),
             trades_today=sum(1 for p in history if p.opened_at >= day),
             realized_pnl_today=sum((p.realized_pnl for p in closed if p.closed_at >= day), Decimal(0)),
             last_loss_at=max(losses) if losses else None,
@@ -347,7 +331,7 @@ class RiskState:
     def held(self, symbol: str) -> tuple[Decimal, Decimal]:
         """(amount, cost) held in `symbol`, summed over its positions."""
         mine = [p for p in self.positions if p.symbol == symbol]
-        return sum((p.amount for p in mine), _ZERO), sum((p.cost for p in mine), _ZERO)
+        return sum((p.amount for p in mine), _ZERO), sum((_cost(p) for p in mine), _ZERO)
 
     @property
     def open_symbols(self) -> frozenset[str]:
@@ -355,7 +339,7 @@ class RiskState:
 
     @property
     def total_exposure(self) -> Decimal:
-        return sum((p.cost for p in self.positions), _ZERO)
+        return sum((_cost(p) for p in self.positions), _ZERO)
 
 
 @dataclass(frozen=True)
@@ -447,12 +431,6 @@ def kelly_fraction(win_rate: Decimal, payoff_ratio: Decimal) -> Decimal:
     return win_rate - (_ONE - win_rate) / payoff_ratio
 
 
-def _as_decimal(value: float | int | Decimal) -> Decimal | None:
-    """A request's number as an exact Decimal of its shortest repr; None when not finite."""
-    number = value if isinstance(value, Decimal) else Decimal(str(value))
-    return number if number.is_finite() else None
-
-
 def _fmt(value: Decimal) -> str:
     """Readable and exact: no exponent, no trailing zeros past the point."""
     text = f"{value:f}"
@@ -501,7 +479,7 @@ def assess(request: OrderRequest, state: RiskState, limits: RiskLimits, market: 
         f"{request.price} {quote}" if price_ok else f"price={request.price} must be a finite number above 0",
     )
     if request.side == "buy":
-        confidence = _as_decimal(request.confidence)
+        confidence = decimal_or_none(request.confidence)
         confidence_ok = confidence is not None and _ZERO <= confidence <= _ONE
         checks.add(
             "confidence",
@@ -615,8 +593,8 @@ def _size_buy(
     if request.win_rate is None and request.payoff_ratio is None:
         checks.add("strategy_edge", True, "no win rate / payoff given: Kelly not applied")
     else:
-        win_rate = None if request.win_rate is None else _as_decimal(request.win_rate)
-        payoff = None if request.payoff_ratio is None else _as_decimal(request.payoff_ratio)
+        win_rate = None if request.win_rate is None else decimal_or_none(request.win_rate)
+        payoff = None if request.payoff_ratio is None else decimal_or_none(request.payoff_ratio)
         if win_rate is None or payoff is None or not (_ZERO <= win_rate <= _ONE) or payoff <= 0:
             checks.add(
                 "strategy_edge",

@@ -10,9 +10,9 @@ required: it is redacted from the audit files when it is long enough to redact, 
 
 from __future__ import annotations
 
+from tracer_assets.redaction import MIN_SECRET_LENGTH
 from tracer_assets.resources.notifier import DISCORD_WEBHOOK_URL_VARIABLE, TELEGRAM_BOT_TOKEN_VARIABLE
 from tracer_assets.settings import Settings, SettingsError
-from tracer_assets.trading.audit import MIN_SECRET_LENGTH
 
 ANTHROPIC_KEY_VAR = "ANTHROPIC_API_KEY"
 # The exchange keys of live trading, read through Dagster's EnvVar (definitions.live_resources).

@@ -8,8 +8,8 @@ id) makes Dagster drop a request it has seen before.
 
 import dagster as dg
 
-from tracer_assets.signals.assets import SIGNALS_KEY
-from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
+from tracer_assets.signals.keys import SIGNALS_KEY
+from tracer_assets.trading.keys import SIGNAL_STORAGE_TAG
 
 DECISION_JOB = "decision_job"
 MAX_EVENTS_PER_TICK = 50

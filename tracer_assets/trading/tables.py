@@ -47,7 +47,13 @@ COLUMNS_ADDED = {
         ("signal_run_id", "VARCHAR"),
         ("audited_at", "TIMESTAMPTZ"),
     ),
-    "trading.decisions": (("signal_run_id", "VARCHAR"), ("valid_until", "TIMESTAMPTZ"), ("audited_at", "TIMESTAMPTZ")),
+    "trading.decisions": (
+        ("signal_run_id", "VARCHAR"),
+        ("valid_until", "TIMESTAMPTZ"),
+        ("audited_at", "TIMESTAMPTZ"),
+        ("win_rate", "DOUBLE"),
+        ("payoff_ratio", "DOUBLE"),
+    ),
 }
 
 

@@ -51,7 +51,7 @@ def clean_environment() -> None:
 
 def materialize_signals(instance, signals_job) -> int:
     """One signals/signals materialization (with its history rows); its storage id."""
-    from tracer_assets.signals.assets import HISTORY_KEY, SIGNALS_KEY
+    from tracer_assets.signals.keys import HISTORY_KEY, SIGNALS_KEY
 
     result = signals_job.execute_in_process(
         instance=instance, run_config=QUIET, asset_selection=[SIGNALS_KEY, HISTORY_KEY]
@@ -66,8 +66,8 @@ def under_dagster_dev(scratch: Path, signals_job) -> list[dict]:
     import dagster as dg
     from test_trading_e2e import dagster_dev, wait_for_decision_run
 
-    from tracer_assets.signals.assets import SIGNALS_KEY
-    from tracer_assets.trading.assets import DECISIONS_KEY
+    from tracer_assets.signals.keys import SIGNALS_KEY
+    from tracer_assets.trading.keys import DECISIONS_KEY
 
     laps = []
     with dagster_dev(dict(os.environ), scratch) as server, dg.DagsterInstance.get() as instance:
@@ -107,7 +107,7 @@ def in_process(defs, signals_job) -> tuple[list[float], list[float]]:
     from run_figures import seconds_inside_steps
 
     from tracer_assets.definitions import DECISION_JOB
-    from tracer_assets.trading.assets import SIGNAL_STORAGE_TAG
+    from tracer_assets.trading.keys import SIGNAL_STORAGE_TAG
 
     job = defs.resolve_job_def(DECISION_JOB)
     walls, insides = [], []
@@ -131,7 +131,7 @@ def main() -> int:
 
     from tracer_assets.definitions import build_definitions
     from tracer_assets.settings import load_settings
-    from tracer_assets.signals.assets import HISTORY_KEY, SIGNALS_KEY
+    from tracer_assets.signals.keys import HISTORY_KEY, SIGNALS_KEY
 
     with tempfile.TemporaryDirectory(prefix="tracer-bench-decision-") as scratch_dir:
         scratch = Path(scratch_dir)

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import urlsplit
 
-from tracer_assets.trading.audit import MIN_SECRET_LENGTH, decimal_text, prepare_secrets, redact_text
+from tracer_assets.money import decimal_text
+from tracer_assets.redaction import MIN_SECRET_LENGTH, prepare_secrets, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -238,13 +239,10 @@ class Notifier:
         self.timeout = timeout
         self.api_base = api_base
         self._extra = prepare_secrets(secrets)  # a too-short extra secret is the caller's bug: raise
+        # A junk-short URL/token still must not break trading: it is redacted as it is ("keep"),
+        # and the send fails with a message naming the setting.
         channel_secrets = [s for s in (self._discord_url, self._telegram_token) if isinstance(s, str)]
-        try:
-            self._secrets = prepare_secrets(channel_secrets) + self._extra
-        except (TypeError, ValueError):
-            # A junk-short URL/token still must not break trading: redact it as it is, and
-            # let the send fail with a message naming the setting.
-            self._secrets = tuple(sorted(set(channel_secrets), key=len, reverse=True)) + self._extra
+        self._secrets = prepare_secrets(channel_secrets, too_short="keep") + self._extra
 
     def __repr__(self) -> str:  # the URL and the token stay out of any repr
         return f"Notifier(channels={list(self.channels)!r}, timeout={self.timeout!r})"

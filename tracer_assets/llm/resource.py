@@ -1,43 +1,49 @@
-"""The Anthropic client as a Dagster resource, for the LLM decider (TRACER_DECIDER=llm).
+"""The Anthropic client as a Dagster resource: the one LLM client of the project.
 
 The key comes through `EnvVar("ANTHROPIC_API_KEY")`: Dagster resolves it when the run starts,
 shows only the variable's name in the UI, and this class keeps it out of its repr. Nothing here
-logs it; `decide_with_llm` also redacts it from every reason it records.
+logs it; every reason a call returns has it redacted.
 
 Retries are off by default (`max_retries=0`): a tick must not stall behind the SDK's backoff
 (2 retries of up to 8 s each by default) when the API is down; the next tick asks again.
 
-`timeout_seconds` is one wall-clock deadline for the whole decision (connect, send, every read,
-the parse), enforced by `decide_with_llm`: the SDK's own `timeout` is httpx's, per connect, write
+`timeout_seconds` is one wall-clock deadline for the whole call (connect, send, every read,
+the parse), enforced by `ask_claude`: the SDK's own `timeout` is httpx's, per connect, write
 and read, so an answer trickled a piece at a time would never trip it.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from dagster import ConfigurableResource, EnvVar
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from tracer_assets.trading.llm_decision import DecisionContext, LlmOutcome, decide_with_llm
+from tracer_assets.llm.call import LlmResult, ask_claude
+from tracer_assets.redaction import prepare_secrets, redact_text
+
+__all__ = ["API_KEY_VARIABLE", "DEFAULT_MODEL", "AnthropicResource"]
 
 # A current Sonnet: in anthropic 2.11's model list and not in its DEPRECATED_MODELS.
 DEFAULT_MODEL = "claude-sonnet-4-6"
 API_KEY_VARIABLE = "ANTHROPIC_API_KEY"
 
+Model = TypeVar("Model", bound=BaseModel)
+
 
 class AnthropicResource(ConfigurableResource):
-    """Builds `anthropic.Anthropic` clients; `decide(ctx)` runs one LLM decision."""
+    """Builds `anthropic.Anthropic` clients; `ask(system, messages, schema)` is one validated call."""
 
     api_key: str = Field(repr=False, description=f"the API key; pass EnvVar({API_KEY_VARIABLE!r}), never a literal")
     model: str = Field(default=DEFAULT_MODEL, description="Claude model id")
     base_url: str | None = Field(default=None, description="another Messages API origin (a local server, a proxy)")
     timeout_seconds: float = Field(
         default=20.0,
-        description="one deadline for the whole call (connect, send, every read, parse); past it the decision is HOLD",
+        description="one deadline for the whole call (connect, send, every read, parse); past it the call fails",
     )
-    max_tokens: int = Field(default=512, description="answer length cap; an answer cut there means HOLD")
+    max_tokens: int = Field(default=512, description="answer length cap; an answer cut there is a failure")
     max_retries: int = Field(default=0, description="SDK retries; 0 so a failing API cannot stall a tick")
 
     @classmethod
@@ -46,13 +52,12 @@ class AnthropicResource(ConfigurableResource):
         return cls(api_key=EnvVar(API_KEY_VARIABLE), **config)
 
     def _check(self) -> None:
-        # Messages name the setting, never the key's value.
+        # Messages name the setting, never the key's value. The time limit is checked by the
+        # call itself ("LLM time limit must be a positive finite number of seconds").
         if not self.api_key or not self.api_key.strip():
             raise ValueError(f"the Anthropic API key is empty: set {API_KEY_VARIABLE}")
         if not self.model.strip():
             raise ValueError("the Anthropic model id is empty")
-        if not (math.isfinite(self.timeout_seconds) and self.timeout_seconds > 0):
-            raise ValueError(f"timeout_seconds must be a positive finite number, got {self.timeout_seconds}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.max_retries < 0:
@@ -65,7 +70,7 @@ class AnthropicResource(ConfigurableResource):
     def client(self):
         """A new `anthropic.Anthropic` for this configuration (the key passed explicitly, so
         the SDK reads no credential files or other environment variables). Its `timeout` is
-        httpx's per-operation limit; `decide` holds the whole call to `timeout_seconds`."""
+        httpx's per-operation limit; `ask` holds the whole call to `timeout_seconds`."""
         import anthropic
 
         self._check()
@@ -76,27 +81,36 @@ class AnthropicResource(ConfigurableResource):
             max_retries=self.max_retries,
         )
 
-    def decide(self, ctx: DecisionContext) -> LlmOutcome:
-        """One decision; HOLD with the reason on any failure (a bad configuration included)."""
+    def ask(
+        self,
+        system: str,
+        messages: Sequence[Mapping[str, Any]],
+        schema: type[Model],
+        *,
+        context: dict[str, Any] | None = None,
+    ) -> LlmResult[Model]:
+        """One call (see `ask_claude`): the answer validated against `schema`, or a failure
+        with its reason (a bad configuration included). Never raises for the call or the answer."""
         try:
             client = self.client()
         except Exception as error:
-            return LlmOutcome(
-                action="HOLD",
-                symbol=None,
-                confidence=None,
-                position_size_quote=None,
-                stop_loss=None,
-                take_profit=None,
-                reason=_without(f"LLM client not configured: {error}"[:300], self.api_key),
-                raw_text=None,
-                latency_s=0.0,
+            secrets = prepare_secrets([self.api_key], too_short="skip")
+            return LlmResult(
                 ok=False,
+                answer=None,
+                reason=redact_text(f"LLM client not configured: {error}"[:300], secrets),
+                raw_text=None,
                 model=self.model,
+                latency_s=0.0,
             )
         with client:
-            return decide_with_llm(client, self.model, ctx, self.timeout_seconds, self.max_tokens)
-
-
-def _without(text: str, secret: str | None) -> str:
-    return text.replace(secret, "[redacted]") if secret and len(secret) >= 8 else text
+            return ask_claude(
+                client,
+                self.model,
+                system,
+                messages,
+                schema,
+                timeout_s=self.timeout_seconds,
+                max_tokens=self.max_tokens,
+                context=context,
+            )
