@@ -13,11 +13,12 @@ from collections.abc import Iterable
 import dagster as dg
 
 from tracer_assets.features.assets import build_indicators_asset
+from tracer_assets.llm.resource import API_KEY_VARIABLE, AnthropicResource
 from tracer_assets.market.assets import build_candles_asset
 from tracer_assets.market.keys import CANDLES_KEY
 from tracer_assets.market.partitions import candle_partitions
 from tracer_assets.research.assets import build_research_assets
-from tracer_assets.resources.exchange import ExchangeResource, LiveExchangeResource
+from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.notifier import NotifierResource
 from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.schedules import TICK_GROUPS, TICK_JOB, build_tick
@@ -27,6 +28,7 @@ from tracer_assets.signals.keys import SIGNALS_KEY
 from tracer_assets.sql.assets import build_sql_assets
 from tracer_assets.trading.assets import build_trading_assets, trading_mode
 from tracer_assets.trading.orders import Mode
+from tracer_assets.trading.resources import BrokerResource, LiveBrokerResource, PaperBrokerResource
 from tracer_assets.trading.secrets import API_KEY_VAR, SECRET_VAR, check_secrets
 from tracer_assets.trading.sensors import DECISION_JOB, build_decision_job, build_signal_sensor
 from tracer_assets.trading.signal_checks import blocking_check_names
@@ -49,34 +51,30 @@ def tick_inputs(assets: Iterable[dg.AssetsDefinition]) -> tuple[list[dg.AssetKey
     return tick_keys, views
 
 
-def llm_resources(settings: Settings) -> dict:
-    """The anthropic client only when the LLM decides: its key (EnvVar) must not be required otherwise."""
-    if settings.decider != "llm":
-        return {}
-    from tracer_assets.llm.resource import AnthropicResource
-
-    return {
-        "llm": AnthropicResource.from_env_key(
-            model=settings.anthropic_model,
-            base_url=settings.anthropic_base_url,
-            timeout_seconds=settings.llm_timeout_seconds,
-        )
-    }
+def llm_resource(settings: Settings) -> AnthropicResource:
+    """The anthropic client. Its key (EnvVar) is required only when the LLM decides: otherwise
+    the resource exists without one, and nothing asks it anything."""
+    key = dg.EnvVar(API_KEY_VARIABLE) if settings.decider == "llm" else None
+    return AnthropicResource(
+        api_key=key,
+        model=settings.anthropic_model,
+        base_url=settings.anthropic_base_url,
+        timeout_seconds=settings.llm_timeout_seconds,
+    )
 
 
-def live_resources(settings: Settings) -> dict:
-    """The keyed exchange client only in LIVE mode: its keys (EnvVar) must not be required otherwise."""
+def broker_resource(settings: Settings) -> BrokerResource:
+    """The paper account, or the keyed live one only in LIVE mode: its keys (EnvVar) are not
+    required otherwise."""
     if trading_mode(settings)[0] is not Mode.LIVE:
-        return {}
-    return {
-        "live_exchange": LiveExchangeResource(
-            exchange=settings.exchange,
-            api_urls=dict(settings.exchange_urls),
-            sandbox=settings.sandbox,
-            api_key=dg.EnvVar(API_KEY_VAR),
-            secret=dg.EnvVar(SECRET_VAR),
-        )
-    }
+        return PaperBrokerResource()
+    return LiveBrokerResource(
+        exchange=settings.exchange,
+        api_urls=dict(settings.exchange_urls),
+        sandbox=settings.sandbox,
+        api_key=dg.EnvVar(API_KEY_VAR),
+        secret=dg.EnvVar(SECRET_VAR),
+    )
 
 
 def configure_logging(settings: Settings) -> None:
@@ -134,8 +132,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "exchange": ExchangeResource.from_settings(settings),
             "duckdb": TracerDuckDB(database=database),
             "notifier": NotifierResource.from_env(settings.environ),
-            **llm_resources(settings),
-            **live_resources(settings),
+            "llm": llm_resource(settings),
+            "broker": broker_resource(settings),
         },
     )
 

@@ -216,7 +216,11 @@ SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
     (
         "TRACER_KELLY_FRACTION",
         "0.5",
-        "Risk: the fraction of the Kelly bet used when a strategy's win rate and payoff are known.",
+        (
+            "Risk: a buy's size is multiplied by this fraction of full Kelly, from the selected strategy's "
+            "out-of-sample win rate and payoff (profit factor); no edge means no buy. Half Kelly of a typical "
+            "edge is 10-20% of the order: raise `ORDER_AMOUNT` so that it clears `MIN_ALLOWED_ORDER_AMOUNT`."
+        ),
     ),
 )
 

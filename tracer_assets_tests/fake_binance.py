@@ -324,6 +324,10 @@ class FakeBinance:
         with self._lock:
             self._faults.append(_Fault(match, status, payload, content_type, times, method and method.upper()))
 
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
     def requests(self, path: str | None = None, symbol: str | None = None) -> list[Request]:
         """Every request received so far, oldest first, optionally only one path / symbol."""
         with self._lock:

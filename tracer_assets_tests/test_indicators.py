@@ -12,6 +12,7 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -22,6 +23,7 @@ from tracer_assets.features.indicators import (
     INDICATOR_COLUMNS,
     WARMUP_BARS,
     compute_indicators,
+    seeded_ewm,
     warmup_bars,
 )
 from tracer_assets.market.candles import candles_from_rows
@@ -248,7 +250,6 @@ def test_warmup_rows_null_exactly_where_talib_has_no_output(computed: pl.DataFra
 
 def test_matches_talib_when_installed(computed: pl.DataFrame) -> None:
     talib = pytest.importorskip("talib")
-    np = pytest.importorskip("numpy")
     for symbol, timeframe in SERIES:
         series = series_of(computed, symbol, timeframe)
         high, low, close = (series[c].to_numpy() for c in ("high", "low", "close"))
@@ -349,12 +350,15 @@ def test_flat_prices_and_constant_volume() -> None:
     assert out["volume_z"].null_count() == len(closes)  # zero volume throughout
 
 
-def test_polars_ewm_seeding_semantics() -> None:
-    """The seeding trick relies on: leading nulls stay null, the recursion starts at the first
-    value (y = x), then y = (1 - a) y + a x. Guard it against polars changes."""
-    values = [None, None, 3.0, 4.0, 10.0]
-    got = pl.Series(values).ewm_mean(alpha=0.5, adjust=False, ignore_nulls=True).to_list()
-    assert got == [None, None, 3.0, 3.5, 6.75]
+def test_seeded_ewm_seeding_semantics() -> None:
+    """The recursion under every EMA and Wilder average: NaN before the seed, the mean of the
+    `period` values ending at the seed index there (values before that window never read), then
+    y = y + a (x - y)."""
+    x = np.array([np.nan, 1.0, 3.0, 4.0, 10.0])
+    got = seeded_ewm(x, 0.5, seed_index=2, period=2)
+    np.testing.assert_array_equal(got, [np.nan, np.nan, 2.0, 3.0, 6.5])
+    assert np.isnan(seeded_ewm(x, 0.5, seed_index=5, period=2)).all()  # series too short: no value
+    assert seeded_ewm(x[:0], 0.5, seed_index=0, period=1).shape == (0,)
 
 
 def test_random_walk_against_reference_with_gaps_in_order() -> None:

@@ -98,9 +98,18 @@ def test_no_request_reaches_the_exchange_unless_every_live_condition_holds(live,
             forget_trading(database)
             decide(storage_id)
         order = query(database, "SELECT * FROM trading.orders").row(0, named=True)
-        # The BUY went to the paper broker instead, and the exchange saw not one request.
+        # The BUY went to the paper broker instead. The exchange saw no order, no signed or keyed
+        # request: on a real exchange, paper orders are sized against its public market rules
+        # (exchangeInfo), and on replay it is not asked at all.
         assert (order["client_order_id"], order["mode"]) == (cid, "DRY"), case
-        assert server.requests() == [], case
+        seen = server.requests()
+        assert all(r.method == "GET" and r.path.endswith("/exchangeInfo") for r in seen), (case, seen)
+        assert not any("signature" in r.query for r in seen), case
+        if case == "replay exchange":
+            assert seen == [], case
+        else:  # sized to Binance's BTC/USDT lot step (0.00001), as the exchange would take it
+            assert order["amount"] % Decimal("0.00001") == 0 and order["amount"] > 0, (case, order["amount"])
+        server.clear_requests()
 
     forget_trading(database)
     decide(storage_id)

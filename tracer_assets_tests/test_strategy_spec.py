@@ -22,6 +22,7 @@ import pytest
 from conftest import REPO, bundled_frame
 from pydantic import ValidationError
 
+from tracer_assets.features import indicators
 from tracer_assets.features.indicators import compute_indicators
 from tracer_assets.research import rules
 from tracer_assets.research.rules import compute_indicator, evaluate, param_grid
@@ -518,14 +519,14 @@ def test_indicator_matches_loop_reference_on_real_candles(
         assert_matches(got[output], expected[output], scale, f"{kind}{params}.{output}")
 
 
-def test_indicators_match_features_compute_indicators(btc: pl.DataFrame, candles: dict[str, np.ndarray]) -> None:
+def test_indicators_equal_features_compute_indicators(btc: pl.DataFrame, candles: dict[str, np.ndarray]) -> None:
+    """One implementation (features.indicators' kernels): the rules' indicators are the
+    features/indicators columns bit for bit, warm-up NaN where the column is null."""
     frame = compute_indicators(
         btc.rename({"date": "ts"}).with_columns(symbol=pl.lit("BTC/USDT"), timeframe=pl.lit("5m"))
     )
-    scale = float(np.mean(candles["close"]))
-    pairs = {
-        "ema_12": compute_indicator("ema", {"window": 12}, candles)["value"],
-        "ema_200": compute_indicator("ema", {"window": 200}, candles)["value"],
+    pairs = {f"ema_{n}": compute_indicator("ema", {"window": n}, candles)["value"] for n in (12, 26, 50, 200)}
+    pairs |= {
         "rsi_14": compute_indicator("rsi", {"window": 14}, candles)["value"],
         "atr_14": compute_indicator("atr", {"window": 14}, candles)["value"],
     }
@@ -533,7 +534,13 @@ def test_indicators_match_features_compute_indicators(btc: pl.DataFrame, candles
     pairs |= {"macd": macd["line"], "macd_signal": macd["signal"], "macd_hist": macd["hist"]}
     for column, ours in pairs.items():
         theirs = frame[column].to_numpy()  # nulls -> NaN
-        assert_matches(ours, theirs.tolist(), scale, column)
+        np.testing.assert_array_equal(ours, theirs, err_msg=column)
+
+
+def test_rules_use_the_features_kernels() -> None:
+    """One implementation: the rules call features.indicators' functions, not copies."""
+    for name in ("ema", "sma", "rsi", "atr", "macd", "bollinger", "donchian", "roc", "rolling_std"):
+        assert getattr(rules, name) is getattr(indicators, name), name
 
 
 def test_indicators_match_talib_where_installed(short_candles: dict[str, np.ndarray]) -> None:
@@ -664,13 +671,13 @@ def test_each_distinct_indicator_is_computed_once_across_the_grid(
     short_candles: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    real = rules._seeded_recursion
+    real = rules.ema  # the kernel of features.indicators, as rules calls it
 
-    def counting(x: np.ndarray, alpha: float, seed_index: int, period: int) -> np.ndarray:
-        calls.append(period)
-        return real(x, alpha, seed_index, period)
+    def counting(x: np.ndarray, window: int, seed_index: int | None = None) -> np.ndarray:
+        calls.append(window)
+        return real(x, window, seed_index)
 
-    monkeypatch.setattr(rules, "_seeded_recursion", counting)
+    monkeypatch.setattr(rules, "ema", counting)
     spec = load_spec(
         ema_spec(
             parameters={

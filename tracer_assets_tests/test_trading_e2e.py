@@ -67,6 +67,10 @@ def scene_environment(scratch: Path, dagster_home: Path) -> dict[str, str]:
         "TRACER_TICK_CRON": NEVER_CRON,
         "TB_MIN_SIGNAL_QUALITY": "0",
         "TB_MIN_CONVICTION_SCORE": "0",
+        # Room for a Kelly-sized buy: the strategy's edge (win rate 0.6, profit factor 1.8) is full
+        # Kelly 0.267, used at half, so at most 13.3 of the 100 USDT order; any confidence clears 1 USDT.
+        "ORDER_AMOUNT": "100",
+        "MIN_ALLOWED_ORDER_AMOUNT": "1",
     }
 
 
@@ -319,8 +323,10 @@ def test_dagster_dev_answers_a_signals_materialization_with_a_decision_and_its_o
     )
     assert (order["symbol"], order["side"], order["mode"]) == (BUY_SYMBOL, "buy", "DRY")
     assert order["reason"] == "approved" and order["status"] in ("pending", "filled"), order
-    # Sized by the risk manager between MIN_ALLOWED_ORDER_AMOUNT and ORDER_AMOUNT (defaults 5, 10 USDT).
-    assert Decimal(5) <= order["amount"] * order["price"] <= Decimal(10)
+    # Sized by the risk manager between MIN_ALLOWED_ORDER_AMOUNT and half Kelly of ORDER_AMOUNT.
+    assert Decimal(1) <= order["amount"] * order["price"] <= Decimal("13.34")
+    edge = next(c for c in json.loads(order["risk_checks"]) if c["name"] == "strategy_edge")
+    assert edge["passed"] and "Kelly f* 0.2666" in edge["detail"], edge
     # The decision read the signals that shell's run published: its candle is that run's BTC/USDT 5m signal.
     (published,) = read_rows(
         database,

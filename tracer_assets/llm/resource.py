@@ -36,7 +36,9 @@ Model = TypeVar("Model", bound=BaseModel)
 class AnthropicResource(ConfigurableResource):
     """Builds `anthropic.Anthropic` clients; `ask(system, messages, schema)` is one validated call."""
 
-    api_key: str = Field(repr=False, description=f"the API key; pass EnvVar({API_KEY_VARIABLE!r}), never a literal")
+    api_key: str | None = Field(
+        default=None, repr=False, description=f"the API key; pass EnvVar({API_KEY_VARIABLE!r}), never a literal"
+    )
     model: str = Field(default=DEFAULT_MODEL, description="Claude model id")
     base_url: str | None = Field(default=None, description="another Messages API origin (a local server, a proxy)")
     timeout_seconds: float = Field(

@@ -10,36 +10,20 @@ once and shared by all combinations (an EMA-cross grid of 20 fast x 20 slow wind
 40 EMAs, not 400), and so is every rule node whose parameters do not vary between two
 combinations (e.g. `close > ema(200)` in a grid over the RSI threshold).
 
-Warm-up: an indicator is NaN until it has enough bars (the definitions below). A rule is
+Warm-up: an indicator is NaN until it has enough bars (its first valid bar, below). A rule is
 evaluated from the first bar at which every operand it uses is defined (plus one bar for a
 cross, which looks at the previous bar); before that it is False. After warm-up no value is
 NaN (the candles are checked finite and positive), so plain boolean logic is exact there and
 `not` never turns an undefined comparison into True.
 
-Indicators (TA-Lib's definitions where TA-Lib has the indicator; index i is the 0-based bar,
-N the window; each recursion is seeded with a simple mean, as TA-Lib does):
+Indicators: the kinds of `spec.INDICATORS`, each computed by its kernel in
+`tracer_assets.features.indicators` (TA-Lib's definitions where TA-Lib has the indicator; the
+same functions compute the features/indicators columns): ema, sma, rsi, atr, macd (output
+line|signal|hist), bollinger (upper|middle|lower), donchian (upper|lower), roc, and volume_sma
+(`sma` of the volume). Their exact definitions and first valid bars are in that module's
+docstring and docs/strategies.md.
 
-ema(N)            k = 2/(N+1); ema[N-1] = mean(close[0..N-1]); ema[i] = ema[i-1] + k*(close[i] - ema[i-1]).
-sma(N)            mean(close[i-N+1..i]); from i = N-1.
-rsi(N)            Wilder: d = close[i] - close[i-1]; avg gain/loss seeded at i = N with the means of
-                  max(d,0) / max(-d,0) over i = 1..N, then avg = (avg*(N-1) + x)/N;
-                  rsi = 100*gain/(gain+loss), 0 where gain+loss = 0. From i = N.
-atr(N)            Wilder over tr[i] = max(high[i], close[i-1]) - min(low[i], close[i-1]) (i >= 1),
-                  seeded at i = N with mean(tr[1..N]). From i = N.
-macd(fast, slow, signal), output line|signal|hist (TA_MACD): the slow EMA as ema(slow); the fast
-                  EMA seeded at the SAME index slow-1, with the mean of the `fast` closes ending
-                  there; line = fast - slow; signal = EMA(signal) of the line seeded with the mean
-                  of line[slow-1 .. slow+signal-2]; hist = line - signal. All three from
-                  i = slow+signal-2. Needs fast < slow.
-bollinger(N, k), output upper|middle|lower (TA_BBANDS with SMA): middle = sma(N); upper/lower =
-                  middle +/- k * population standard deviation (ddof 0) of the same N closes.
-                  From i = N-1.
-donchian(N), output upper|lower: max(high) / min(low) of the N bars BEFORE bar i (i-N..i-1,
-                  excluding bar i, so `close > donchian.upper` can happen). From i = N.
-roc(N)            100 * (close[i] / close[i-N] - 1), in percent (TA_ROC). From i = N.
-volume_sma(N)     mean(volume[i-N+1..i]). From i = N-1.
-
-Pure numpy/polars; no Dagster.
+Pure numpy; no Dagster.
 """
 
 from __future__ import annotations
@@ -53,8 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import polars as pl
 
+from tracer_assets.features.indicators import atr, bollinger, donchian, ema, macd, roc, rolling_std, rsi, sma
 from tracer_assets.research.spec import (
     INDICATORS,
     PRICE_COLUMNS,
@@ -181,122 +165,6 @@ def param_grid(
 
 
 # --- indicators ---------------------------------------------------------------------------
-
-
-def _seeded_recursion(x: np.ndarray, alpha: float, seed_index: int, period: int) -> np.ndarray:
-    """y[seed] = mean(x[seed-period+1 .. seed]); y[i] = y[i-1] + alpha * (x[i] - y[i-1]) after;
-    NaN before `seed_index`. TA-Lib's seeded EMA (alpha 2/(N+1)) and Wilder smoothing (1/N)."""
-    out = np.full(len(x), np.nan)
-    if seed_index >= len(x):
-        return out
-    seed = x[seed_index - period + 1 : seed_index + 1].mean()
-    tail = np.concatenate(([seed], x[seed_index + 1 :]))
-    # polars' ewm_mean(adjust=False) is this recursion in compiled code, started at the first
-    # value: the same one `features.indicators` uses.
-    out[seed_index:] = pl.Series(tail).ewm_mean(alpha=alpha, adjust=False).to_numpy()
-    return out
-
-
-def ema(x: np.ndarray, window: int, seed_index: int | None = None) -> np.ndarray:
-    """TA-Lib's EMA, seeded at `seed_index` (default window-1, MACD's fast EMA uses slow-1)
-    with the mean of the `window` values ending there."""
-    seed_index = window - 1 if seed_index is None else seed_index
-    return _seeded_recursion(x, 2.0 / (window + 1), seed_index, window)
-
-
-def sma(x: np.ndarray, window: int) -> np.ndarray:
-    # polars' rolling mean keeps full precision over 72k bars (checked to 1e-15 against fsum).
-    return pl.Series(x).rolling_mean(window).to_numpy().astype(np.float64)
-
-
-def rolling_std(x: np.ndarray, window: int, mean: np.ndarray) -> np.ndarray:
-    """Population standard deviation of the `window` values ending at each bar, given their
-    mean: two-pass (deviations from each window's own mean), because a one-pass sum of
-    squares loses up to 1e-9 of precision at BTC prices over short windows."""
-    out = np.full(len(x), np.nan)
-    count = len(x) - window + 1
-    if count <= 0:
-        return out
-    window_mean = mean[window - 1 :]
-    total = np.zeros(count)
-    deviation = np.empty(count)
-    for offset in range(window):  # window passes over whole arrays, not one per bar
-        np.subtract(x[offset : offset + count], window_mean, out=deviation)
-        deviation *= deviation
-        total += deviation
-    out[window - 1 :] = np.sqrt(total / window)
-    return out
-
-
-def rsi(close: np.ndarray, window: int) -> np.ndarray:
-    change = np.empty(len(close))
-    change[0] = np.nan  # no change at bar 0; the seed mean starts at bar 1
-    change[1:] = np.diff(close)
-    gain = _seeded_recursion(np.maximum(change, 0.0), 1.0 / window, window, window)
-    loss = _seeded_recursion(np.maximum(-change, 0.0), 1.0 / window, window, window)
-    total = gain + loss
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total == 0.0, 0.0, 100.0 * gain / total)
-
-
-def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int) -> np.ndarray:
-    true_range = np.full(len(close), np.nan)
-    prev_close = close[:-1]
-    true_range[1:] = np.maximum(high[1:], prev_close) - np.minimum(low[1:], prev_close)
-    return _seeded_recursion(true_range, 1.0 / window, window, window)
-
-
-def macd(
-    close: np.ndarray,
-    fast: int,
-    slow: int,
-    signal: int,
-    fast_ema: np.ndarray | None = None,
-    slow_ema: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(line, signal, hist) as TA_MACD: both EMAs start at index slow-1. The EMAs may be
-    passed in when already computed (fast_ema must then be seeded at slow-1 too)."""
-    if fast >= slow:
-        raise ValueError(f"macd fast {fast} must be below slow {slow}")
-    start = slow - 1
-    if fast_ema is None:
-        fast_ema = ema(close, fast, start)
-    if slow_ema is None:
-        slow_ema = ema(close, slow)
-    line = fast_ema - slow_ema
-    first = start + signal - 1
-    signal_line = _seeded_recursion(line, 2.0 / (signal + 1), first, signal)
-    line[: min(first, len(line))] = np.nan  # TA-Lib outputs nothing before the signal exists
-    return line, signal_line, line - signal_line
-
-
-def bollinger(
-    close: np.ndarray, window: int, k: float, middle: np.ndarray | None = None, std: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(upper, middle, lower); `middle` (sma) and `std` may be passed in when already computed."""
-    if middle is None:
-        middle = sma(close, window)
-    if std is None:
-        std = rolling_std(close, window, middle)
-    width = k * std
-    return middle + width, middle, middle - width
-
-
-def donchian(high: np.ndarray, low: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """(upper, lower) over the `window` bars before each bar, the bar itself excluded."""
-    upper = np.full(len(high), np.nan)
-    lower = np.full(len(low), np.nan)
-    if window < len(high):
-        upper[window:] = pl.Series(high).rolling_max(window).to_numpy()[window - 1 : -1]
-        lower[window:] = pl.Series(low).rolling_min(window).to_numpy()[window - 1 : -1]
-    return upper, lower
-
-
-def roc(close: np.ndarray, window: int) -> np.ndarray:
-    out = np.full(len(close), np.nan)
-    if window < len(close):
-        out[window:] = 100.0 * (close[window:] / close[:-window] - 1.0)
-    return out
 
 
 def compute_indicator(

@@ -76,7 +76,7 @@ class IndicatorDef:
 
 
 # The closed set. Exact definitions (TA-Lib's where TA-Lib has the indicator) are in
-# `rules.py` and docs/strategies.md.
+# `features/indicators.py`, which implements them, and docs/strategies.md.
 INDICATORS: dict[str, IndicatorDef] = {
     "ema": IndicatorDef((("window", WINDOW),)),
     "sma": IndicatorDef((("window", WINDOW),)),

@@ -88,25 +88,3 @@ def build_exchange_client(config: ExchangeResource):
     from tracer_assets.resources.ccxt_exchange import make_ccxt_exchange
 
     return make_ccxt_exchange(config.exchange, api_urls=config.api_urls or None)
-
-
-class LiveExchangeResource(ConfigurableResource):
-    """The keyed ccxt client that places live orders. Defined only when every live flag is on
-    and both keys are set (definitions.py); the keys come through Dagster's EnvVar, so they
-    are never part of the run config, the UI or a log line."""
-
-    exchange: str = Field(description="a ccxt exchange id")
-    api_urls: dict[str, str] = Field(default_factory=dict, description="merged into ccxt's urls['api']")
-    sandbox: bool = Field(default=False, description="ccxt sandbox (testnet) mode: TRACER_SANDBOX")
-    api_key: str = Field(description="TRACER_EXCHANGE_API_KEY, through EnvVar")
-    secret: str = Field(description="TRACER_EXCHANGE_SECRET, through EnvVar")
-    timeout_ms: int = Field(default=10_000, description="ccxt request timeout")
-
-    def client(self):
-        """A fresh keyed client per call: a run builds one, and nothing keyed outlives it."""
-        from tracer_assets.resources.ccxt_exchange import make_ccxt_exchange
-
-        client = make_ccxt_exchange(self.exchange, api_urls=self.api_urls or None, sandbox=self.sandbox)
-        client.apiKey, client.secret = self.api_key, self.secret
-        client.timeout = self.timeout_ms
-        return client

@@ -8,7 +8,6 @@ return the order already placed under that client id instead of placing another.
 committed decision and order reaches the audit files exactly once (`write_audit`).
 """
 
-from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -16,19 +15,21 @@ import dagster as dg
 import polars as pl
 
 from tracer_assets.features.keys import INDICATORS_KEY, INDICATORS_TABLE
+from tracer_assets.llm.resource import AnthropicResource
 from tracer_assets.market.keys import CANDLES_KEY
 from tracer_assets.metadata import markdown_table
 from tracer_assets.money import decimal_or_none
 from tracer_assets.notify import format_order_message
 from tracer_assets.policies import DUCKDB_POOL
 from tracer_assets.research.keys import BACKTESTS_KEY, BACKTESTS_TABLE
-from tracer_assets.resources.exchange import ExchangeResource, LiveExchangeResource
+from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.notifier import NotifierResource
-from tracer_assets.resources.warehouse import TracerDuckDB, table_exists, transaction
+from tracer_assets.resources.warehouse import TracerDuckDB, table_exists
 from tracer_assets.settings import Settings
 from tracer_assets.signals.keys import HISTORY_KEY as SIGNAL_HISTORY_KEY
 from tracer_assets.signals.keys import HISTORY_TABLE, SIGNALS_KEY
 from tracer_assets.trading import audit as audit_files
+from tracer_assets.trading.accounts import paper_broker
 from tracer_assets.trading.decide import (
     Decision,
     SignalEvent,
@@ -36,38 +37,22 @@ from tracer_assets.trading.decide import (
     exact_confidence,
     kelly_inputs,
     macro_selection,
-    order_request,
     payoff_ratio,
     rules_decision,
     signal_valid_until,
-    stale_at_execution,
     stale_reason,
 )
+from tracer_assets.trading.execution import ExecutionFailed, execute
 from tracer_assets.trading.keys import DECISIONS_KEY, ORDERS_KEY, PORTFOLIO_KEY, POSITIONS_KEY, SIGNAL_STORAGE_TAG
 from tracer_assets.trading.live import live_allowed
-from tracer_assets.trading.live_execution import live_execution
 from tracer_assets.trading.llm_decision import PortfolioState, context_from_frames, decide_with_llm
-from tracer_assets.trading.orders import Action, Mode, OrderTicket, client_order_id
-from tracer_assets.trading.paper import PaperBroker
+from tracer_assets.trading.orders import Action, Mode
 from tracer_assets.trading.positions import Position
-from tracer_assets.trading.risk import MarketRules, RiskLimits, RiskState, assess, capped
+from tracer_assets.trading.resources import BrokerResource
+from tracer_assets.trading.risk import RiskLimits
 from tracer_assets.trading.secrets import API_KEY_VAR, SECRET_VAR, secrets_to_redact
 from tracer_assets.trading.signal_checks import unpassed_blocking_checks
-from tracer_assets.trading.state import dump_broker, load_broker
-from tracer_assets.trading.tables import (
-    QUOTE,
-    create_trading_tables,
-    insert_rows,
-    order_row,
-    portfolio_row,
-    stored_decisions,
-)
-
-# Replay has no exchange filters: amounts to 1e-8, prices to 1e-8, and Binance's 5 USDT
-# minimum notional, so a paper order on replay is never one a real exchange would refuse.
-REPLAY_MARKET = dict(
-    amount_step=Decimal("1e-8"), price_tick=Decimal("1e-8"), min_amount=None, max_amount=None, min_cost=Decimal(5)
-)
+from tracer_assets.trading.store import QUOTE, TradingStore
 
 
 def signal_event(context) -> SignalEvent:
@@ -128,12 +113,12 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
     def decide(context, duckdb: TracerDuckDB, exchange: ExchangeResource, llm) -> dg.MaterializeResult:
         event = signal_event(context)
         audit = audit_files.AuditLog(settings.log_dir, secrets=secrets_to_redact(settings))
-        with duckdb.get_connection() as connection:
-            create_trading_tables(connection)
-            done = stored_decisions(connection, event, settings.symbols)
+        store = TradingStore(duckdb)
+        store.create()
+        done = store.decisions(event, settings.symbols)
         if not done.is_empty():
             context.log.info(f"signal event {event.storage_id} was decided already: {done.height} decisions reused")
-            write_audit(duckdb, audit)  # what a killed run committed and did not log yet
+            write_audit(store, audit)  # what a killed run committed and did not log yet
             return dg.MaterializeResult(
                 metadata={"signal_storage_id": event.storage_id, "reused": True, "decisions": done.height}
             )
@@ -150,13 +135,8 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 params=[newest, newest],
             ).pl()
             stats = backtest_stats(connection)
-            held, free_quote = _holdings(connection, settings, mode)
-            bought_on = dict(
-                connection.execute(
-                    """SELECT o.client_order_id, d.timeframe FROM trading.orders o
-                   JOIN trading.decisions d USING (decision_id) WHERE o.side = 'buy'"""
-                ).fetchall()
-            )
+        held, free_quote = _holdings(store, settings, mode)
+        bought_on = store.bought_on()
         doubts = unpassed_blocking_checks(context.instance, SIGNALS_KEY, event.run_id, signal_checks)
         # The timeframe a position was bought on ("" if unknown): its label decides the exit.
         held_timeframes = {symbol: bought_on.get(p.position_id) or "" for symbol, p in held.items()}
@@ -231,10 +211,8 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 }
             )
             decided.append(decision)
-        with duckdb.get_connection() as connection:
-            with transaction(connection):
-                insert_rows(connection, "trading.decisions", rows)
-        write_audit(duckdb, audit)
+        store.record_decisions(rows)
+        write_audit(store, audit)
         actions = {a.value: sum(d.action == a for d in decided) for a in Action}
         table = pl.DataFrame(
             [
@@ -268,146 +246,12 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         group_name="trading",
         kinds={"duckdb"},
     )
-    if settings.decider == "llm":
-        from tracer_assets.llm.resource import AnthropicResource
 
-        @dg.asset(**common)
-        def decisions(
-            context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource, llm: AnthropicResource
-        ):
-            return decide(context, duckdb, exchange, llm)
-    else:
-
-        @dg.asset(**common)
-        def decisions(context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource):
-            return decide(context, duckdb, exchange, None)
-
-    def execute(context, duckdb: TracerDuckDB, exchange: ExchangeResource, notifier: NotifierResource, live_exchange):
-        event = signal_event(context)
-        secrets = [*secrets_to_redact(settings), *notifier.secrets()]
-        log = audit_files.AuditLog(settings.log_dir, secrets=secrets)
-        if mode is Mode.LIVE:
-            outcome = live_execution(context, duckdb, live_exchange, settings, event, config_hash)
-            write_audit(duckdb, log, event)
-            _notify(context, notifier, secrets, outcome.rows)
-            yield from _execution_results(
-                {
-                    "new_orders": len(outcome.rows),
-                    "reconciled": outcome.reconciled,
-                    "mode": mode.value,
-                    "sent": sum(row["exchange_order_id"] is not None for row in outcome.rows),
-                    "dagster/row_count": outcome.orders_total,
-                },
-                {"open": len(outcome.book.open_positions), "dagster/row_count": len(outcome.book.positions)},
-                outcome.portfolio,
-            )
-            return
-        if settings.live_flags_on:
-            context.log.warning(f"every live flag is on but this run trades on paper: {mode_reason}")
-        now = exchange.now()
-        with duckdb.get_connection() as connection:
-            create_trading_tables(connection)
-            broker = _load_paper_broker(connection, settings)
-            # Only these orders can change status in this run (older ones are settled).
-            open_before = {o.client_order_id for o in broker.orders if o.status == "pending"}
-            decisions_now = stored_decisions(connection, event, settings.symbols).filter(
-                pl.col("action") != Action.HOLD
-            )
-            known = {row[0] for row in connection.execute("SELECT client_order_id FROM trading.orders").fetchall()}
-            candles = _new_candles(connection, settings, broker, now)
-        fills = _feed(broker, candles.filter(pl.col("ts") < now))
-        new_rows = []
-        for decision in decisions_now.iter_rows(named=True):
-            side = Action(decision["action"]).side
-            cid = client_order_id(decision["decision_id"], side)
-            if cid in known:  # this signal's order exists: never a second one
-                continue
-            price = decimal_or_none(decision["price"]) or _last_close(broker, decision["symbol"]) or settings.sim_price
-            verdict = None
-            if price is not None:
-                verdict = assess(
-                    order_request(decision, side, price),
-                    RiskState.from_history(broker.position_history, now, broker.available(QUOTE)),
-                    capped(RiskLimits.from_settings(settings), decimal_or_none(decision["size_quote"])),
-                    MarketRules(symbol=decision["symbol"], **REPLAY_MARKET),
-                )
-            row = order_row(cid, decision, event, context.run.run_id, mode, side, now, config_hash, verdict)
-            too_old = stale_at_execution(decision, now)
-            if too_old:
-                row["reason"] = too_old
-            elif verdict is not None and verdict.approved:
-                ticket = OrderTicket(
-                    cid,
-                    decision["symbol"],
-                    side,
-                    verdict.amount,
-                    verdict.price,
-                    decimal_or_none(decision["stop_loss"]) if side == "buy" else None,
-                    decimal_or_none(decision["take_profit"]) if side == "buy" else None,
-                    decision["decision_id"],
-                    event.storage_id,
-                )
-                order = broker.submit(ticket, now)
-                open_before.add(order.client_order_id)
-                row.update(status=order.status, reason=order.reason or verdict.reason)
-            new_rows.append(row)
-        fills += _feed(broker, candles.filter(pl.col("ts") >= now))
-        updates = [broker.order(cid) for cid in sorted(open_before)]
-        marks = {s: close for s in settings.symbols if (close := _last_close(broker, s)) is not None}
-        portfolio = portfolio_row(
-            broker.position_history,
-            broker.balances.get(QUOTE, Decimal(0)),
-            marks,
-            now,
-            context.run.run_id,
-            event.storage_id,
-            mode,
-        )
-        with duckdb.get_connection() as connection:
-            with transaction(connection):
-                insert_rows(connection, "trading.orders", new_rows)
-                for order in updates:
-                    connection.execute(
-                        """UPDATE trading.orders SET status = ?, price = coalesce(?, price), fee = coalesce(?, fee),
-                           updated_at = ?, reason = coalesce(?, reason) WHERE client_order_id = ? AND status <> ?""",
-                        [
-                            order.status,
-                            order.fill_price,
-                            order.fee,
-                            now,
-                            order.reason,
-                            order.client_order_id,
-                            order.status,
-                        ],
-                    )
-                connection.execute("DELETE FROM trading.positions WHERE mode = ?", [mode])
-                insert_rows(
-                    connection, "trading.positions", [{**asdict(p), "mode": mode} for p in broker.position_history]
-                )
-                insert_rows(connection, "trading.portfolio", [portfolio])
-                # The broker's state as of this run, and only that: each snapshot holds all history.
-                connection.execute("DELETE FROM trading.paper_state")
-                insert_rows(
-                    connection,
-                    "trading.paper_state",
-                    [
-                        {
-                            "saved_at": now,
-                            "run_id": context.run.run_id,
-                            "signal_storage_id": event.storage_id,
-                            "state": dump_broker(broker),
-                        }
-                    ],
-                )
-            orders_total = connection.execute("SELECT count(*) FROM trading.orders").fetchall()[0][0]
-            positions_total = connection.execute("SELECT count(*) FROM trading.positions").fetchall()[0][0]
-        write_audit(duckdb, log, event)
-        _notify(context, notifier, secrets, new_rows)
-        yield from _execution_results(
-            {"new_orders": len(new_rows), "fills": len(fills), "dagster/row_count": orders_total, "mode": mode.value},
-            {"open": len(broker.positions), "dagster/row_count": positions_total},
-            portfolio,
-        )
+    @dg.asset(**common)
+    def decisions(
+        context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource, llm: AnthropicResource
+    ):
+        return decide(context, duckdb, exchange, llm if settings.decider == "llm" else None)
 
     execution_spec = dict(
         specs=[
@@ -439,27 +283,55 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         name="execution",
         pool=DUCKDB_POOL,
     )
-    if mode is Mode.LIVE:  # the keyed client exists only then: its keys (EnvVar) are required only then
 
-        @dg.multi_asset(**execution_spec)
-        def execution(
-            context: dg.AssetExecutionContext,
-            duckdb: TracerDuckDB,
-            exchange: ExchangeResource,
-            notifier: NotifierResource,
-            live_exchange: LiveExchangeResource,
-        ):
-            yield from execute(context, duckdb, exchange, notifier, live_exchange)
-    else:
-
-        @dg.multi_asset(**execution_spec)
-        def execution(
-            context: dg.AssetExecutionContext,
-            duckdb: TracerDuckDB,
-            exchange: ExchangeResource,
-            notifier: NotifierResource,
-        ):
-            yield from execute(context, duckdb, exchange, notifier, None)
+    @dg.multi_asset(**execution_spec)
+    def execution(
+        context: dg.AssetExecutionContext,
+        duckdb: TracerDuckDB,
+        exchange: ExchangeResource,
+        notifier: NotifierResource,
+        broker: BrokerResource,
+    ):
+        event = signal_event(context)
+        secrets = [*secrets_to_redact(settings), *notifier.secrets()]
+        if settings.live_flags_on and mode is not Mode.LIVE:
+            context.log.warning(f"every live flag is on but this run trades on paper: {mode_reason}")
+        store = TradingStore(duckdb)
+        store.create()
+        run_id = context.run.run_id
+        account = broker.account(settings, exchange, run_id, config_hash, context.log.warning)
+        try:
+            outcome = execute(
+                account, store, event, settings.symbols, RiskLimits.from_settings(settings), run_id, config_hash
+            )
+        except ExecutionFailed as exc:
+            raise dg.Failure(str(exc)) from exc
+        for note in outcome.settlement.notes:
+            context.log.warning(note)
+        write_audit(store, audit_files.AuditLog(settings.log_dir, secrets=secrets), event)
+        _notify(context, notifier, secrets, outcome.rows)
+        orders_total, positions_total = store.counts()
+        facts = outcome.settlement.facts
+        yield dg.MaterializeResult(
+            asset_key=ORDERS_KEY,
+            metadata={
+                "new_orders": len(outcome.rows),
+                "sent": sum(row.get("exchange_order_id") is not None for row in outcome.rows),
+                "mode": mode.value,
+                "dagster/row_count": orders_total,
+                **{name: value for name, value in facts.items() if name != "open"},
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=POSITIONS_KEY, metadata={"open": facts["open"], "dagster/row_count": positions_total}
+        )
+        yield dg.MaterializeResult(
+            asset_key=PORTFOLIO_KEY,
+            metadata={
+                name: float(outcome.portfolio[name])
+                for name in ("equity", "quote_balance", "realized_pnl", "unrealized_pnl")
+            },
+        )
 
     return [decisions, execution]
 
@@ -473,17 +345,6 @@ def trading_mode(settings: Settings) -> tuple[str, str]:
     return (Mode.LIVE, "") if allowed else (Mode.DRY, reason)
 
 
-def _execution_results(orders: dict, positions: dict, portfolio: dict):
-    yield dg.MaterializeResult(asset_key=ORDERS_KEY, metadata=orders)
-    yield dg.MaterializeResult(asset_key=POSITIONS_KEY, metadata=positions)
-    yield dg.MaterializeResult(
-        asset_key=PORTFOLIO_KEY,
-        metadata={
-            name: float(portfolio[name]) for name in ("equity", "quote_balance", "realized_pnl", "unrealized_pnl")
-        },
-    )
-
-
 def _notify(context, notifier: NotifierResource, secrets: list[str], rows: list[dict]) -> None:
     # A failed notification is logged and never breaks trading (Notifier.notify never raises).
     messenger = notifier.notifier(secrets)
@@ -493,126 +354,28 @@ def _notify(context, notifier: NotifierResource, secrets: list[str], rows: list[
                 context.log.warning(f"notification over {delivery.channel} failed: {delivery.error}")
 
 
-def write_audit(duckdb: TracerDuckDB, log: audit_files.AuditLog, event: SignalEvent | None = None) -> None:
+def write_audit(store: TradingStore, log: audit_files.AuditLog, event: SignalEvent | None = None) -> None:
     """Every committed decision and order that is not in the audit files yet goes there exactly
     once, then is marked `audited_at`: a run killed between its commit and its audit lines
     leaves them unmarked, and the next run writes them (AuditLog.record_once skips the ones the
     killed run did write). With `event`, the cycle is counted in macro_diagnostics.json and the
     event's last decision recorded there."""
-    with duckdb.get_connection() as connection:
-        decisions = (
-            connection.sql(
-                "SELECT * EXCLUDE (audited_at) FROM trading.decisions "
-                "WHERE audited_at IS NULL ORDER BY decided_at, symbol"
-            )
-            .pl()
-            .to_dicts()
-        )
-        orders = (
-            connection.sql(
-                "SELECT * EXCLUDE (audited_at) FROM trading.orders "
-                "WHERE audited_at IS NULL ORDER BY ts, client_order_id"
-            )
-            .pl()
-            .to_dicts()
-        )
-        last = (
-            None
-            if event is None
-            else connection.sql(
-                "SELECT * EXCLUDE (audited_at) FROM trading.decisions "
-                "WHERE signal_run_id = ? AND signal_storage_id = ? "
-                "ORDER BY symbol DESC LIMIT 1",
-                params=[event.run_id, event.storage_id],
-            )
-            .pl()
-            .to_dicts()
-        )
+    decisions, orders = store.unaudited()
+    last = None if event is None else store.last_decision(event)
     log.record_once(decisions, orders)
-    now = datetime.now(UTC)
-    with duckdb.get_connection() as connection:
-        with transaction(connection):
-            connection.execute(
-                "UPDATE trading.decisions SET audited_at = ? WHERE decision_id IN (SELECT unnest(?))",
-                [now, [row["decision_id"] for row in decisions]],
-            )
-            connection.execute(
-                "UPDATE trading.orders SET audited_at = ? WHERE client_order_id IN (SELECT unnest(?))",
-                [now, [row["client_order_id"] for row in orders]],
-            )
+    store.mark_audited([row["decision_id"] for row in decisions], [row["client_order_id"] for row in orders],
+                       datetime.now(UTC))  # fmt: skip
     if event is not None:
-        log.update_diagnostics(cycle_ok=True, last_decision=last[0] if last else None, last_error=None)
+        log.update_diagnostics(cycle_ok=True, last_decision=last, last_error=None)
 
 
-def _holdings(connection, settings: Settings, mode: str) -> tuple[dict[str, Position], Decimal]:
+def _holdings(store: TradingStore, settings: Settings, mode: Mode) -> tuple[dict[str, Position], Decimal]:
     """The open position per symbol and the quote balance the deciders see: the paper broker's,
     or in LIVE mode the live positions and exchange balance the last execution recorded."""
     if mode is not Mode.LIVE:
-        broker = _load_paper_broker(connection, settings)
+        broker = paper_broker(store, settings)
         return broker.positions, broker.available(QUOTE)
-    columns = [f.name for f in fields(Position)]
-    positions = connection.execute(
-        f"SELECT {', '.join(columns)} FROM trading.positions WHERE mode = 'LIVE' AND closed_at IS NULL"
-    ).fetchall()
-    balance = connection.execute(
-        "SELECT quote_balance FROM trading.portfolio WHERE mode = 'LIVE' ORDER BY ts DESC LIMIT 1"
-    ).fetchall()
-    held = {}
-    for row in positions:
-        position = Position(**dict(zip(columns, row)))
-        held[position.symbol] = position
-    return held, balance[0][0] if balance else Decimal(0)
-
-
-def _load_paper_broker(connection, settings: Settings) -> PaperBroker:
-    if table_exists(connection, "trading.paper_state"):
-        row = connection.execute(
-            "SELECT state FROM trading.paper_state ORDER BY saved_at DESC, rowid DESC LIMIT 1"
-        ).fetchall()
-        if row:
-            return load_broker(row[0][0])
-    bases = (
-        {symbol.split("/")[0]: settings.sim_base_balance for symbol in settings.symbols}
-        if settings.sim_base_balance
-        else {}
-    )
-    return PaperBroker(QUOTE, settings.sim_quote_balance, bases, settings.fee_rate, settings.slippage_bps)
-
-
-def _new_candles(connection, settings: Settings, broker: PaperBroker, now: datetime) -> pl.DataFrame:
-    """Base-timeframe candles the broker has not seen yet, oldest first. For a symbol it has
-    never seen, from its oldest pending order (that order's next open), else from `now`:
-    before that there is nothing of the broker's own to fill or watch."""
-    pending: dict[str, datetime] = {}
-    for order in broker.orders:
-        if order.status == "pending":
-            pending[order.symbol] = min(order.submitted_at, pending.get(order.symbol, order.submitted_at))
-    frames = []
-    for symbol in settings.symbols:
-        seen = broker.last_candle(symbol)
-        if seen is not None:
-            condition, since = "ts > ?", seen[0]
-        else:
-            condition, since = "ts >= ?", pending.get(symbol, now)
-        frame = connection.sql(
-            "SELECT symbol, ts, open, high, low, close FROM market.candles "
-            f"WHERE symbol = ? AND {condition} ORDER BY ts",
-            params=[symbol, since],
-        ).pl()
-        frames.append(frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC")))
-    return pl.concat(frames).sort("ts", "symbol")
-
-
-def _feed(broker: PaperBroker, candles: pl.DataFrame) -> list:
-    fills = []
-    for symbol, ts, o, h, low, c in candles.iter_rows():
-        fills += broker.on_candle(symbol, ts, o, h, low, c)
-    return fills
-
-
-def _last_close(broker: PaperBroker, symbol: str) -> Decimal | None:
-    seen = broker.last_candle(symbol)
-    return None if seen is None else seen[1]
+    return store.held(mode)
 
 
 def _ask_llm(llm, symbol, selection, indicators, signals, held: dict, free_quote: Decimal, settings) -> Decision:

@@ -15,7 +15,7 @@ from tracer_assets.resources.notifier import DISCORD_WEBHOOK_URL_VARIABLE, TELEG
 from tracer_assets.settings import Settings, SettingsError
 
 ANTHROPIC_KEY_VAR = "ANTHROPIC_API_KEY"
-# The exchange keys of live trading, read through Dagster's EnvVar (definitions.live_resources).
+# The exchange keys of live trading, read through Dagster's EnvVar (definitions.broker_resource).
 API_KEY_VAR, SECRET_VAR = "TRACER_EXCHANGE_API_KEY", "TRACER_EXCHANGE_SECRET"
 SECRET_VARIABLES = (
     ANTHROPIC_KEY_VAR,
