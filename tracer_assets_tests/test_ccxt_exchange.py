@@ -18,7 +18,7 @@ from polars.testing import assert_frame_equal
 
 from tracer_assets.market.download import RetryPolicy, fetch_candles, fetch_candles_for_symbols
 from tracer_assets.market.timeframes import timeframe_ms
-from tracer_assets.resources.ccxt_exchange import fetch_market_context, make_ccxt_exchange
+from tracer_assets.resources.ccxt_exchange import fetch_market_context, make_ccxt_exchange, spot_market_context
 from tracer_assets.resources.replay_exchange import ReplayExchange, read_candle_file
 
 BACKOFF = 0.01
@@ -252,3 +252,20 @@ def test_an_unreachable_api_url_fails_fast_instead_of_hanging():
 
     assert time.monotonic() - began < 5
     assert sleeps == [BACKOFF]
+
+
+def test_a_spot_pairs_context_is_read_off_its_perpetual_and_never_raises(server, exchange):
+    btc = DEFAULT_PERPETUALS[0]
+    policy, _ = recording_policy()
+    context = spot_market_context(exchange, "BTC/USDT", policy)
+    assert (context["open_interest"], context["funding_rate"]) == (
+        float(btc.open_interest),
+        float(btc.last_funding_rate),
+    )
+    # No perpetual of that pair: the spot market's own answer, none, with the reason.
+    missing = spot_market_context(exchange, "NOPE/USDT", policy)
+    assert missing["open_interest"] is None and "no market NOPE/USDT" in missing["errors"]["open_interest"]
+    # The exchange down past the retries: no exception, the reason instead.
+    server.fail_always("/fapi/v1/openInterest", status=503)
+    down = spot_market_context(exchange, "BTC/USDT", RetryPolicy(retries=0))
+    assert down["open_interest"] is None and down["errors"]["open_interest"]

@@ -17,7 +17,7 @@ from decimal import Decimal
 import dagster as dg
 import duckdb
 import pytest
-from fake_binance import FakeBinance
+from fake_binance import DEFAULT_PERPETUALS, FakeBinance
 from test_trading_assets import (  # noqa: F401  (replay_clock is a fixture)
     CLOCK_START,
     decide,
@@ -344,3 +344,31 @@ def test_a_price_far_from_the_fresh_ticker_is_refused_unsent(live, tracer_env):
     order = query(database, "SELECT status, reason FROM trading.orders").row(0, named=True)
     assert order["status"] == "rejected"
     assert f"the decision's price {decided}" in order["reason"] and "ticker's last price 28000" in order["reason"]
+
+
+def test_the_llm_prompt_carries_open_interest_and_funding_of_the_pairs_perpetual(live, tracer_env, monkeypatch):
+    """Paper trading on Binance with the LLM decider: the prompt holds the BTC perpetual's open
+    interest and funding rate as the exchange served them (none on replay)."""
+    from fake_anthropic import FakeAnthropic
+
+    server, storage_id = live
+    btc = DEFAULT_PERPETUALS[0]
+    hold = {"action": "HOLD", "symbol": None, "confidence": 0.5, "position_size_quote": None, "stop_loss": None,
+            "take_profit": None, "reasoning": "nothing clear"}  # fmt: skip
+    with FakeAnthropic(api_key="sk-ant-test-0123456789abcdef") as llm:
+        llm.reply_text(json.dumps(hold))
+        for name, value in {
+            "ENABLE_LIVE": "0", "TRACER_DECIDER": "llm", "TRACER_ANTHROPIC_BASE_URL": llm.url,
+            "ANTHROPIC_API_KEY": "sk-ant-test-0123456789abcdef", "TRACER_ANTHROPIC_MODEL": "claude-test",
+            # Paper trading on a real exchange measures signal ages on the local clock; these are from 2024.
+            "TRACER_MAX_SIGNAL_AGE_SECONDS": str(10 * 365 * 86400),
+        }.items():  # fmt: skip
+            monkeypatch.setenv(name, value)
+        decide(storage_id)
+        [asked] = llm.requests
+    user = asked.body["messages"][0]["content"]
+    data = json.JSONDecoder().raw_decode(user[user.index("{") :])[0]
+    market = data["markets"]["BTC/USDT"]
+    assert market["open_interest"] == pytest.approx(float(btc.open_interest), rel=1e-5)
+    assert market["funding_rate"] == pytest.approx(float(btc.last_funding_rate))
+    assert posts(server) == []

@@ -142,6 +142,21 @@ def fetch_market_context(exchange, symbol: str, policy: RetryPolicy = RetryPolic
     return context
 
 
+def spot_market_context(exchange, spot_symbol: str, policy: RetryPolicy = RetryPolicy()) -> dict:
+    """`fetch_market_context` for a spot symbol, read off its linear perpetual (BTC/USDT ->
+    BTC/USDT:USDT) where the exchange lists one: a spot market has no open interest or funding
+    of its own. Never raises: a failure (the exchange down past the retries) becomes the reason
+    in `errors`, because a decision can be made without these two figures."""
+    perpetual = f"{spot_symbol}:{spot_symbol.split('/')[-1]}"
+    try:
+        markets = call_with_retries(exchange.load_markets, policy=policy, what=f"load_markets {exchange.id}")
+        return fetch_market_context(exchange, perpetual if perpetual in markets else spot_symbol, policy)
+    except ccxt.BaseError as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        return {"open_interest": None, "funding_rate": None, "funding_timestamp": None,
+                "errors": {"open_interest": reason, "funding_rate": reason}}  # fmt: skip
+
+
 def _is_contract(market: Mapping) -> bool:
     # ccxt markets say `contract`; the replay exchange's markets only give a `type`.
     return bool(market.get("contract")) or market.get("type") in ("swap", "future", "option")

@@ -22,6 +22,7 @@ from tracer_assets.money import decimal_or_none
 from tracer_assets.notify import format_order_message
 from tracer_assets.policies import DUCKDB_POOL
 from tracer_assets.research.keys import BACKTESTS_KEY, BACKTESTS_TABLE
+from tracer_assets.resources.ccxt_exchange import spot_market_context
 from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.notifier import NotifierResource
 from tracer_assets.resources.warehouse import TracerDuckDB, table_exists
@@ -181,7 +182,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 )
             elif llm is not None and (selection.timeframe is not None or symbol in held):
                 decision, source = (
-                    _ask_llm(llm, symbol, selection, indicators, signals, held, free_quote, settings),
+                    _ask_llm(llm, symbol, selection, indicators, signals, held, free_quote, settings, exchange),
                     "llm",
                 )
             signal_ts = signals_tf.get(decision.timeframe or settings.base_timeframe, {}).get("ts", newest)
@@ -378,16 +379,20 @@ def _holdings(store: TradingStore, settings: Settings, mode: Mode) -> tuple[dict
     return store.held(mode)
 
 
-def _ask_llm(llm, symbol, selection, indicators, signals, held: dict, free_quote: Decimal, settings) -> Decision:
+def _ask_llm(
+    llm, symbol, selection, indicators, signals, held: dict, free_quote: Decimal, settings, exchange: ExchangeResource
+) -> Decision:
     timeframe = selection.timeframe or settings.base_timeframe
     position = held.get(symbol)
     portfolio = PortfolioState(QUOTE, free_quote, {symbol: position} if position else {})
+    # Open interest and funding where the exchange has them (its perpetual); replay has neither.
+    market_context = {} if exchange.is_replay else {symbol: spot_market_context(exchange.client(), symbol)}
     try:
         ctx = context_from_frames(
             [symbol],
             indicators,
             signals,
-            {},
+            market_context,
             portfolio,
             settings.min_allowed_order_amount,
             settings.max_order_amount,
