@@ -8,6 +8,7 @@ all see the same graph for the same environment.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 
 import dagster as dg
@@ -90,7 +91,7 @@ def configure_logging(settings: Settings) -> None:
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     configure_logging(settings)
-    check_secrets(settings)  # a malformed secret in use stops the load here, not a run after its decisions
+    check_secrets(settings, os.environ)  # a malformed secret in use stops the load here, not a run after its decisions
     partitions = candle_partitions(settings)
     candles = build_candles_asset(settings, partitions)
     sql_assets = build_sql_assets(settings, partitions, {tuple(CANDLES_KEY.path)})
@@ -131,7 +132,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources={
             "exchange": ExchangeResource.from_settings(settings),
             "duckdb": TracerDuckDB(database=database),
-            "notifier": NotifierResource.from_env(settings.environ),
+            "notifier": NotifierResource.from_env(os.environ),
             "llm": llm_resource(settings),
             "broker": broker_resource(settings),
         },

@@ -15,7 +15,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -225,6 +225,12 @@ SETTINGS_TABLE: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# The defaults as the table writes them: `load_settings` reads the plain ones (numbers, flags, words)
+# from here, so each is written once; the others are derived there (e.g. TRACER_MAX_TOTAL_EXPOSURE
+# from MAX_ORDER_AMOUNT) and the table only describes them.
+DEFAULTS: dict[str, str] = {name: default for name, default, _ in SETTINGS_TABLE if not default.startswith("(")}
+
+
 class SettingsError(ValueError):
     """A setting has a value Tracer cannot use; the message names the variable."""
 
@@ -283,7 +289,6 @@ class Settings:
     kelly_fraction: Decimal
     max_signal_age_seconds: float
     max_price_deviation: Decimal
-    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_replay(self) -> bool:
@@ -388,7 +393,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check every setting. Raises SettingsError naming the variable at fault."""
     env = dict(os.environ if environ is None else environ)
 
-    exchange = (_text(env, "TRACER_EXCHANGE", "replay") or "replay").lower()
+    exchange = _text(env, "TRACER_EXCHANGE", DEFAULTS["TRACER_EXCHANGE"]).lower()
     if exchange != "replay" and exchange not in ccxt.exchanges:
         close = difflib.get_close_matches(exchange, ccxt.exchanges, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -407,7 +412,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 'TRACER_EXCHANGE_URLS must be a JSON object of strings, e.g. {"public": "http://127.0.0.1:8080/api/v3"}'
             )
 
-    symbols_raw = _text(env, "TRACER_SYMBOLS", ",".join(DEFAULT_SYMBOLS))
+    symbols_raw = _text(env, "TRACER_SYMBOLS", DEFAULTS["TRACER_SYMBOLS"])
     entries = [s.strip().upper() for s in symbols_raw.split(",")]
     if not any(entries):
         raise SettingsError("TRACER_SYMBOLS is empty: name at least one symbol, e.g. BTC/USDT")
@@ -425,19 +430,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if not base or not quote or "/" in quote:
             raise SettingsError(f"TRACER_SYMBOLS: {symbol!r} is not a ccxt symbol like BTC/USDT")
 
-    base_timeframe = _text(env, "TRACER_BASE_TIMEFRAME", "5m")
+    base_timeframe = _text(env, "TRACER_BASE_TIMEFRAME", DEFAULTS["TRACER_BASE_TIMEFRAME"])
     try:
         timeframe_seconds(base_timeframe)
-        timeframes = parse_timeframe_list(_text(env, "TRACER_TIMEFRAMES", "15m,1h,4h"))
+        timeframes = parse_timeframe_list(_text(env, "TRACER_TIMEFRAMES", DEFAULTS["TRACER_TIMEFRAMES"]))
         check_resample_timeframes(base_timeframe, timeframes)
     except ValueError as exc:
         raise SettingsError(f"TRACER_TIMEFRAMES / TRACER_BASE_TIMEFRAME: {exc}") from None
 
     replay_dir = Path(_text(env, "TRACER_REPLAY_DIR", str(BUNDLED_REPLAY_DIR))).expanduser()
 
-    max_order = _positive("MAX_ORDER_AMOUNT", _number(env, "MAX_ORDER_AMOUNT", "100", Decimal))
+    max_order = _positive("MAX_ORDER_AMOUNT", _number(env, "MAX_ORDER_AMOUNT", DEFAULTS["MAX_ORDER_AMOUNT"], Decimal))
     settings = Settings(
-        duckdb_path=Path(_text(env, "TRACER_DUCKDB_PATH", ".tracer/tracer.duckdb")).expanduser().absolute(),
+        duckdb_path=Path(_text(env, "TRACER_DUCKDB_PATH", DEFAULTS["TRACER_DUCKDB_PATH"])).expanduser().absolute(),
         exchange=exchange,
         exchange_urls=exchange_urls,
         symbols=symbols,
@@ -447,70 +452,98 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         end_date=_date(env, "TRACER_END_DATE"),
         replay_dir=replay_dir,
         replay_start=_instant(env, "TRACER_REPLAY_START"),
-        replay_speed=_positive("TRACER_REPLAY_SPEED", _number(env, "TRACER_REPLAY_SPEED", "1", float)),
+        replay_speed=_positive(
+            "TRACER_REPLAY_SPEED", _number(env, "TRACER_REPLAY_SPEED", DEFAULTS["TRACER_REPLAY_SPEED"], float)
+        ),
         replay_anchor=_instant(env, "TRACER_REPLAY_ANCHOR"),
         sql_dir=Path(_text(env, "TRACER_SQL_DIR", str(CHECKOUT_SQL_DIR))).expanduser(),
-        tick_cron=_text(env, "TRACER_TICK_CRON", "*/3 * * * *"),
-        signal_log=Path(_text(env, "TRACER_SIGNAL_LOG", ".tracer/logs/macro_signal.log")).expanduser().absolute(),
-        fetch_page_limit=_positive("TRACER_FETCH_PAGE_LIMIT", _number(env, "TRACER_FETCH_PAGE_LIMIT", "1000", int)),
-        fetch_retries=_not_negative("TRACER_FETCH_RETRIES", _number(env, "TRACER_FETCH_RETRIES", "5", int)),
+        tick_cron=_text(env, "TRACER_TICK_CRON", DEFAULTS["TRACER_TICK_CRON"]),
+        signal_log=Path(_text(env, "TRACER_SIGNAL_LOG", DEFAULTS["TRACER_SIGNAL_LOG"])).expanduser().absolute(),
+        fetch_page_limit=_positive(
+            "TRACER_FETCH_PAGE_LIMIT", _number(env, "TRACER_FETCH_PAGE_LIMIT", DEFAULTS["TRACER_FETCH_PAGE_LIMIT"], int)
+        ),
+        fetch_retries=_not_negative(
+            "TRACER_FETCH_RETRIES", _number(env, "TRACER_FETCH_RETRIES", DEFAULTS["TRACER_FETCH_RETRIES"], int)
+        ),
         fetch_backoff_seconds=_not_negative(
-            "TRACER_FETCH_BACKOFF_SECONDS", _number(env, "TRACER_FETCH_BACKOFF_SECONDS", "1", float)
+            "TRACER_FETCH_BACKOFF_SECONDS",
+            _number(env, "TRACER_FETCH_BACKOFF_SECONDS", DEFAULTS["TRACER_FETCH_BACKOFF_SECONDS"], float),
         ),
-        dry_run=_flag(env, "DRY_RUN", True),
-        force_dry=_flag(env, "FORCE_DRY", False),
-        enable_live=_flag(env, "ENABLE_LIVE", False),
-        is_live=_flag(env, "IS_LIVE", False),
-        debug=_flag(env, "DEBUG", False),
-        order_amount=_positive("ORDER_AMOUNT", _number(env, "ORDER_AMOUNT", "10", Decimal)),
+        dry_run=_flag(env, "DRY_RUN", DEFAULTS["DRY_RUN"] == "1"),
+        force_dry=_flag(env, "FORCE_DRY", DEFAULTS["FORCE_DRY"] == "1"),
+        enable_live=_flag(env, "ENABLE_LIVE", DEFAULTS["ENABLE_LIVE"] == "1"),
+        is_live=_flag(env, "IS_LIVE", DEFAULTS["IS_LIVE"] == "1"),
+        debug=_flag(env, "DEBUG", DEFAULTS["DEBUG"] == "1"),
+        order_amount=_positive("ORDER_AMOUNT", _number(env, "ORDER_AMOUNT", DEFAULTS["ORDER_AMOUNT"], Decimal)),
         min_allowed_order_amount=_positive(
-            "MIN_ALLOWED_ORDER_AMOUNT", _number(env, "MIN_ALLOWED_ORDER_AMOUNT", "5", Decimal)
+            "MIN_ALLOWED_ORDER_AMOUNT",
+            _number(env, "MIN_ALLOWED_ORDER_AMOUNT", DEFAULTS["MIN_ALLOWED_ORDER_AMOUNT"], Decimal),
         ),
-        max_order_amount=_positive("MAX_ORDER_AMOUNT", _number(env, "MAX_ORDER_AMOUNT", "100", Decimal)),
-        macro_min_win_rate=_number(env, "MACRO_MIN_WIN_RATE", "0.2", float),
-        tb_min_signal_quality=_number(env, "TB_MIN_SIGNAL_QUALITY", "6", float),
-        tb_min_conviction_score=_number(env, "TB_MIN_CONVICTION_SCORE", "5", float),
+        max_order_amount=_positive(
+            "MAX_ORDER_AMOUNT", _number(env, "MAX_ORDER_AMOUNT", DEFAULTS["MAX_ORDER_AMOUNT"], Decimal)
+        ),
+        macro_min_win_rate=_number(env, "MACRO_MIN_WIN_RATE", DEFAULTS["MACRO_MIN_WIN_RATE"], float),
+        tb_min_signal_quality=_number(env, "TB_MIN_SIGNAL_QUALITY", DEFAULTS["TB_MIN_SIGNAL_QUALITY"], float),
+        tb_min_conviction_score=_number(env, "TB_MIN_CONVICTION_SCORE", DEFAULTS["TB_MIN_CONVICTION_SCORE"], float),
         sim_price=None
         if _text(env, "SIM_PRICE", None) is None
         else _positive("SIM_PRICE", _number(env, "SIM_PRICE", "0", Decimal)),
-        sim_base_balance=_not_negative("SIM_BASE_BALANCE", _number(env, "SIM_BASE_BALANCE", "0", Decimal)),
-        sim_quote_balance=_not_negative("SIM_QUOTE_BALANCE", _number(env, "SIM_QUOTE_BALANCE", "10000", Decimal)),
-        backtest_json_path=_path(env, "MACRO_BACKTEST_JSON_PATH", ".tracer/backtest/backtest_results.json"),
-        backtest_fee=_fraction(env, "TRACER_BACKTEST_FEE", "0.001", float),
-        backtest_slippage_bps=_not_negative(
-            "TRACER_BACKTEST_SLIPPAGE_BPS", _number(env, "TRACER_BACKTEST_SLIPPAGE_BPS", "5", float)
+        sim_base_balance=_not_negative(
+            "SIM_BASE_BALANCE", _number(env, "SIM_BASE_BALANCE", DEFAULTS["SIM_BASE_BALANCE"], Decimal)
         ),
-        decider=_choice(env, "TRACER_DECIDER", "rules", ("rules", "llm")),
-        anthropic_model=_text(env, "TRACER_ANTHROPIC_MODEL", "claude-sonnet-4-6"),
+        sim_quote_balance=_not_negative(
+            "SIM_QUOTE_BALANCE", _number(env, "SIM_QUOTE_BALANCE", DEFAULTS["SIM_QUOTE_BALANCE"], Decimal)
+        ),
+        backtest_json_path=_path(env, "MACRO_BACKTEST_JSON_PATH", DEFAULTS["MACRO_BACKTEST_JSON_PATH"]),
+        backtest_fee=_fraction(env, "TRACER_BACKTEST_FEE", DEFAULTS["TRACER_BACKTEST_FEE"], float),
+        backtest_slippage_bps=_not_negative(
+            "TRACER_BACKTEST_SLIPPAGE_BPS",
+            _number(env, "TRACER_BACKTEST_SLIPPAGE_BPS", DEFAULTS["TRACER_BACKTEST_SLIPPAGE_BPS"], float),
+        ),
+        decider=_choice(env, "TRACER_DECIDER", DEFAULTS["TRACER_DECIDER"], ("rules", "llm")),
+        anthropic_model=_text(env, "TRACER_ANTHROPIC_MODEL", DEFAULTS["TRACER_ANTHROPIC_MODEL"]),
         anthropic_base_url=_text(env, "TRACER_ANTHROPIC_BASE_URL", None),
         llm_timeout_seconds=_positive(
-            "TRACER_LLM_TIMEOUT_SECONDS", _number(env, "TRACER_LLM_TIMEOUT_SECONDS", "20", float)
+            "TRACER_LLM_TIMEOUT_SECONDS",
+            _number(env, "TRACER_LLM_TIMEOUT_SECONDS", DEFAULTS["TRACER_LLM_TIMEOUT_SECONDS"], float),
         ),
-        sandbox=_flag(env, "TRACER_SANDBOX", False),
-        log_dir=_path(env, "TRACER_LOG_DIR", ".tracer/logs"),
-        fee_rate=_fraction(env, "TRACER_FEE_RATE", "0.001", Decimal),
-        slippage_bps=_not_negative("TRACER_SLIPPAGE_BPS", _number(env, "TRACER_SLIPPAGE_BPS", "5", Decimal)),
-        max_open_positions=_positive("TRACER_MAX_OPEN_POSITIONS", _number(env, "TRACER_MAX_OPEN_POSITIONS", "3", int)),
+        sandbox=_flag(env, "TRACER_SANDBOX", DEFAULTS["TRACER_SANDBOX"] == "1"),
+        log_dir=_path(env, "TRACER_LOG_DIR", DEFAULTS["TRACER_LOG_DIR"]),
+        fee_rate=_fraction(env, "TRACER_FEE_RATE", DEFAULTS["TRACER_FEE_RATE"], Decimal),
+        slippage_bps=_not_negative(
+            "TRACER_SLIPPAGE_BPS", _number(env, "TRACER_SLIPPAGE_BPS", DEFAULTS["TRACER_SLIPPAGE_BPS"], Decimal)
+        ),
+        max_open_positions=_positive(
+            "TRACER_MAX_OPEN_POSITIONS",
+            _number(env, "TRACER_MAX_OPEN_POSITIONS", DEFAULTS["TRACER_MAX_OPEN_POSITIONS"], int),
+        ),
         max_symbol_exposure=_positive(
             "TRACER_MAX_SYMBOL_EXPOSURE", _number(env, "TRACER_MAX_SYMBOL_EXPOSURE", str(max_order), Decimal)
         ),
         max_total_exposure=_positive(
             "TRACER_MAX_TOTAL_EXPOSURE", _number(env, "TRACER_MAX_TOTAL_EXPOSURE", str(3 * max_order), Decimal)
         ),
-        daily_trade_limit=_not_negative("TRACER_DAILY_TRADE_LIMIT", _number(env, "TRACER_DAILY_TRADE_LIMIT", "8", int)),
-        daily_loss_limit=_positive("TRACER_DAILY_LOSS_LIMIT", _number(env, "TRACER_DAILY_LOSS_LIMIT", "50", Decimal)),
-        loss_cooldown_minutes=_not_negative(
-            "TRACER_LOSS_COOLDOWN_MINUTES", _number(env, "TRACER_LOSS_COOLDOWN_MINUTES", "30", float)
+        daily_trade_limit=_not_negative(
+            "TRACER_DAILY_TRADE_LIMIT",
+            _number(env, "TRACER_DAILY_TRADE_LIMIT", DEFAULTS["TRACER_DAILY_TRADE_LIMIT"], int),
         ),
-        kelly_fraction=_fraction(env, "TRACER_KELLY_FRACTION", "0.5", Decimal),
+        daily_loss_limit=_positive(
+            "TRACER_DAILY_LOSS_LIMIT",
+            _number(env, "TRACER_DAILY_LOSS_LIMIT", DEFAULTS["TRACER_DAILY_LOSS_LIMIT"], Decimal),
+        ),
+        loss_cooldown_minutes=_not_negative(
+            "TRACER_LOSS_COOLDOWN_MINUTES",
+            _number(env, "TRACER_LOSS_COOLDOWN_MINUTES", DEFAULTS["TRACER_LOSS_COOLDOWN_MINUTES"], float),
+        ),
+        kelly_fraction=_fraction(env, "TRACER_KELLY_FRACTION", DEFAULTS["TRACER_KELLY_FRACTION"], Decimal),
         max_signal_age_seconds=_positive(
             "TRACER_MAX_SIGNAL_AGE_SECONDS",
             _number(env, "TRACER_MAX_SIGNAL_AGE_SECONDS", str(2 * timeframe_seconds(base_timeframe)), float),
         ),
         max_price_deviation=_positive(
-            "TRACER_MAX_PRICE_DEVIATION", _fraction(env, "TRACER_MAX_PRICE_DEVIATION", "0.05", Decimal)
+            "TRACER_MAX_PRICE_DEVIATION",
+            _fraction(env, "TRACER_MAX_PRICE_DEVIATION", DEFAULTS["TRACER_MAX_PRICE_DEVIATION"], Decimal),
         ),
-        environ=env,
     )
     if settings.max_symbol_exposure > settings.max_total_exposure:
         raise SettingsError(

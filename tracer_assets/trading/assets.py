@@ -8,6 +8,8 @@ return the order already placed under that client id instead of placing another.
 committed decision and order reaches the audit files exactly once (`write_audit`).
 """
 
+import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -337,10 +339,11 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
     return [decisions, execution]
 
 
-def trading_mode(settings: Settings) -> tuple[str, str]:
+def trading_mode(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[Mode, str]:
     """(Mode.LIVE, "") only when every live condition (docs/architecture.md) holds and the exchange is
     a real one; else (Mode.DRY, every reason), and the decision job trades on paper."""
-    allowed, reason = live_allowed(settings, settings.environ.get(API_KEY_VAR), settings.environ.get(SECRET_VAR))
+    environ = os.environ if environ is None else environ  # the keys' presence only: never kept
+    allowed, reason = live_allowed(settings, environ.get(API_KEY_VAR), environ.get(SECRET_VAR))
     if allowed and settings.is_replay:
         return Mode.DRY, "the replay exchange takes no live orders (TRACER_EXCHANGE=replay)"
     return (Mode.LIVE, "") if allowed else (Mode.DRY, reason)

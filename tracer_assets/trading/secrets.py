@@ -10,6 +10,9 @@ required: it is redacted from the audit files when it is long enough to redact, 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from tracer_assets.redaction import MIN_SECRET_LENGTH
 from tracer_assets.resources.notifier import DISCORD_WEBHOOK_URL_VARIABLE, TELEGRAM_BOT_TOKEN_VARIABLE
 from tracer_assets.settings import Settings, SettingsError
@@ -26,7 +29,7 @@ SECRET_VARIABLES = (
 )
 
 
-def secrets_in_use(settings: Settings) -> tuple[str, ...]:
+def secrets_in_use(settings: Settings, environ: Mapping[str, str]) -> tuple[str, ...]:
     """The names of the secret variables this configuration uses."""
     used = []
     if settings.decider == "llm":
@@ -34,30 +37,29 @@ def secrets_in_use(settings: Settings) -> tuple[str, ...]:
     if settings.live_flags_on and not settings.is_replay:
         used += [API_KEY_VAR, SECRET_VAR]
     used += [
-        name
-        for name in (DISCORD_WEBHOOK_URL_VARIABLE, TELEGRAM_BOT_TOKEN_VARIABLE)
-        if settings.environ.get(name, "").strip()
+        name for name in (DISCORD_WEBHOOK_URL_VARIABLE, TELEGRAM_BOT_TOKEN_VARIABLE) if environ.get(name, "").strip()
     ]
     return tuple(used)
 
 
-def check_secrets(settings: Settings) -> None:
+def check_secrets(settings: Settings, environ: Mapping[str, str]) -> None:
     """SettingsError naming the first secret in use that is set but malformed. An unset (or
     empty) one is not an error here: without exchange keys the run trades on paper and says
     why, without an Anthropic key the LLM decider answers HOLD and says why."""
-    for name in secrets_in_use(settings):
-        problem = _malformed(settings.environ.get(name))
+    for name in secrets_in_use(settings, environ):
+        problem = _malformed(environ.get(name))
         if problem:
             raise SettingsError(f"{name}: {problem}")
 
 
-def secrets_to_redact(settings: Settings) -> list[str]:
+def secrets_to_redact(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
     """The secret values to cut from audit records and notifications: those in use (checked at
     load time), and unused ones that are long enough to be redacted safely."""
-    used = set(secrets_in_use(settings))
+    environ = os.environ if environ is None else environ
+    used = set(secrets_in_use(settings, environ))
     values = []
     for name in SECRET_VARIABLES:
-        value = settings.environ.get(name)
+        value = environ.get(name)
         if not value or (name not in used and _malformed(value)):
             continue
         values.append(value)
