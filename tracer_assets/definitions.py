@@ -55,12 +55,12 @@ def tick_inputs(assets: Iterable[dg.AssetsDefinition]) -> tuple[list[dg.AssetKey
 def llm_resource(settings: Settings) -> AnthropicResource:
     """The anthropic client. Its key (EnvVar) is required only when the LLM decides: otherwise
     the resource exists without one, and nothing asks it anything."""
-    key = dg.EnvVar(API_KEY_VARIABLE) if settings.decider == "llm" else None
+    key = dg.EnvVar(API_KEY_VARIABLE) if settings.trading.decider == "llm" else None
     return AnthropicResource(
         api_key=key,
-        model=settings.anthropic_model,
-        base_url=settings.anthropic_base_url,
-        timeout_seconds=settings.llm_timeout_seconds,
+        model=settings.llm.anthropic_model,
+        base_url=settings.llm.anthropic_base_url,
+        timeout_seconds=settings.llm.llm_timeout_seconds,
     )
 
 
@@ -70,9 +70,9 @@ def broker_resource(settings: Settings) -> BrokerResource:
     if trading_mode(settings)[0] is not Mode.LIVE:
         return PaperBrokerResource()
     return LiveBrokerResource(
-        exchange=settings.exchange,
-        api_urls=dict(settings.exchange_urls),
-        sandbox=settings.sandbox,
+        exchange=settings.market.exchange,
+        api_urls=dict(settings.market.exchange_urls),
+        sandbox=settings.trading.sandbox,
         api_key=dg.EnvVar(API_KEY_VAR),
         secret=dg.EnvVar(SECRET_VAR),
     )

@@ -167,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if not os.environ.get("DAGSTER_HOME"):
         parser.error("DAGSTER_HOME is not set: run `make demo`, or export DAGSTER_HOME=$PWD/.dagster")
+    market = settings.market
     print(
-        f"Materializing {TICK_JOB}: {len(settings.symbols)} symbols ({', '.join(settings.symbols)}), "
-        f"{settings.base_timeframe} from {settings.exchange}, resampled to {', '.join(settings.timeframes)}, "
+        f"Materializing {TICK_JOB}: {len(market.symbols)} symbols ({', '.join(market.symbols)}), "
+        f"{market.base_timeframe} from {market.exchange}, resampled to {', '.join(market.timeframes)}, "
         f"indicators and signals, days {args.start} .. {args.end} in one run",
         flush=True,
     )
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"Run {research.run_id} succeeded in {time.perf_counter() - began:.1f}s "
-        f"(results also in {settings.backtest_json_path}).\n"
+        f"(results also in {settings.research.backtest_json_path}).\n"
     )
     print(research_summary(database))
 
@@ -221,14 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"Run {decision.run_id} ({request.run_key}) succeeded; "
-        f"mode {'LIVE' if settings.live_flags_on else 'DRY (paper)'}.\n"
+        f"mode {'LIVE' if settings.trading.live_flags_on else 'DRY (paper)'}.\n"
     )
     with DagsterInstance.get() as instance:
         [signals] = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=SIGNALS_KEY, storage_ids=[int(request.tags[SIGNAL_STORAGE_TAG])]), limit=1
         ).records
     print(trading_summary(database, SignalEvent(signals.storage_id, signals.run_id)))
-    print(f"Audit files: {settings.log_dir}")
+    print(f"Audit files: {settings.trading.log_dir}")
     print(
         "\nOpen the UI on this instance with `make dev`, then http://127.0.0.1:3000 "
         "(Assets > market for lineage and checks, Runs for this run)."

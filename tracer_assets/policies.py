@@ -19,9 +19,9 @@ SINGLE_RUN_BACKFILL = BackfillPolicy.single_run()
 
 def tick_interval(settings: Settings) -> timedelta:
     """The longest wait between two trading ticks of TRACER_TICK_CRON, over one day."""
-    if not is_valid_cron_string(settings.tick_cron):
-        raise SettingsError(f"TRACER_TICK_CRON={settings.tick_cron!r} is not a cron string like '*/3 * * * *'")
-    ticks = list(islice(cron_string_iterator(0.0, settings.tick_cron, "UTC"), 1441))
+    if not is_valid_cron_string(settings.market.tick_cron):
+        raise SettingsError(f"TRACER_TICK_CRON={settings.market.tick_cron!r} is not a cron string like '*/3 * * * *'")
+    ticks = list(islice(cron_string_iterator(0.0, settings.market.tick_cron, "UTC"), 1441))
     return max(b - a for a, b in zip(ticks, ticks[1:]))
 
 

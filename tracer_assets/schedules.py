@@ -46,7 +46,7 @@ def build_tick(
 
     @dg.schedule(
         name="trading_tick",
-        cron_schedule=settings.tick_cron,
+        cron_schedule=settings.market.tick_cron,
         job=tick_job,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,

@@ -81,7 +81,7 @@ def test_a_kill_around_the_audit_write_leaves_every_row_in_both_files_exactly_on
 
     orders = query(database, "SELECT client_order_id FROM trading.orders")["client_order_id"].to_list()
     assert len(orders) == 1
-    logs = load_settings().log_dir
+    logs = load_settings().trading.log_dir
     tsv = [line.split("\t") for line in (logs / "macro_ccxt_orders.log").read_text().splitlines()[1:]]
     jsonl = [json.loads(line) for line in (logs / "macro_ccxt_orders_audit.jsonl").read_text().splitlines()]
     tsv_keys = Counter(("order", row[7]) if row[7] else ("decision", row[8]) for row in tsv)

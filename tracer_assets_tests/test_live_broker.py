@@ -59,8 +59,8 @@ def broker(exchange, env: dict[str, str] = LIVE_ENV, allowed: bool | None = None
     """What the lead's resource does: the settings' verdict plus the keys, passed as `allowed`."""
     settings = load_settings(env)
     if allowed is None:
-        allowed = settings.live_flags_on and bool(exchange.apiKey) and bool(exchange.secret)
-    return LiveBroker(exchange, settings, allowed=allowed, policy=FAST)
+        allowed = settings.trading.live_flags_on and bool(exchange.apiKey) and bool(exchange.secret)
+    return LiveBroker(exchange, settings.trading, allowed=allowed, policy=FAST)
 
 
 def ticket(storage_id: int, side: str = "buy", amount: str = "0.001", symbol: str = "BTC/USDT") -> OrderTicket:
@@ -116,14 +116,14 @@ def test_a_caller_that_does_not_allow_live_trading_is_obeyed_even_with_every_fla
 
 def test_live_allowed_lists_every_missing_condition_and_distrusts_non_bools():
     settings = load_settings({"FORCE_DRY": "1"})
-    ok, reason = live_allowed(settings, "", None)
+    ok, reason = live_allowed(settings.trading, "", None)
     assert not ok
     assert reason == (
         "ENABLE_LIVE is 0, live trading needs 1; IS_LIVE is 0, live trading needs 1; "
         "FORCE_DRY is 1, live trading needs 0; DRY_RUN is 1, live trading needs 0; "
         "no exchange API key; no exchange API secret"
     )
-    assert live_allowed(load_settings(LIVE_ENV), KEY, SECRET) == (True, "")
+    assert live_allowed(load_settings(LIVE_ENV).trading, KEY, SECRET) == (True, "")
 
     class StringFlags:  # "0" is truthy: a flag that is not a bool must never read as live
         enable_live, is_live, force_dry, dry_run = True, True, "0", False

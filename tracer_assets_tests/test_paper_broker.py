@@ -117,7 +117,7 @@ def test_a_candle_that_contradicts_itself_is_refused_naming_symbol_time_and_valu
 
 def test_balances_start_from_the_sim_balances_of_the_settings():
     settings = load_settings({"SIM_QUOTE_BALANCE": "2500.5", "SIM_BASE_BALANCE": "0.25"})
-    broker = PaperBroker("USDT", settings.sim_quote_balance, {"BTC": settings.sim_base_balance})
+    broker = PaperBroker("USDT", settings.trading.sim_quote_balance, {"BTC": settings.trading.sim_base_balance})
 
     assert broker.balances == {"USDT": D("2500.5"), "BTC": D("0.25")}
     assert broker.equity({"BTC/USDT": D("60000")}) == D("2500.5") + D("0.25") * 60000

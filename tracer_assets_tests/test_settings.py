@@ -15,27 +15,43 @@ from tracer_assets.data import BUNDLED_REPLAY_DIR
 from tracer_assets.settings import DEFAULT_SYMBOLS, SETTINGS_TABLE, SettingsError, load_settings, settings_markdown
 
 
+def setting(settings, attr: str):
+    """A setting by its attribute name, in whichever domain's settings it lives."""
+    for part in (settings, settings.market, settings.signals, settings.research, settings.trading, settings.llm):
+        if hasattr(part, attr):
+            return getattr(part, attr)
+    raise AttributeError(attr)
+
+
 def test_defaults_are_offline_replay_paper_trading():
     s = load_settings(environ={})
-    assert s.exchange == "replay" and s.is_replay
-    assert s.symbols == ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT", "LINK/USDT") == DEFAULT_SYMBOLS
-    assert s.base_timeframe == "5m" and s.base_timeframe_seconds == 300
-    assert s.timeframes == ("15m", "1h", "4h")
-    assert s.replay_dir == BUNDLED_REPLAY_DIR
-    assert s.replay_start is None and s.replay_anchor is None and s.replay_speed == 1.0
-    assert s.exchange_urls == {}
+    assert s.market.exchange == "replay" and s.market.is_replay
+    assert (
+        s.market.symbols
+        == ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT", "LINK/USDT")
+        == DEFAULT_SYMBOLS
+    )
+    assert s.market.base_timeframe == "5m" and s.market.base_timeframe_seconds == 300
+    assert s.market.timeframes == ("15m", "1h", "4h")
+    assert s.market.replay_dir == BUNDLED_REPLAY_DIR
+    assert s.market.replay_start is None and s.market.replay_anchor is None and s.market.replay_speed == 1.0
+    assert s.market.exchange_urls == {}
     assert s.duckdb_path.is_absolute() and s.duckdb_path.parts[-2:] == (".tracer", "tracer.duckdb")
-    assert s.tick_cron == "*/3 * * * *"
-    assert (s.fetch_page_limit, s.fetch_retries, s.fetch_backoff_seconds) == (1000, 5, 1.0)
-    assert s.dry_run is True
-    assert (s.force_dry, s.enable_live, s.is_live, s.debug) == (False, False, False, False)
-    assert s.live_flags_on is False
-    assert (s.order_amount, s.min_allowed_order_amount, s.max_order_amount) == (Decimal(10), Decimal(5), Decimal(100))
-    assert s.macro_min_win_rate == 0.2
-    assert (s.tb_min_signal_quality, s.tb_min_conviction_score) == (6.0, 5.0)
-    assert s.sim_price is None
-    assert (s.sim_base_balance, s.sim_quote_balance) == (Decimal(0), Decimal(10000))
-    assert s.start_date is None and s.end_date is None
+    assert s.market.tick_cron == "*/3 * * * *"
+    assert (s.market.fetch_page_limit, s.market.fetch_retries, s.market.fetch_backoff_seconds) == (1000, 5, 1.0)
+    assert s.trading.dry_run is True
+    assert (s.trading.force_dry, s.trading.enable_live, s.trading.is_live, s.debug) == (False, False, False, False)
+    assert s.trading.live_flags_on is False
+    assert (s.trading.order_amount, s.trading.min_allowed_order_amount, s.trading.max_order_amount) == (
+        Decimal(10),
+        Decimal(5),
+        Decimal(100),
+    )
+    assert s.trading.macro_min_win_rate == 0.2
+    assert (s.trading.tb_min_signal_quality, s.trading.tb_min_conviction_score) == (6.0, 5.0)
+    assert s.trading.sim_price is None
+    assert (s.trading.sim_base_balance, s.trading.sim_quote_balance) == (Decimal(0), Decimal(10000))
+    assert s.market.start_date is None and s.market.end_date is None
 
 
 def test_blank_values_mean_the_default():
@@ -48,11 +64,11 @@ def test_defaults_match_the_settings_table():
     """The README's default column says what an unset variable gives."""
     table = {name: default for name, default, _ in SETTINGS_TABLE}
     s = load_settings(environ={})
-    assert table["TRACER_SYMBOLS"] == ",".join(s.symbols)
-    assert table["TRACER_TIMEFRAMES"] == ",".join(s.timeframes)
-    assert table["TRACER_BASE_TIMEFRAME"] == s.base_timeframe
-    assert table["TRACER_EXCHANGE"] == s.exchange
-    assert table["TRACER_TICK_CRON"] == s.tick_cron
+    assert table["TRACER_SYMBOLS"] == ",".join(s.market.symbols)
+    assert table["TRACER_TIMEFRAMES"] == ",".join(s.market.timeframes)
+    assert table["TRACER_BASE_TIMEFRAME"] == s.market.base_timeframe
+    assert table["TRACER_EXCHANGE"] == s.market.exchange
+    assert table["TRACER_TICK_CRON"] == s.market.tick_cron
     for name, attr in [
         ("DRY_RUN", "dry_run"),
         ("FORCE_DRY", "force_dry"),
@@ -60,7 +76,7 @@ def test_defaults_match_the_settings_table():
         ("IS_LIVE", "is_live"),
         ("DEBUG", "debug"),
     ]:
-        assert table[name] == ("1" if getattr(s, attr) else "0"), name
+        assert table[name] == ("1" if setting(s, attr) else "0"), name
     for name, attr in [
         ("ORDER_AMOUNT", "order_amount"),
         ("MIN_ALLOWED_ORDER_AMOUNT", "min_allowed_order_amount"),
@@ -68,9 +84,9 @@ def test_defaults_match_the_settings_table():
         ("SIM_BASE_BALANCE", "sim_base_balance"),
         ("SIM_QUOTE_BALANCE", "sim_quote_balance"),
     ]:
-        assert Decimal(table[name]) == getattr(s, attr), name
-    assert float(table["MACRO_MIN_WIN_RATE"]) == s.macro_min_win_rate
-    assert int(table["TRACER_FETCH_PAGE_LIMIT"]) == s.fetch_page_limit
+        assert Decimal(table[name]) == setting(s, attr), name
+    assert float(table["MACRO_MIN_WIN_RATE"]) == s.trading.macro_min_win_rate
+    assert int(table["TRACER_FETCH_PAGE_LIMIT"]) == s.market.fetch_page_limit
 
 
 @pytest.mark.parametrize(
@@ -93,9 +109,9 @@ def test_defaults_match_the_settings_table():
     ],
 )
 def test_every_seed_variable_name_is_honoured(name, raw, attr, expected):
-    default = getattr(load_settings(environ={}), attr)
+    default = setting(load_settings(environ={}), attr)
     assert default != expected  # the case really changes something
-    assert getattr(load_settings(environ={name: raw}), attr) == expected
+    assert setting(load_settings(environ={name: raw}), attr) == expected
 
 
 @pytest.mark.parametrize(
@@ -128,7 +144,7 @@ def test_live_flags_on_only_with_both_switches_on_and_both_dry_flags_off(enable_
     values = {"ENABLE_LIVE": enable_live, "IS_LIVE": is_live, "FORCE_DRY": force_dry, "DRY_RUN": dry_run}
     env = {k: v for k, v in values.items() if v is not _UNSET}
     expected = enable_live == "1" and is_live == "1" and force_dry in (_UNSET, "0") and dry_run == "0"
-    assert load_settings(environ=env).live_flags_on is expected
+    assert load_settings(environ=env).trading.live_flags_on is expected
 
 
 BAD_VALUES = [
@@ -193,7 +209,7 @@ def test_min_above_max_names_both_amounts():
         load_settings(environ={"MIN_ALLOWED_ORDER_AMOUNT": "50", "MAX_ORDER_AMOUNT": "40"})
     assert load_settings(
         environ={"MIN_ALLOWED_ORDER_AMOUNT": "40", "MAX_ORDER_AMOUNT": "40"}
-    ).max_order_amount == Decimal(40)
+    ).trading.max_order_amount == Decimal(40)
 
 
 @pytest.mark.parametrize(
@@ -223,21 +239,21 @@ def test_amounts_are_exact_decimals():
         }
     )
     for value in (
-        s.order_amount,
-        s.min_allowed_order_amount,
-        s.max_order_amount,
-        s.sim_price,
-        s.sim_base_balance,
-        s.sim_quote_balance,
+        s.trading.order_amount,
+        s.trading.min_allowed_order_amount,
+        s.trading.max_order_amount,
+        s.trading.sim_price,
+        s.trading.sim_base_balance,
+        s.trading.sim_quote_balance,
     ):
         assert type(value) is Decimal
-    assert s.order_amount + s.sim_price == s.max_order_amount  # 0.1 + 0.2 == 0.3, unlike floats
-    assert str(s.order_amount) == "0.1"
+    assert s.trading.order_amount + s.trading.sim_price == s.trading.max_order_amount  # 0.1 + 0.2 == 0.3, unlike floats
+    assert str(s.trading.order_amount) == "0.1"
 
 
 def test_symbols_are_upper_cased_in_order():
     s = load_settings(environ={"TRACER_SYMBOLS": " eth/usdt, BTC/USDT "})
-    assert s.symbols == ("ETH/USDT", "BTC/USDT")
+    assert s.market.symbols == ("ETH/USDT", "BTC/USDT")
 
 
 @pytest.mark.parametrize(
@@ -261,16 +277,18 @@ def test_a_symbol_list_with_a_slip_is_refused_naming_it(raw, fragment):
 def test_an_order_amount_above_the_maximum_is_refused_naming_both():
     with pytest.raises(SettingsError, match=r"ORDER_AMOUNT=150 is above MAX_ORDER_AMOUNT=100"):
         load_settings(environ={"ORDER_AMOUNT": "150"})
-    assert load_settings(environ={"ORDER_AMOUNT": "100"}).order_amount == Decimal(100)
+    assert load_settings(environ={"ORDER_AMOUNT": "100"}).trading.order_amount == Decimal(100)
 
 
 def test_the_signal_age_limit_defaults_to_two_base_candles():
-    assert load_settings(environ={}).max_signal_age_seconds == 600
+    assert load_settings(environ={}).trading.max_signal_age_seconds == 600
     assert (
-        load_settings(environ={"TRACER_BASE_TIMEFRAME": "15m", "TRACER_TIMEFRAMES": "1h"}).max_signal_age_seconds
+        load_settings(
+            environ={"TRACER_BASE_TIMEFRAME": "15m", "TRACER_TIMEFRAMES": "1h"}
+        ).trading.max_signal_age_seconds
         == 1800
     )
-    assert load_settings(environ={"TRACER_MAX_SIGNAL_AGE_SECONDS": "90"}).max_signal_age_seconds == 90
+    assert load_settings(environ={"TRACER_MAX_SIGNAL_AGE_SECONDS": "90"}).trading.max_signal_age_seconds == 90
     with pytest.raises(SettingsError, match="TRACER_MAX_SIGNAL_AGE_SECONDS=0"):
         load_settings(environ={"TRACER_MAX_SIGNAL_AGE_SECONDS": "0"})
     with pytest.raises(SettingsError, match="TRACER_MAX_PRICE_DEVIATION"):
@@ -278,7 +296,12 @@ def test_the_signal_age_limit_defaults_to_two_base_candles():
 
 
 def test_timeframes_are_sorted_by_length_and_deduplicated():
-    assert load_settings(environ={"TRACER_TIMEFRAMES": "4h, 15m,1h,15m,1d"}).timeframes == ("15m", "1h", "4h", "1d")
+    assert load_settings(environ={"TRACER_TIMEFRAMES": "4h, 15m,1h,15m,1d"}).market.timeframes == (
+        "15m",
+        "1h",
+        "4h",
+        "1d",
+    )
 
 
 def test_exchange_urls_and_replay_clock_are_parsed():
@@ -291,17 +314,17 @@ def test_exchange_urls_and_replay_clock_are_parsed():
             "TRACER_REPLAY_SPEED": "60",
         }
     )
-    assert s.exchange == "binance" and not s.is_replay
-    assert s.exchange_urls == {"public": "http://127.0.0.1:8080/api/v3"}
-    assert s.replay_start.isoformat() == "2024-06-01T12:00:00+00:00"  # naive means UTC
-    assert s.replay_anchor.isoformat() == "2030-12-31T22:00:00+00:00"  # converted to UTC
-    assert s.replay_speed == 60.0
+    assert s.market.exchange == "binance" and not s.market.is_replay
+    assert s.market.exchange_urls == {"public": "http://127.0.0.1:8080/api/v3"}
+    assert s.market.replay_start.isoformat() == "2024-06-01T12:00:00+00:00"  # naive means UTC
+    assert s.market.replay_anchor.isoformat() == "2030-12-31T22:00:00+00:00"  # converted to UTC
+    assert s.market.replay_speed == 60.0
 
 
 def test_settings_ignore_the_process_environment_when_given_a_mapping(monkeypatch):
     monkeypatch.setenv("ORDER_AMOUNT", "77")
-    assert load_settings(environ={}).order_amount == Decimal(10)
-    assert load_settings().order_amount == Decimal(77)
+    assert load_settings(environ={}).trading.order_amount == Decimal(10)
+    assert load_settings().trading.order_amount == Decimal(77)
 
 
 # --- the README table -------------------------------------------------------------------------

@@ -187,7 +187,7 @@ def test_a_buy_is_sized_by_the_risk_manager_filled_at_the_next_open_and_placed_o
 
     # The seed's audit files: a TSV line per decision (HOLD included) and per order, the same as
     # JSON lines, each exactly once; a diagnostics snapshot with the last decision.
-    logs = load_settings().log_dir
+    logs = load_settings().trading.log_dir
     tsv = [line.split("\t") for line in (logs / "macro_ccxt_orders.log").read_text().splitlines()[1:]]
     decided = query(database, "SELECT decision_id, action FROM trading.decisions ORDER BY decided_at, symbol")
     assert sorted((row[8], row[3]) for row in tsv if row[6] == "decision") == sorted(decided.rows())

@@ -32,8 +32,8 @@ def _turn(run_id: str, count: int) -> int:
 
 
 def build_indicators_asset(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    timeframes = settings.all_timeframes
-    exchange_symbols = list(settings.symbols)
+    timeframes = settings.market.all_timeframes
+    exchange_symbols = list(settings.market.symbols)
 
     @dg.asset(
         key=INDICATORS_KEY,

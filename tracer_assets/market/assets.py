@@ -31,8 +31,8 @@ def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefini
     @dg.asset(
         key=CANDLES_KEY,
         description=(
-            f"Closed {settings.base_timeframe} candles of every configured symbol from the exchange "
-            f"({settings.exchange}), one UTC day per partition. Validated before anything is written; "
+            f"Closed {settings.market.base_timeframe} candles of every configured symbol from the exchange "
+            f"({settings.market.exchange}), one UTC day per partition. Validated before anything is written; "
             "gaps are recorded in market.gaps, never filled in. Columns: symbol, timeframe, ts "
             "(open time, UTC), open, high, low, close, volume."
         ),
@@ -65,7 +65,7 @@ def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefini
         long_window = end - start > timedelta(days=1)
         if long_window:
             context.log.info(
-                f"fetching {settings.base_timeframe} candles of {len(exchange.symbols)} symbols from "
+                f"fetching {settings.market.base_timeframe} candles of {len(exchange.symbols)} symbols from "
                 f"{exchange.exchange} for {start:%Y-%m-%d} .. {end - timedelta(seconds=1):%Y-%m-%d}"
             )
         download = fetch_candles_for_symbols(
@@ -82,7 +82,7 @@ def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefini
         if not long_window:
             counts = ", ".join(f"{symbol} {rows}" for symbol, rows in download.pages_rows.items())
             context.log.info(
-                f"{settings.base_timeframe} candles from {exchange.exchange} for {start:%Y-%m-%d}: {counts}"
+                f"{settings.market.base_timeframe} candles from {exchange.exchange} for {start:%Y-%m-%d}: {counts}"
             )
         if not fetched:
             raise dg.Failure(

@@ -28,7 +28,7 @@ STRATEGIES_DDL = """CREATE TABLE IF NOT EXISTS research.strategies (
 
 
 def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
-    timeframes = settings.all_timeframes
+    timeframes = settings.market.all_timeframes
 
     @dg.asset(
         key=STRATEGIES_KEY,
@@ -98,7 +98,7 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         pool=DUCKDB_POOL,
     )
     def backtests(context: dg.AssetExecutionContext, duckdb: TracerDuckDB):
-        rules = FillRules(fee=settings.backtest_fee, slippage_bps=settings.backtest_slippage_bps)
+        rules = FillRules(fee=settings.research.backtest_fee, slippage_bps=settings.research.backtest_slippage_bps)
         with duckdb.get_connection() as connection:
             specs = [
                 (sid, load_spec(spec))
@@ -116,9 +116,9 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             }
         if not specs:
             raise dg.Failure("research.strategies has no active strategy: materialize research/strategies first")
-        total, done, began = len(specs) * len(settings.symbols) * len(timeframes), 0, time.perf_counter()
+        total, done, began = len(specs) * len(settings.market.symbols) * len(timeframes), 0, time.perf_counter()
         rows, curves = [], []
-        for symbol in settings.symbols:
+        for symbol in settings.market.symbols:
             for tf in timeframes:
                 series = candles[tf].filter(pl.col("symbol") == symbol)
                 if series.is_empty():
@@ -163,7 +163,7 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "trades",
             "max_drawdown",
         )
-        write_backtest_results(settings.backtest_json_path, exported)
+        write_backtest_results(settings.research.backtest_json_path, exported)
         best = oos.sort("score", descending=True, nulls_last=True).head(10)
         yield dg.MaterializeResult(
             asset_key=BACKTESTS_KEY,
@@ -171,7 +171,7 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "dagster/row_count": table.height,
                 "backtests": done,
                 "seconds": round(time.perf_counter() - began, 2),
-                "backtest_results_json": str(settings.backtest_json_path),
+                "backtest_results_json": str(settings.research.backtest_json_path),
                 "best_out_of_sample": dg.MetadataValue.md(
                     markdown_table(
                         best.select("name", "symbol", "timeframe", "score", "total_return", "trades"), "{:.3f}"

@@ -34,17 +34,17 @@ class ExchangeResource(ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: Settings) -> ExchangeResource:
         return cls(
-            exchange=settings.exchange,
-            api_urls=dict(settings.exchange_urls),
-            symbols=list(settings.symbols),
-            base_timeframe=settings.base_timeframe,
-            replay_dir=str(settings.replay_dir),
-            replay_start=settings.replay_start.isoformat() if settings.replay_start else None,
-            replay_speed=settings.replay_speed,
-            replay_anchor=settings.replay_anchor.isoformat() if settings.replay_anchor else None,
-            page_limit=settings.fetch_page_limit,
-            retries=settings.fetch_retries,
-            backoff_seconds=settings.fetch_backoff_seconds,
+            exchange=settings.market.exchange,
+            api_urls=dict(settings.market.exchange_urls),
+            symbols=list(settings.market.symbols),
+            base_timeframe=settings.market.base_timeframe,
+            replay_dir=str(settings.market.replay_dir),
+            replay_start=settings.market.replay_start.isoformat() if settings.market.replay_start else None,
+            replay_speed=settings.market.replay_speed,
+            replay_anchor=settings.market.replay_anchor.isoformat() if settings.market.replay_anchor else None,
+            page_limit=settings.market.fetch_page_limit,
+            retries=settings.market.fetch_retries,
+            backoff_seconds=settings.market.fetch_backoff_seconds,
         )
 
     @property

@@ -170,8 +170,8 @@ def signal_pipeline(candles: pl.DataFrame) -> pl.DataFrame:
 
 
 def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
-    timeframes = settings.all_timeframes
-    symbols = list(settings.symbols)
+    timeframes = settings.market.all_timeframes
+    symbols = list(settings.market.symbols)
 
     # One step publishes the signals and appends them to the history: the history can neither
     # miss a publication nor record one twice, and a tick pays for one step, not two.
@@ -219,14 +219,14 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         ],
     )
     def signals(context: dg.AssetExecutionContext, duckdb: TracerDuckDB):
-        log = read_signal_log(settings.signal_log)
+        log = read_signal_log(settings.signals.signal_log)
         if log.error:  # a directory, a FIFO, no permission: reported, never blocking
             context.log.warning(f"TRACER_SIGNAL_LOG {log.path}: {log.error}; no external predictions this run")
         if log.rejected:
-            context.log.warning(f"{settings.signal_log}: {log.rejected} lines rejected ({dict(log.reasons)})")
+            context.log.warning(f"{settings.signals.signal_log}: {log.rejected} lines rejected ({dict(log.reasons)})")
         if log.records_dropped:
             context.log.warning(
-                f"{settings.signal_log}: only the newest {len(log.records)} records kept, "
+                f"{settings.signals.signal_log}: only the newest {len(log.records)} records kept, "
                 f"{log.records_dropped} older ones dropped"
             )
         with duckdb.get_connection() as connection:
@@ -250,7 +250,8 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             chosen = select_predictions(log.records, newest_by_series, [(s, tf) for s in symbols for tf in timeframes])
             if chosen.rejected_future or chosen.rejected_unconfigured:
                 context.log.warning(
-                    f"{settings.signal_log}: {chosen.rejected_future} predictions dated after their newest candle and "
+                    f"{settings.signals.signal_log}: {chosen.rejected_future} predictions dated after their newest "
+                    "candle and "
                     f"{chosen.rejected_unconfigured} for unconfigured symbols or timeframes rejected "
                     f"(e.g. {'; '.join(chosen.examples[:3])})"
                 )

@@ -24,9 +24,9 @@ CANDLE_TABLE_CHECKS = ("no_duplicate_keys", "monotonic_time", "sane_ohlc")
 
 def sql_variables(settings: Settings) -> dict:
     return template_variables(
-        settings.base_timeframe,
-        timeframe_seconds(settings.base_timeframe),
-        [(tf, timeframe_seconds(tf)) for tf in settings.timeframes],
+        settings.market.base_timeframe,
+        timeframe_seconds(settings.market.base_timeframe),
+        [(tf, timeframe_seconds(tf)) for tf in settings.market.timeframes],
     )
 
 

@@ -48,8 +48,14 @@ RECONCILE_WINDOW = timedelta(days=7)
 
 def new_paper_broker(settings) -> PaperBroker:
     """The paper account before its first run: SIM_QUOTE_BALANCE, and SIM_BASE_BALANCE of each base."""
-    bases = {s.split("/")[0]: settings.sim_base_balance for s in settings.symbols} if settings.sim_base_balance else {}
-    return PaperBroker(QUOTE, settings.sim_quote_balance, bases, settings.fee_rate, settings.slippage_bps)
+    bases = (
+        {s.split("/")[0]: settings.trading.sim_base_balance for s in settings.market.symbols}
+        if settings.trading.sim_base_balance
+        else {}
+    )
+    return PaperBroker(
+        QUOTE, settings.trading.sim_quote_balance, bases, settings.trading.fee_rate, settings.trading.slippage_bps
+    )
 
 
 def paper_broker(store: TradingStore, settings) -> PaperBroker:
@@ -93,7 +99,7 @@ class PaperAccount:
 
     def last_price(self, symbol: str) -> Decimal | None:
         seen = self.broker.last_candle(symbol)
-        return seen[1] if seen is not None else self.settings.sim_price
+        return seen[1] if seen is not None else self.settings.trading.sim_price
 
     def exits(self, store: TradingStore, event: SignalEvent) -> list[Intent]:
         return []  # the paper broker fills stops and targets itself, candle by candle
@@ -115,7 +121,7 @@ class PaperAccount:
         for cid in sorted(self._open_before):
             order = self.broker.order(cid)
             updates.append((order.status, order.fill_price, order.fee, now, order.reason, order.client_order_id))
-        marks = {s: seen[1] for s in self.settings.symbols if (seen := self.broker.last_candle(s)) is not None}
+        marks = {s: seen[1] for s in self.settings.market.symbols if (seen := self.broker.last_candle(s)) is not None}
         return Settlement(
             quote_balance=self.broker.balances.get(QUOTE, Decimal(0)),
             marks=marks,
@@ -139,7 +145,7 @@ class PaperAccount:
             if order.status == "pending":
                 pending[order.symbol] = min(order.submitted_at, pending.get(order.symbol, order.submitted_at))
         frames = []
-        for symbol in self.settings.symbols:
+        for symbol in self.settings.market.symbols:
             seen = self.broker.last_candle(symbol)
             if seen is not None:
                 frames.append(store.candles_since(symbol, seen[0], inclusive=False))
@@ -177,7 +183,7 @@ class LiveAccount:
 
     def open(self, store: TradingStore) -> tuple[datetime, list[dict]]:
         try:
-            self.broker = LiveBroker(self._client, self.settings, allowed=True)
+            self.broker = LiveBroker(self._client, self.settings.trading, allowed=True)
         except LiveTradingRefused as exc:
             raise ExecutionFailed(f"{exc}; nothing was sent") from exc
         exchange = self.broker.exchange
@@ -187,7 +193,7 @@ class LiveAccount:
         recorded = [RecordedOrder(*row) for row in store.recorded_orders(self.mode)]
         try:
             found = self.broker.reconcile(
-                self.settings.symbols, recorded, since=now - RECONCILE_WINDOW, ours=ours.__contains__
+                self.settings.market.symbols, recorded, since=now - RECONCILE_WINDOW, ours=ours.__contains__
             )
         except OrderStateUnknown as exc:
             raise ExecutionFailed(f"reconciling with {exchange.id} failed, nothing was sent: {exc}") from exc
@@ -215,12 +221,12 @@ class LiveAccount:
         self.reconciled = len(found.unrecorded) + len(found.changed) + len(found.missing)
         self._markets = {
             symbol: MarketRules.from_ccxt_market(exchange.market(symbol), exchange.precisionMode)
-            for symbol in self.settings.symbols
+            for symbol in self.settings.market.symbols
         }
         self._dust = {s: rules.min_amount or rules.amount_step or Decimal(0) for s, rules in self._markets.items()}
         self._book = self._rebook()
         self._free_quote = found.free.get(QUOTE, Decimal(0))
-        self._closes = store.last_closes(self.settings.symbols)
+        self._closes = store.last_closes(self.settings.market.symbols)
         return now, rows
 
     def market_rules(self, symbol: str) -> MarketRules:
@@ -257,7 +263,7 @@ class LiveAccount:
         if last is None:
             return f"no fresh ticker to check the decision's price {price} against ({why_none}): not sent"
         deviation = abs(price - last) / last
-        limit = self.settings.max_price_deviation
+        limit = self.settings.trading.max_price_deviation
         if deviation > limit:
             return (
                 f"the decision's price {price} is {deviation:.2%} away from the ticker's last price {last} "

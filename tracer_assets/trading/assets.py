@@ -109,16 +109,16 @@ def _rows_by_symbol_timeframe(frame: pl.DataFrame) -> dict[tuple[str, str], dict
 def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()) -> list[dg.AssetsDefinition]:
     """`signal_checks`: the blocking checks of signals/signals; a signal event whose run did not
     pass every one of them is answered with HOLD for every symbol."""
-    timeframes = (settings.base_timeframe, *settings.timeframes)
+    timeframes = (settings.market.base_timeframe, *settings.market.timeframes)
     mode, mode_reason = trading_mode(settings)
     config_hash = audit_files.config_hash(audit_files.trading_config(settings))
 
     def decide(context, duckdb: TracerDuckDB, exchange: ExchangeResource, llm) -> dg.MaterializeResult:
         event = signal_event(context)
-        audit = audit_files.AuditLog(settings.log_dir, secrets=secrets_to_redact(settings))
+        audit = audit_files.AuditLog(settings.trading.log_dir, secrets=secrets_to_redact(settings))
         store = TradingStore(duckdb)
         store.create()
-        done = store.decisions(event, settings.symbols)
+        done = store.decisions(event, settings.market.symbols)
         if not done.is_empty():
             context.log.info(f"signal event {event.storage_id} was decided already: {done.height} decisions reused")
             write_audit(store, audit)  # what a killed run committed and did not log yet
@@ -148,18 +148,18 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         now = exchange.now(ask_exchange=mode is Mode.LIVE)  # a signal's age is measured on the exchange's clock
         decided_at = datetime.now(UTC)
         rows, decided = [], []
-        for symbol in settings.symbols:
+        for symbol in settings.market.symbols:
             mine = signals.filter(pl.col("symbol") == symbol)
             signals_tf = {row["timeframe"]: row for row in mine.iter_rows(named=True)}
             indicators_tf = {tf: by_symbol_tf[(symbol, tf)] for tf in timeframes if (symbol, tf) in by_symbol_tf}
             prices = {tf: decimal_or_none(row["close"]) for tf, row in indicators_tf.items()}
-            valid_until = signal_valid_until(signals_tf.values(), settings.max_signal_age_seconds)
+            valid_until = signal_valid_until(signals_tf.values(), settings.trading.max_signal_age_seconds)
             selection = macro_selection(
                 symbol,
                 signals_tf,
                 {tf: stats[(symbol, tf)] for tf in timeframes if (symbol, tf) in stats},
                 timeframes,
-                settings.macro_min_win_rate,
+                settings.trading.macro_min_win_rate,
             )
             decision = rules_decision(
                 selection,
@@ -167,9 +167,9 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 indicators_tf,
                 prices,
                 held_timeframes.get(symbol),
-                settings.base_timeframe,
-                settings.tb_min_signal_quality,
-                settings.tb_min_conviction_score,
+                settings.market.base_timeframe,
+                settings.trading.tb_min_signal_quality,
+                settings.trading.tb_min_conviction_score,
             )
             source = "rules"
             if doubts:  # the signals' own guards did not pass: nothing they say is acted on
@@ -180,14 +180,14 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                     None,
                     Action.HOLD,
                     0.0,
-                    stale_reason(signals_tf.values(), valid_until, now, settings.max_signal_age_seconds),
+                    stale_reason(signals_tf.values(), valid_until, now, settings.trading.max_signal_age_seconds),
                 )
             elif llm is not None and (selection.timeframe is not None or symbol in held):
                 decision, source = (
                     _ask_llm(llm, symbol, selection, indicators, signals, held, free_quote, settings, exchange),
                     "llm",
                 )
-            signal_ts = signals_tf.get(decision.timeframe or settings.base_timeframe, {}).get("ts", newest)
+            signal_ts = signals_tf.get(decision.timeframe or settings.market.base_timeframe, {}).get("ts", newest)
             rows.append(
                 {
                     "decision_id": decision_id(event, symbol),
@@ -206,7 +206,9 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                     "price": decision.price,
                     "stop_loss": decision.stop_loss,
                     "take_profit": decision.take_profit,
-                    "size_quote": decision.size_quote if decision.size_quote is not None else settings.order_amount,
+                    "size_quote": decision.size_quote
+                    if decision.size_quote is not None
+                    else settings.trading.order_amount,
                     "config_hash": config_hash,
                     "valid_until": valid_until,
                     # The selected strategy's out-of-sample edge, for Kelly sizing of a buy.
@@ -228,7 +230,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 "signal_storage_id": event.storage_id,
                 "signal_run_id": event.run_id,
                 "mode": mode.value,
-                "decider": settings.decider,
+                "decider": settings.trading.decider,
                 **actions,
                 "decisions": dg.MetadataValue.md(markdown_table(table)),
             }
@@ -254,7 +256,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
     def decisions(
         context: dg.AssetExecutionContext, duckdb: TracerDuckDB, exchange: ExchangeResource, llm: AnthropicResource
     ):
-        return decide(context, duckdb, exchange, llm if settings.decider == "llm" else None)
+        return decide(context, duckdb, exchange, llm if settings.trading.decider == "llm" else None)
 
     execution_spec = dict(
         specs=[
@@ -297,7 +299,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
     ):
         event = signal_event(context)
         secrets = [*secrets_to_redact(settings), *notifier.secrets()]
-        if settings.live_flags_on and mode is not Mode.LIVE:
+        if settings.trading.live_flags_on and mode is not Mode.LIVE:
             context.log.warning(f"every live flag is on but this run trades on paper: {mode_reason}")
         store = TradingStore(duckdb)
         store.create()
@@ -305,13 +307,13 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         account = broker.account(settings, exchange, run_id, config_hash, context.log.warning)
         try:
             outcome = execute(
-                account, store, event, settings.symbols, RiskLimits.from_settings(settings), run_id, config_hash
+                account, store, event, settings.market.symbols, RiskLimits.from_settings(settings), run_id, config_hash
             )
         except ExecutionFailed as exc:
             raise dg.Failure(str(exc)) from exc
         for note in outcome.settlement.notes:
             context.log.warning(note)
-        write_audit(store, audit_files.AuditLog(settings.log_dir, secrets=secrets), event)
+        write_audit(store, audit_files.AuditLog(settings.trading.log_dir, secrets=secrets), event)
         _notify(context, notifier, secrets, outcome.rows)
         orders_total, positions_total = store.counts()
         facts = outcome.settlement.facts
@@ -343,8 +345,8 @@ def trading_mode(settings: Settings, environ: Mapping[str, str] | None = None) -
     """(Mode.LIVE, "") only when every live condition (docs/architecture.md) holds and the exchange is
     a real one; else (Mode.DRY, every reason), and the decision job trades on paper."""
     environ = os.environ if environ is None else environ  # the keys' presence only: never kept
-    allowed, reason = live_allowed(settings, environ.get(API_KEY_VAR), environ.get(SECRET_VAR))
-    if allowed and settings.is_replay:
+    allowed, reason = live_allowed(settings.trading, environ.get(API_KEY_VAR), environ.get(SECRET_VAR))
+    if allowed and settings.market.is_replay:
         return Mode.DRY, "the replay exchange takes no live orders (TRACER_EXCHANGE=replay)"
     return (Mode.LIVE, "") if allowed else (Mode.DRY, reason)
 
@@ -385,7 +387,7 @@ def _holdings(store: TradingStore, settings: Settings, mode: Mode) -> tuple[dict
 def _ask_llm(
     llm, symbol, selection, indicators, signals, held: dict, free_quote: Decimal, settings, exchange: ExchangeResource
 ) -> Decision:
-    timeframe = selection.timeframe or settings.base_timeframe
+    timeframe = selection.timeframe or settings.market.base_timeframe
     position = held.get(symbol)
     portfolio = PortfolioState(QUOTE, free_quote, {symbol: position} if position else {})
     # Open interest and funding where the exchange has them (its perpetual); replay has neither.
@@ -397,8 +399,8 @@ def _ask_llm(
             signals,
             market_context,
             portfolio,
-            settings.min_allowed_order_amount,
-            settings.max_order_amount,
+            settings.trading.min_allowed_order_amount,
+            settings.trading.max_order_amount,
             timeframe,
         )
     except ValueError as exc:

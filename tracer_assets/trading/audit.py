@@ -68,40 +68,6 @@ ORDER_LOG_FIELDS: tuple[str, ...] = (
 )
 ORDER_LOG_HEADER = "\t".join(ORDER_LOG_FIELDS) + "\n"
 MODES: tuple[str, ...] = tuple(Mode)
-# The Settings attributes that change what trading does; `trading_config` picks them. Paths,
-# fetch tuning, the replay clock and DEBUG are left out: they do not change a decision.
-TRADING_CONFIG_FIELDS: tuple[str, ...] = (
-    "exchange",
-    "symbols",
-    "base_timeframe",
-    "timeframes",
-    "sandbox",
-    "dry_run",
-    "force_dry",
-    "enable_live",
-    "is_live",
-    "order_amount",
-    "min_allowed_order_amount",
-    "max_order_amount",
-    "macro_min_win_rate",
-    "tb_min_signal_quality",
-    "tb_min_conviction_score",
-    "sim_price",
-    "sim_base_balance",
-    "sim_quote_balance",
-    "decider",
-    "anthropic_model",
-    "llm_timeout_seconds",
-    "fee_rate",
-    "slippage_bps",
-    "max_open_positions",
-    "max_symbol_exposure",
-    "max_total_exposure",
-    "daily_trade_limit",
-    "daily_loss_limit",
-    "loss_cooldown_minutes",
-    "kelly_fraction",
-)
 
 MAX_ERROR_CHARS = 2000  # of last_error kept in the diagnostics snapshot
 
@@ -158,12 +124,15 @@ def to_jsonable(value: object, field: str = "row") -> object:
 # --- config hash -------------------------------------------------------------------------------
 
 
-def trading_config(settings: object) -> dict[str, object]:
-    """The trading-relevant settings (TRADING_CONFIG_FIELDS) of a `Settings`-like object or
-    mapping, for `config_hash`. Fields the object does not have are skipped."""
-    if isinstance(settings, Mapping):
-        return {name: settings[name] for name in TRADING_CONFIG_FIELDS if name in settings}
-    return {name: getattr(settings, name) for name in TRADING_CONFIG_FIELDS if hasattr(settings, name)}
+def trading_config(settings) -> dict[str, object]:
+    """What changes a trading decision, for `config_hash`: the trading and LLM settings objects
+    whole (their paths aside: where files go changes no decision) and what the market settings
+    say is traded (`MarketSettings.universe`)."""
+
+    def plain(obj) -> dict[str, object]:
+        return {k: v for k, v in dataclasses.asdict(obj).items() if not isinstance(v, PurePath)}
+
+    return {"market": settings.market.universe, "trading": plain(settings.trading), "llm": plain(settings.llm)}
 
 
 def _canonical(value: object, field: str) -> object:

@@ -65,7 +65,7 @@ def live_allowed(flags: object, api_key: str | None, secret: str | None) -> tupl
     """The live conditions: (True, "") only when ENABLE_LIVE=1, IS_LIVE=1, FORCE_DRY is
     unset or 0, DRY_RUN=0 and both exchange keys are there; else (False, every reason).
 
-    `flags` is `tracer_assets.settings.Settings` or anything with the four boolean attributes
+    `flags` is `tracer_assets.trading.settings.TradingSettings` or anything with the four boolean attributes
     `enable_live`, `is_live`, `force_dry`, `dry_run`. Anything but a real bool counts as unsafe.
     """
     reasons = []
@@ -147,7 +147,7 @@ class Reconciliation:
 class LiveBroker:
     """Market orders on a real exchange through a ccxt client that carries the keys.
 
-    `allowed` is the caller's verdict (settings.live_flags_on and keys present); the broker
+    `allowed` is the caller's verdict (settings.trading.live_flags_on and keys present); the broker
     also checks `flags` and the client's keys itself and raises `LiveTradingRefused` unless
     both agree, so no code path reaches `create_order` without every live condition.
     """

@@ -183,15 +183,15 @@ class RiskLimits:
     def from_settings(cls, settings) -> RiskLimits:
         """From `tracer_assets.settings.Settings` (or anything with its attribute names)."""
         return cls(
-            min_order_quote=settings.min_allowed_order_amount,
-            max_order_quote=settings.max_order_amount,
-            max_symbol_exposure_quote=settings.max_symbol_exposure,
-            max_total_exposure_quote=settings.max_total_exposure,
-            daily_loss_limit_quote=settings.daily_loss_limit,
-            loss_cooldown=timedelta(minutes=settings.loss_cooldown_minutes),
-            max_open_positions=settings.max_open_positions,
-            daily_trade_limit=settings.daily_trade_limit,
-            kelly_fraction=settings.kelly_fraction,
+            min_order_quote=settings.trading.min_allowed_order_amount,
+            max_order_quote=settings.trading.max_order_amount,
+            max_symbol_exposure_quote=settings.trading.max_symbol_exposure,
+            max_total_exposure_quote=settings.trading.max_total_exposure,
+            daily_loss_limit_quote=settings.trading.daily_loss_limit,
+            loss_cooldown=timedelta(minutes=settings.trading.loss_cooldown_minutes),
+            max_open_positions=settings.trading.max_open_positions,
+            daily_trade_limit=settings.trading.daily_trade_limit,
+            kelly_fraction=settings.trading.kelly_fraction,
         )
 
 

@@ -32,9 +32,9 @@ SECRET_VARIABLES = (
 def secrets_in_use(settings: Settings, environ: Mapping[str, str]) -> tuple[str, ...]:
     """The names of the secret variables this configuration uses."""
     used = []
-    if settings.decider == "llm":
+    if settings.trading.decider == "llm":
         used.append(ANTHROPIC_KEY_VAR)
-    if settings.live_flags_on and not settings.is_replay:
+    if settings.trading.live_flags_on and not settings.market.is_replay:
         used += [API_KEY_VAR, SECRET_VAR]
     used += [
         name for name in (DISCORD_WEBHOOK_URL_VARIABLE, TELEGRAM_BOT_TOKEN_VARIABLE) if environ.get(name, "").strip()
