@@ -35,7 +35,7 @@ from tracer_assets.trading.orders import Mode, OrderTicket
 from tracer_assets.trading.paper import PaperBroker
 from tracer_assets.trading.risk import MarketRules, RiskState
 from tracer_assets.trading.state import dump_broker, load_broker
-from tracer_assets.trading.store import QUOTE, TradingStore
+from tracer_assets.trading.store import QUOTE, OrderRow, TradingStore
 
 # Replay has no exchange filters: amounts to 1e-8, prices to 1e-8, and Binance's 5 USDT
 # minimum notional, so a paper order on replay is never one a real exchange would refuse.
@@ -81,7 +81,7 @@ class PaperAccount:
         self.fills = 0
         self.run_id = run_id
 
-    def open(self, store: TradingStore) -> tuple[datetime, list[dict]]:
+    def open(self, store: TradingStore) -> tuple[datetime, list[OrderRow]]:
         now = self._clock()
         self.broker = paper_broker(store, self.settings)
         # Only these orders can change status in this run (older ones are settled).
@@ -107,12 +107,12 @@ class PaperAccount:
     def refusal(self, symbol: str, price: Decimal) -> str | None:
         return None
 
-    def submit(self, ticket: OrderTicket, row: dict) -> dict:
+    def submit(self, ticket: OrderTicket, row: OrderRow) -> OrderRow:
         order = self.broker.submit(ticket, row["ts"])
         self._open_before.add(order.client_order_id)
         return {**row, "status": order.status, "reason": order.reason or row["reason"]}
 
-    def recorded(self, row: dict) -> None:
+    def recorded(self, row: OrderRow) -> None:
         pass
 
     def settle(self, store: TradingStore, now: datetime, event: SignalEvent) -> Settlement:
@@ -181,7 +181,7 @@ class LiveAccount:
         self._store: TradingStore | None = None
         self.reconciled = 0
 
-    def open(self, store: TradingStore) -> tuple[datetime, list[dict]]:
+    def open(self, store: TradingStore) -> tuple[datetime, list[OrderRow]]:
         try:
             self.broker = LiveBroker(self._client, self.settings.trading, allowed=True)
         except LiveTradingRefused as exc:
@@ -271,7 +271,7 @@ class LiveAccount:
             )
         return None
 
-    def submit(self, ticket: OrderTicket, row: dict) -> dict:
+    def submit(self, ticket: OrderTicket, row: OrderRow) -> OrderRow:
         try:
             order = self.broker.submit(ticket)
         except OrderStateUnknown as exc:
@@ -285,7 +285,7 @@ class LiveAccount:
         }
         return placed
 
-    def recorded(self, row: dict) -> None:
+    def recorded(self, row: OrderRow) -> None:
         if row["filled"]:
             self._book = self._rebook()  # the next order's risk sees this one's position
             if row["side"] == "buy":  # and the cash it took (a sale's proceeds are not counted on: conservative)
@@ -322,7 +322,7 @@ class LiveAccount:
         ]
         return book_positions(executions, self._dust)
 
-    def _row(self, order: ExchangeOrder, decision: str, event: SignalEvent | None, now: datetime, reason) -> dict:
+    def _row(self, order: ExchangeOrder, decision: str, event: SignalEvent | None, now: datetime, reason) -> OrderRow:
         """An order as the exchange reported it, in trading.orders' shape: `amount` what was asked
         for, `filled` what executed, `price` the average fill price."""
         return {

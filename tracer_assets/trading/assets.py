@@ -55,7 +55,7 @@ from tracer_assets.trading.resources import BrokerResource
 from tracer_assets.trading.risk import RiskLimits
 from tracer_assets.trading.secrets import API_KEY_VAR, SECRET_VAR, secrets_to_redact
 from tracer_assets.trading.signal_checks import unpassed_blocking_checks
-from tracer_assets.trading.store import QUOTE, TradingStore
+from tracer_assets.trading.store import QUOTE, DecisionRow, TradingStore
 
 
 def signal_event(context) -> SignalEvent:
@@ -147,7 +147,8 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         by_symbol_tf = _rows_by_symbol_timeframe(newest_indicators)
         now = exchange.now(ask_exchange=mode is Mode.LIVE)  # a signal's age is measured on the exchange's clock
         decided_at = datetime.now(UTC)
-        rows, decided = [], []
+        rows: list[DecisionRow] = []
+        decided: list[Decision] = []
         for symbol in settings.market.symbols:
             mine = signals.filter(pl.col("symbol") == symbol)
             signals_tf = {row["timeframe"]: row for row in mine.iter_rows(named=True)}

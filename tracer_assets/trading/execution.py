@@ -22,7 +22,7 @@ from tracer_assets.trading.decide import SignalEvent, order_request, stale_at_ex
 from tracer_assets.trading.orders import Action, Mode, OrderTicket, client_order_id
 from tracer_assets.trading.positions import Position
 from tracer_assets.trading.risk import MarketRules, RiskLimits, RiskState, assess, capped
-from tracer_assets.trading.store import TradingStore, order_row, portfolio_row
+from tracer_assets.trading.store import OrderRow, PortfolioRow, TradingStore, order_row, portfolio_row
 
 
 class ExecutionFailed(RuntimeError):
@@ -76,7 +76,7 @@ class Broker(Protocol):
     records_each_order: bool  # True: record an order as soon as it is placed (a live exchange holds it)
     order_fields: dict  # columns of its own every order row carries (blank until the broker fills them)
 
-    def open(self, store: TradingStore) -> tuple[datetime, list[dict]]:
+    def open(self, store: TradingStore) -> tuple[datetime, list[OrderRow]]:
         """Start: the account's clock, and the orders recorded on the way (reconcile)."""
 
     def market_rules(self, symbol: str) -> MarketRules: ...
@@ -92,10 +92,10 @@ class Broker(Protocol):
     def refusal(self, symbol: str, price: Decimal) -> str | None:
         """Why this price must not be traded on now (a fresh ticker disagrees), else None."""
 
-    def submit(self, ticket: OrderTicket, row: dict) -> dict:
+    def submit(self, ticket: OrderTicket, row: OrderRow) -> OrderRow:
         """Place the ticket; `row` (the order as sized) updated with what the broker made of it."""
 
-    def recorded(self, row: dict) -> None:
+    def recorded(self, row: OrderRow) -> None:
         """An order of this run is recorded (the next one's risk may depend on it)."""
 
     def settle(self, store: TradingStore, now: datetime, event: SignalEvent) -> Settlement: ...
@@ -103,9 +103,9 @@ class Broker(Protocol):
 
 @dataclass
 class ExecutionOutcome:
-    rows: list[dict]  # orders recorded by this run: found on reconcile, then placed or refused
+    rows: list[OrderRow]  # orders recorded by this run: found on reconcile, then placed or refused
     settlement: Settlement
-    portfolio: dict
+    portfolio: PortfolioRow
 
 
 def execute(
@@ -122,7 +122,7 @@ def execute(
     decisions = store.decisions(event, symbols, acting_only=True)
     # Exits first: a position whose stop or target was touched is sold before anything new is bought.
     intents = [*broker.exits(store, event), *(Intent.of_decision(d) for d in decisions.iter_rows(named=True))]
-    placed: list[dict] = []
+    placed: list[OrderRow] = []
     for intent in intents:
         symbol = intent.decision["symbol"]
         cid = client_order_id(intent.decision["decision_id"], intent.side)

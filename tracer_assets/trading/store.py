@@ -5,6 +5,7 @@ import json
 from dataclasses import asdict, fields
 from datetime import datetime
 from decimal import Decimal
+from typing import TypedDict
 
 import polars as pl
 
@@ -93,7 +94,73 @@ def create_trading_tables(connection) -> None:
         )
 
 
-def insert_rows(connection, table: str, rows: list[dict]) -> None:
+class DecisionRow(TypedDict):
+    """A trading.decisions row."""
+
+    decision_id: str
+    signal_storage_id: int
+    signal_run_id: str
+    run_id: str
+    ts: datetime
+    decided_at: datetime
+    symbol: str
+    timeframe: str | None
+    action: str
+    confidence: Decimal
+    source: str
+    reason: str
+    mode: str
+    price: Decimal | None
+    stop_loss: Decimal | None
+    take_profit: Decimal | None
+    size_quote: Decimal | None
+    config_hash: str
+    valid_until: datetime | None
+    win_rate: float | None
+    payoff_ratio: float | None
+
+
+class OrderRow(TypedDict, total=False):
+    """A trading.orders row; the exchange's columns (the last three) only for live orders."""
+
+    client_order_id: str
+    decision_id: str
+    signal_storage_id: int | None
+    signal_run_id: str | None
+    run_id: str
+    mode: str
+    symbol: str
+    side: str
+    amount: Decimal | None
+    price: Decimal | None
+    status: str
+    fee: Decimal | None
+    ts: datetime
+    updated_at: datetime
+    reason: str | None
+    risk_checks: str
+    config_hash: str
+    exchange_order_id: str | None
+    filled: Decimal
+    fee_currency: str | None
+
+
+class PortfolioRow(TypedDict):
+    """A trading.portfolio row."""
+
+    ts: datetime
+    run_id: str
+    signal_storage_id: int
+    mode: str
+    quote_balance: Decimal
+    positions_value: Decimal
+    equity: Decimal
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    open_positions: int
+
+
+def insert_rows(connection, table: str, rows: list) -> None:
     if not rows:
         return
     columns = list(rows[0])
@@ -122,7 +189,7 @@ def order_row(
     now: datetime,
     config_hash: str,
     verdict,
-) -> dict:
+) -> OrderRow:
     """A trading.orders row for a decision's order as the risk manager sized it, before any
     broker took it: status `rejected` with the risk manager's reason until a broker says more."""
     return {
@@ -146,7 +213,9 @@ def order_row(
     }
 
 
-def portfolio_row(history, quote_balance: Decimal, marks: dict, now, run_id: str, storage_id: int, mode: str) -> dict:
+def portfolio_row(
+    history, quote_balance: Decimal, marks: dict, now, run_id: str, storage_id: int, mode: str
+) -> PortfolioRow:
     """A trading.portfolio row from every position ever held (the brokers' `Position`s): the quote
     balance plus the open positions marked to `marks` (symbol -> last close), realized PnL of all."""
     history = list(history)
@@ -189,7 +258,7 @@ class TradingStore:
             frame = stored_decisions(connection, event, symbols)
         return frame.filter(pl.col("action") != "HOLD") if acting_only else frame
 
-    def record_decisions(self, rows: list[dict]) -> None:
+    def record_decisions(self, rows: list[DecisionRow]) -> None:
         with self.connection() as connection, transaction(connection):
             insert_rows(connection, "trading.decisions", rows)
 
@@ -231,7 +300,7 @@ class TradingStore:
                 "SELECT client_order_id, symbol, status FROM trading.orders WHERE mode = ?", [mode]
             ).fetchall()
 
-    def record_orders(self, rows: list[dict]) -> None:
+    def record_orders(self, rows: list[OrderRow]) -> None:
         """In their own transaction, at once: a crash after this cannot lose them."""
         with self.connection() as connection, transaction(connection):
             insert_rows(connection, "trading.orders", rows)
