@@ -71,12 +71,12 @@ def make_btc_1h_strongly_bullish(database: str, storage_id: int, symbols: tuple[
         connection.execute(
             """CREATE TABLE IF NOT EXISTS research.backtests (strategy_id VARCHAR, name VARCHAR, symbol VARCHAR,
                timeframe VARCHAR, "window" VARCHAR, pnl DOUBLE, win_rate DOUBLE, trades BIGINT,
-               max_drawdown DOUBLE, score DOUBLE)"""
+               max_drawdown DOUBLE, profit_factor DOUBLE, score DOUBLE)"""
         )
         for symbol in symbols:
             connection.execute(
                 "INSERT INTO research.backtests "
-                "VALUES ('s1', 'ema_cross', ?, '1h', 'out_of_sample', 500, 0.6, 20, 0.1, 1.0)",
+                "VALUES ('s1', 'ema_cross', ?, '1h', 'out_of_sample', 500, 0.6, 20, 0.1, NULL, 1.0)",
                 [symbol],
             )
             connection.execute(
@@ -321,7 +321,6 @@ def test_a_buy_is_kelly_sized_from_the_selected_strategys_out_of_sample_edge(tra
     storage_id = newest_signal_event()
     make_btc_1h_strongly_bullish(database, storage_id)
     with duckdb.connect(database) as connection:
-        connection.execute("ALTER TABLE research.backtests ADD COLUMN profit_factor DOUBLE")
         connection.execute("UPDATE research.backtests SET profit_factor = 2.0")
     decide(storage_id)
     btc = query(database, "SELECT win_rate, payoff_ratio FROM trading.decisions WHERE symbol = 'BTC/USDT'").row(0)

@@ -76,16 +76,8 @@ def backtest_stats(connection) -> dict[tuple[str, str], dict]:
     ratio (average win / average loss, from the profit factor) for Kelly sizing."""
     if not table_exists(connection, BACKTESTS_TABLE):
         return {}
-    columns = {
-        row[0]
-        for row in connection.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = 'research' AND table_name = 'backtests'"
-        ).fetchall()
-    }
-    profit_factor = "profit_factor" if "profit_factor" in columns else "NULL"
     rows = connection.sql(
-        f"""SELECT symbol, timeframe, pnl, win_rate, trades, max_drawdown, strategy_id, {profit_factor}
+        f"""SELECT symbol, timeframe, pnl, win_rate, trades, max_drawdown, strategy_id, profit_factor
             FROM {BACKTESTS_TABLE} WHERE "window" = 'out_of_sample'
             QUALIFY row_number() OVER (PARTITION BY symbol, timeframe ORDER BY score DESC NULLS LAST) = 1"""
     ).fetchall()
@@ -109,7 +101,7 @@ def _rows_by_symbol_timeframe(frame: pl.DataFrame) -> dict[tuple[str, str], dict
 def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()) -> list[dg.AssetsDefinition]:
     """`signal_checks`: the blocking checks of signals/signals; a signal event whose run did not
     pass every one of them is answered with HOLD for every symbol."""
-    timeframes = (settings.market.base_timeframe, *settings.market.timeframes)
+    timeframes = settings.market.all_timeframes
     mode, mode_reason = trading_mode(settings)
     config_hash = audit_files.config_hash(audit_files.trading_config(settings))
 
@@ -181,7 +173,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                     None,
                     Action.HOLD,
                     0.0,
-                    stale_reason(signals_tf.values(), valid_until, now, settings.trading.max_signal_age_seconds),
+                    stale_reason(valid_until, now, settings.trading.max_signal_age_seconds),
                 )
             elif llm is not None and (selection.timeframe is not None or symbol in held):
                 decision, source = (
@@ -370,8 +362,8 @@ def write_audit(store: TradingStore, log: audit_files.AuditLog, event: SignalEve
     decisions, orders = store.unaudited()
     last = None if event is None else store.last_decision(event)
     log.record_once(decisions, orders)
-    store.mark_audited([row["decision_id"] for row in decisions], [row["client_order_id"] for row in orders],
-                       datetime.now(UTC))  # fmt: skip
+    decision_ids = [row["decision_id"] for row in decisions]
+    store.mark_audited(decision_ids, [row["client_order_id"] for row in orders], datetime.now(UTC))
     if event is not None:
         log.update_diagnostics(cycle_ok=True, last_decision=last, last_error=None)
 

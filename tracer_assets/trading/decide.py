@@ -180,9 +180,7 @@ def signal_valid_until(signals: Iterable[Mapping], max_age_seconds: float) -> da
     return max(closes) + timedelta(seconds=max_age_seconds) if closes else None
 
 
-def stale_reason(
-    signals: Iterable[Mapping], valid_until: datetime | None, now: datetime, max_age_seconds: float
-) -> str:
+def stale_reason(valid_until: datetime | None, now: datetime, max_age_seconds: float) -> str:
     if valid_until is None:
         return "no signal for this symbol in the signal event"
     closed = valid_until - timedelta(seconds=max_age_seconds)
@@ -246,8 +244,8 @@ def order_request(decision: Mapping, side: str, price: Decimal) -> OrderRequest:
 def exact_confidence(value: float) -> Decimal:
     """A decider's confidence as the exact decimal stored and sized with: 6 places, within [0, 1]
     (a double such as conviction / 10 would reach sizing as 0.507584000000000032)."""
-    number = Decimal(repr(float(value))) if not isinstance(value, Decimal) else value
-    if not number.is_finite():
+    number = decimal_or_none(value)
+    if number is None:
         return Decimal(0)
     return min(Decimal(1), max(Decimal(0), number)).quantize(Decimal("0.000001"))
 

@@ -118,7 +118,7 @@ def execute(
     config_hash: str,
 ) -> ExecutionOutcome:
     now, rows = broker.open(store)
-    known = store.known_order_ids() | {row["client_order_id"] for row in rows}
+    known = store.known_order_ids()  # the orders found on reconcile included: `open` recorded them
     decisions = store.decisions(event, symbols, acting_only=True)
     # Exits first: a position whose stop or target was touched is sold before anything new is bought.
     intents = [*broker.exits(store, event), *(Intent.of_decision(d) for d in decisions.iter_rows(named=True))]

@@ -45,7 +45,8 @@ def secrets_in_use(settings: Settings, environ: Mapping[str, str]) -> tuple[str,
 def check_secrets(settings: Settings, environ: Mapping[str, str]) -> None:
     """SettingsError naming the first secret in use that is set but malformed. An unset (or
     empty) one is not an error here: without exchange keys the run trades on paper and says
-    why, without an Anthropic key the LLM decider answers HOLD and says why."""
+    why; without an Anthropic key Dagster refuses the llm decider's runs, naming the variable
+    its EnvVar could not read."""
     for name in secrets_in_use(settings, environ):
         problem = _malformed(environ.get(name))
         if problem:
