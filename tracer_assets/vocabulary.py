@@ -106,6 +106,8 @@ __all__ = [
 STRONG_BULL, BULL, BEAR, STRONG_BEAR, OTHER = "strong_bull", "bull", "bear", "strong_bear", "other"
 LABELS: tuple[str, ...] = (STRONG_BULL, BULL, BEAR, STRONG_BEAR, OTHER)
 LABEL_SCORES: dict[str, int] = {STRONG_BULL: 2, BULL: 1, OTHER: 0, BEAR: -1, STRONG_BEAR: -2}
+# The labels in score order: a classifier's class i is CLASS_LABELS[i], its score i - 2.
+CLASS_LABELS: tuple[str, ...] = (STRONG_BEAR, BEAR, OTHER, BULL, STRONG_BULL)
 _INT_LABELS = {score: label for label, score in LABEL_SCORES.items()}
 
 _WORDS: dict[str, tuple[str, ...]] = {
