@@ -18,6 +18,8 @@ from tracer_assets.llm.resource import API_KEY_VARIABLE, AnthropicResource
 from tracer_assets.market.assets import build_candles_asset
 from tracer_assets.market.keys import CANDLES_KEY
 from tracer_assets.market.partitions import candle_partitions
+from tracer_assets.ml.assets import MEMORY, build_ml_assets
+from tracer_assets.ml.keys import PREDICTIONS_KEY
 from tracer_assets.research.assets import build_research_assets
 from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.notifier import NotifierResource
@@ -35,6 +37,8 @@ from tracer_assets.trading.sensors import DECISION_JOB, build_decision_job, buil
 from tracer_assets.trading.signal_checks import blocking_check_names
 
 MARKET_DATA_JOB = "market_data_job"
+# The models' predictions of the newest candles are part of every tick (the rest of ml is daily).
+TICK_EXTRA_KEYS = (PREDICTIONS_KEY,)
 RESEARCH_JOB = "research_job"
 __all__ = ["defs", "build_definitions", "tick_inputs", "MARKET_DATA_JOB", "TICK_JOB", "DECISION_JOB", "RESEARCH_JOB"]
 
@@ -42,7 +46,12 @@ __all__ = ["defs", "build_definitions", "tick_inputs", "MARKET_DATA_JOB", "TICK_
 def tick_inputs(assets: Iterable[dg.AssetsDefinition]) -> tuple[list[dg.AssetKey], dict[dg.AssetKey, str | None]]:
     """The tick's asset keys (its groups), and the SQL views among them with their code versions."""
     assets = list(assets)
-    tick_keys = [key for asset in assets for key in asset.keys if asset.group_names_by_key[key] in TICK_GROUPS]
+    tick_keys = [
+        key
+        for asset in assets
+        for key in asset.keys
+        if asset.group_names_by_key[key] in TICK_GROUPS or key in TICK_EXTRA_KEYS
+    ]
     views = {
         key: asset.code_versions_by_key[key]
         for asset in assets
@@ -98,8 +107,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     indicators = build_indicators_asset(settings, partitions)
     signal_assets = build_signal_assets(settings)
     research_assets = build_research_assets(settings)
+    ml_assets = build_ml_assets(settings)
     trading_assets = build_trading_assets(settings, tuple(blocking_check_names(signal_assets, SIGNALS_KEY)))
-    assets = [candles, *sql_assets, indicators, *signal_assets, *research_assets, *trading_assets]
+    assets = [candles, *sql_assets, indicators, *signal_assets, *research_assets, *ml_assets, *trading_assets]
     tick_job, tick_schedule = build_tick(settings, partitions, *tick_inputs(assets))
     decision_job = build_decision_job([key for asset in trading_assets for key in asset.keys])
     market_data_job = dg.define_asset_job(
@@ -109,8 +119,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     research_job = dg.define_asset_job(
         RESEARCH_JOB,
-        selection=dg.AssetSelection.groups("research"),
-        description="The daily research pipeline: strategy registry, walk-forward backtests, backtest_results.json.",
+        selection=dg.AssetSelection.groups("research", "ml") - dg.AssetSelection.assets(PREDICTIONS_KEY),
+        description=(
+            "The daily research pipeline: strategy registry, walk-forward backtests, backtest_results.json; the ML "
+            "dataset, models and ensembles."
+        ),
     )
     research_schedule = dg.ScheduleDefinition(
         name="daily_research",
@@ -135,6 +148,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "notifier": NotifierResource.from_env(os.environ),
             "llm": llm_resource(settings),
             "broker": broker_resource(settings),
+            MEMORY: dg.mem_io_manager,
         },
     )
 

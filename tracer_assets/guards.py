@@ -47,9 +47,11 @@ def _differs(a, b, rel_tol: float) -> bool:
     return a != b
 
 
-def _compare(
+def compare_rows(
     reference: pl.DataFrame, candidate: pl.DataFrame, columns: Sequence[str], rel_tol: float
 ) -> list[Mismatch]:
+    """Every (row, column) of `candidate` that differs from `reference`'s row of the same
+    (symbol, timeframe, ts) by more than `rel_tol` relative (0: any difference)."""
     joined = reference.select(*_KEY, *columns).join(
         candidate.select(*_KEY, *[pl.col(c).alias(f"{c}__cut") for c in columns]), on=_KEY, how="inner"
     )
@@ -99,7 +101,7 @@ def lookahead_mismatches(
         schema={"symbol": pl.String, "timeframe": pl.String, "ts": recomputed.schema["ts"]},
     )
     at_cut = _untag(recomputed.join(wanted, on=_KEY, how="semi"))
-    return _compare(full, at_cut, columns, rel_tol)
+    return compare_rows(full, at_cut, columns, rel_tol)
 
 
 def warmup_mismatches(
@@ -121,7 +123,7 @@ def warmup_mismatches(
     newest = both.group_by(["symbol", "timeframe"], maintain_order=True).last()
     reference = newest.filter(~pl.col("symbol").str.contains("@short"))
     candidate = _untag(newest.filter(pl.col("symbol").str.contains("@short")))
-    return _compare(reference, candidate, columns, rel_tol)
+    return compare_rows(reference, candidate, columns, rel_tol)
 
 
 def guard_outcome(name: str, mismatches: Sequence[Mismatch], **metadata) -> CheckOutcome:

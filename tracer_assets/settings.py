@@ -1,7 +1,7 @@
 """Every setting Tracer reads from the environment, read once, each domain its own.
 
 Each domain keeps its settings where it keeps its logic (`market/settings.py`,
-`signals/settings.py`, `research/settings.py`, `trading/settings.py`, `llm/settings.py`): a table
+`signals/settings.py`, `research/settings.py`, `ml/settings.py`, `trading/settings.py`, `llm/settings.py`): a table
 of names, defaults and meanings, a typed frozen dataclass and its loader; `config.py` has the
 parsers they share. `Settings` is the project's: its own few (the DuckDB file, the SQL models,
 DEBUG) and one object per domain. The seeds' variable names (DRY_RUN, ORDER_AMOUNT,
@@ -25,6 +25,8 @@ from tracer_assets.llm import settings as llm_settings
 from tracer_assets.llm.settings import LlmSettings
 from tracer_assets.market import settings as market_settings
 from tracer_assets.market.settings import DEFAULT_SYMBOLS, MarketSettings
+from tracer_assets.ml import settings as ml_settings
+from tracer_assets.ml.settings import MlSettings
 from tracer_assets.research import settings as research_settings
 from tracer_assets.research.settings import ResearchSettings
 from tracer_assets.signals import settings as signals_settings
@@ -54,6 +56,7 @@ SETTINGS_TABLE: tuple[Row, ...] = (
     *market_settings.TABLE,
     *signals_settings.TABLE,
     *research_settings.TABLE,
+    *ml_settings.TABLE,
     *trading_settings.TABLE,
     *llm_settings.TABLE,
 )
@@ -67,6 +70,7 @@ class Settings:
     market: MarketSettings
     signals: SignalsSettings
     research: ResearchSettings
+    ml: MlSettings
     trading: TradingSettings
     llm: LlmSettings
 
@@ -82,6 +86,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         market=market,
         signals=signals_settings.load(env),
         research=research_settings.load(env),
+        ml=ml_settings.load(env, market.all_timeframes),
         trading=trading_settings.load(env, market.base_timeframe_seconds),
         llm=llm_settings.load(env),
     )

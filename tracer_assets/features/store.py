@@ -1,10 +1,12 @@
-"""Reading candles for the indicators from DuckDB (market.ohlcv), with their warm-up. No Dagster."""
+"""Reading candles (market.ohlcv) with their warm-up, and the newest stored indicators. No Dagster."""
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import duckdb
 import polars as pl
 
+from tracer_assets.features.keys import INDICATORS_TABLE
 from tracer_assets.market.keys import OHLCV_TABLE
 from tracer_assets.market.timeframes import timeframe_seconds
 
@@ -35,3 +37,21 @@ def read_with_warmup(connection, timeframes, start: datetime, end: datetime, bar
         for tf in timeframes
     ]
     return pl.concat(frames)
+
+
+def read_recent_indicators(connection, timeframes, bars: int, symbols: Sequence[str] | None = None) -> pl.DataFrame:
+    """The newest `bars` indicator rows of every series (of `symbols`, if given), by time range
+    (not a full scan)."""
+    only = " AND list_contains(?, symbol)" if symbols is not None else ""
+    frames = []
+    for timeframe in timeframes:
+        chosen = [list(symbols)] if symbols is not None else []
+        frame = connection.sql(
+            f"""SELECT * FROM {INDICATORS_TABLE}
+                WHERE timeframe = ?{only}
+                  AND ts > (SELECT max(ts) FROM {INDICATORS_TABLE} WHERE timeframe = ?{only}) - to_seconds(?::BIGINT)
+                ORDER BY symbol, ts""",
+            params=[timeframe, *chosen, timeframe, *chosen, bars * timeframe_seconds(timeframe)],
+        ).pl()
+        frames.append(frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC")))
+    return pl.concat(frames, how="vertical_relaxed")

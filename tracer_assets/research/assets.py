@@ -18,7 +18,7 @@ from tracer_assets.research.macro import write_backtest_results
 from tracer_assets.research.metrics import METRIC_COLUMNS
 from tracer_assets.research.registry import STRATEGY_COLUMNS, sync_builtins
 from tracer_assets.research.spec import builtin_specs, load_spec
-from tracer_assets.resources.warehouse import TracerDuckDB, table_exists, transaction
+from tracer_assets.resources.warehouse import TracerDuckDB, replace_table, transaction
 from tracer_assets.settings import Settings
 
 STRATEGIES_DDL = """CREATE TABLE IF NOT EXISTS research.strategies (
@@ -146,14 +146,7 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         )
         equity = pl.concat(curves)
         with duckdb.get_connection() as connection:
-            for name, frame in (("research.backtests", table), ("research.equity_curves", equity)):
-                connection.register("incoming", frame.to_arrow())
-                if not table_exists(connection, name):
-                    connection.execute(f"CREATE TABLE {name} AS SELECT * FROM incoming LIMIT 0")
-                with transaction(connection):
-                    connection.execute(f"DELETE FROM {name}")
-                    connection.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
-                connection.unregister("incoming")
+            replace_table(connection, [("research.backtests", table), ("research.equity_curves", equity)])
         oos = table.filter(pl.col("window") == "out_of_sample")
         exported = oos.select(
             (pl.col("name") + ":" + pl.col("symbol")).alias("variant"),

@@ -69,7 +69,7 @@ def transaction(connection: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDB
 
 
 def ensure_table(connection: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
-    """Create `table` with the frame's columns if it is not there yet.
+    """Create `table` with the frame's columns if it is not there yet; add those it lacks.
 
     Outside any write transaction on purpose: in duckdb 2.0.0, a table created and filled
     (one row group or more) in one transaction reads back on that connection as empty to
@@ -78,7 +78,31 @@ def ensure_table(connection: duckdb.DuckDBPyConnection, table: str, frame: pl.Da
     connection.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
     connection.register("table_shape", frame.head(0).to_arrow())
     connection.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM table_shape")
+    # A table made by an earlier version gains the frame's new columns (NULL in its old rows).
+    schema, name = table.split(".")
+    present = {
+        row[0]
+        for row in connection.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+            [schema, name],
+        ).fetchall()
+    }
+    for column, kind, *_ in connection.execute("DESCRIBE SELECT * FROM table_shape").fetchall():
+        if column not in present:
+            connection.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{column}" {kind}')
     connection.unregister("table_shape")
+
+
+def replace_table(connection: duckdb.DuckDBPyConnection, writes: Sequence[tuple[str, pl.DataFrame]]) -> None:
+    """Replace the rows of several tables in one transaction: all land, or none does."""
+    for table, frame in writes:
+        ensure_table(connection, table, frame)
+    with transaction(connection):
+        for table, frame in writes:
+            connection.register("incoming", frame.to_arrow())
+            connection.execute(f"DELETE FROM {table}")
+            connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+            connection.unregister("incoming")
 
 
 def replace_window(

@@ -19,12 +19,14 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from tracer_assets.checks import check_result
 from tracer_assets.features.indicators import INDICATOR_COLUMNS, WARMUP_BARS, compute_indicators
-from tracer_assets.features.keys import INDICATORS_KEY, INDICATORS_TABLE
-from tracer_assets.features.store import read_with_warmup
+from tracer_assets.features.keys import INDICATORS_KEY
+from tracer_assets.features.store import read_recent_indicators, read_with_warmup
 from tracer_assets.guards import guard_outcome, lookahead_mismatches
 from tracer_assets.market.partitions import candle_partitions
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.metadata import markdown_table
+from tracer_assets.ml.keys import PREDICTIONS_KEY, PREDICTIONS_TABLE
+from tracer_assets.ml.predict import ml_votes
 from tracer_assets.policies import DUCKDB_POOL, loop_freshness
 from tracer_assets.resources.warehouse import TracerDuckDB, ensure_table, transaction
 from tracer_assets.schedules import TICK_JOB
@@ -47,24 +49,6 @@ from tracer_assets.signals.scoring import (
 GUARDED_COLUMNS = (*INDICATOR_COLUMNS, "direction", "signal_quality", "regime", "regime_confidence", "rule_label")
 LOOKAHEAD_CUTS = (1, 25)  # bars before the newest, per symbol and timeframe
 LOOKAHEAD_BARS = VOLATILITY_LOOKBACK + 100
-
-
-def read_recent_indicators(connection, timeframes, bars: int, symbols: Sequence[str] | None = None) -> pl.DataFrame:
-    """The newest `bars` indicator rows of every series (of `symbols`, if given), by time range
-    (not a full scan)."""
-    only = " AND list_contains(?, symbol)" if symbols is not None else ""
-    frames = []
-    for timeframe in timeframes:
-        chosen = [list(symbols)] if symbols is not None else []
-        frame = connection.sql(
-            f"""SELECT * FROM {INDICATORS_TABLE}
-                WHERE timeframe = ?{only}
-                  AND ts > (SELECT max(ts) FROM {INDICATORS_TABLE} WHERE timeframe = ?{only}) - to_seconds(?::BIGINT)
-                ORDER BY symbol, ts""",
-            params=[timeframe, *chosen, timeframe, *chosen, bars * timeframe_seconds(timeframe)],
-        ).pl()
-        frames.append(frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC")))
-    return pl.concat(frames, how="vertical_relaxed")
 
 
 def read_history_bars(
@@ -179,14 +163,14 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         specs=[
             dg.AssetSpec(
                 SIGNALS_KEY,
-                deps=[INDICATORS_KEY],
+                deps=[INDICATORS_KEY, PREDICTIONS_KEY],
                 description=(
                     "One row per symbol and timeframe for the newest closed candle: signal_quality (0-10), "
                     "regime (Bull/Bear/Flat, volatile flag, confidence), conviction (0-10) and the ensemble "
-                    "label over every prediction available (rules + external predictions, none dated after "
-                    "its candle). A symbol short of the history a valid signal needs is withheld; with none "
-                    "to publish the step fails, naming the backfill. Definitions in "
-                    "tracer_assets/signals/scoring.py."
+                    "label over every prediction available (rules, the models' ensemble unless its models are too "
+                    "old, external predictions; none dated after its candle). A symbol short of the history a valid "
+                    "signal needs is withheld; with none to publish the step fails, naming the backfill. "
+                    "Definitions in tracer_assets/signals/scoring.py."
                 ),
                 group_name="signals",
                 kinds={"duckdb", "polars"},
@@ -255,7 +239,18 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     f"{chosen.rejected_unconfigured} for unconfigured symbols or timeframes rejected "
                     f"(e.g. {'; '.join(chosen.examples[:3])})"
                 )
-            latest = with_predictions(scored, chosen.used).select(SIGNAL_COLUMNS)
+            votes, ml_reasons = ml_votes(
+                connection,
+                PREDICTIONS_TABLE,
+                newest_by_series,
+                settings.ml.timeframes,
+                datetime.now(UTC),
+                settings.ml.model_max_age_hours,
+            )
+            for (symbol, timeframe), reason in ml_reasons.items():
+                if timeframe in settings.ml.timeframes:
+                    context.log.warning(f"no ML vote for {symbol} {timeframe}: {reason}")
+            latest = with_predictions(scored, chosen.used, votes, settings.ml.vote_weight).select(SIGNAL_COLUMNS)
             appended = latest.with_columns(
                 pl.lit(context.run.run_id).alias("run_id"),
                 pl.lit(datetime.now(UTC)).dt.cast_time_unit("us").alias("computed_at"),
@@ -275,7 +270,9 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             candles = read_with_warmup(connection, timeframes, newest, newest + timedelta(days=1), LOOKAHEAD_BARS, kept)
         samples = _lookahead_samples(candles)
         mismatches = lookahead_mismatches(candles, signal_pipeline, samples, GUARDED_COLUMNS)
-        table = latest.select("symbol", "timeframe", "ts", "signal_quality", "regime", "conviction", "ensemble_label")
+        table = latest.select(
+            "symbol", "timeframe", "ts", "signal_quality", "regime", "conviction", "ml_label", "ensemble_label"
+        )
         published_bars = {key: count for key, count in bars.items() if key[0] in kept}
         metadata = {
             "dagster/row_count": latest.height,
@@ -286,6 +283,13 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "history_bars_min": min(published_bars.values(), default=0),
             # Valid, but the indicators still depend on where the stored history starts.
             "series_below_full_warmup": len(not_converged(published_bars)),
+            "predictors": {
+                "rules": latest.height,
+                "ml": len(votes),
+                "external": len(chosen.used),
+            },
+            "ml_votes": len(votes),
+            "ml_not_used": {f"{symbol} {timeframe}": reason for (symbol, timeframe), reason in ml_reasons.items()},
             "external_predictions": len(chosen.used),
             "external_predictions_rejected_future": chosen.rejected_future,
             "external_predictions_rejected_unconfigured": chosen.rejected_unconfigured,

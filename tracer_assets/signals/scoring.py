@@ -35,8 +35,10 @@ conviction, 0-10: 10 x (0.40 quality/10 + 0.25 regime agreement + 0.15 calm + 0.
 
 ensemble_label: the weighted mean of every prediction's score (strong_bear -2 .. strong_bull 2):
     the rule-based one (weight 1; its label from d and quality: strong at quality >= 7,
-    plain at >= 4, else other) plus every external prediction for the symbol and timeframe
-    (weight = its confidence, 0.5 when it gave none). Mean >= 1.5 strong_bull, >= 0.5 bull,
+    plain at >= 4, else other), the models' one when there is a usable one (ml_label; weight
+    = TRACER_ML_VOTE_WEIGHT x its confidence, ml_confidence; see docs/ml.md), plus every
+    external prediction for the symbol and timeframe (weight = its confidence, 0.5 when it
+    gave none). Mean >= 1.5 strong_bull, >= 0.5 bull,
     <= -1.5 strong_bear, <= -0.5 bear, else other. ensemble_confidence = the weight of the
     predictions whose direction matches the label's, over all the weight (other: the weight
     of the neutral ones).
@@ -88,6 +90,8 @@ SIGNAL_COLUMNS = (
     "ensemble_label",
     "ensemble_confidence",
     "predictions_used",
+    "ml_label",
+    "ml_confidence",
 )
 
 _BY_SERIES = ["symbol", "timeframe"]
@@ -215,20 +219,37 @@ def score_latest(
     return with_predictions(latest, predictions).select(SIGNAL_COLUMNS)
 
 
-def with_predictions(latest: pl.DataFrame, predictions: Mapping[tuple[str, str], Mapping] | None) -> pl.DataFrame:
-    """`latest` with ensemble_label, ensemble_confidence and predictions_used (re)computed from
-    its rule_label and the external prediction of each (symbol, timeframe), if any."""
-    labels, confidences, used = [], [], []
+def with_predictions(
+    latest: pl.DataFrame,
+    predictions: Mapping[tuple[str, str], Mapping] | None,
+    ml_votes: Mapping[tuple[str, str], Mapping] | None = None,
+    ml_weight: float = 1.0,
+) -> pl.DataFrame:
+    """`latest` with ensemble_label, ensemble_confidence, predictions_used, ml_label and
+    ml_confidence (re)computed from its rule_label, the models' vote and the external
+    prediction of each (symbol, timeframe), if any."""
+    labels, confidences, used, ml_labels, ml_confidences = [], [], [], [], []
     for row in latest.select(*_BY_SERIES, "rule_label").iter_rows(named=True):
-        external = (predictions or {}).get((row["symbol"], row["timeframe"]))
-        label, confidence, count = ensemble([(row["rule_label"], 1.0)] + ([_weighted(external)] if external else []))
+        key = (row["symbol"], row["timeframe"])
+        votes = [(row["rule_label"], 1.0)]
+        ml = (ml_votes or {}).get(key)
+        if ml:
+            votes.append((ml["label"], ml_weight * float(ml["confidence"])))
+        external = (predictions or {}).get(key)
+        if external:
+            votes.append(_weighted(external))
+        label, confidence, count = ensemble(votes)
         labels.append(label)
         confidences.append(confidence)
         used.append(count)
+        ml_labels.append(ml["label"] if ml else None)
+        ml_confidences.append(float(ml["confidence"]) if ml else None)
     return latest.with_columns(
         ensemble_label=pl.Series(labels, dtype=pl.String),
         ensemble_confidence=pl.Series(confidences, dtype=pl.Float64),
         predictions_used=pl.Series(used, dtype=pl.Int64),
+        ml_label=pl.Series(ml_labels, dtype=pl.String),
+        ml_confidence=pl.Series(ml_confidences, dtype=pl.Float64),
     )
 
 

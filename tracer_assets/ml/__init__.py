@@ -1,0 +1,1 @@
+"""The ml domain: LightGBM classifiers predicting the five labels, their validation and metrics."""

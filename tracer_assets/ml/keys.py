@@ -1,0 +1,16 @@
+"""The ml domain's asset keys and tables."""
+
+import dagster as dg
+
+DATASET_KEY = dg.AssetKey(["ml", "dataset"])
+DATASET_TABLE = "ml.dataset"
+MODELS_KEY = dg.AssetKey(["ml", "models"])
+MODELS_TABLE = "ml.models"
+MODEL_RESULTS_KEY = dg.AssetKey(["ml", "model_results"])
+MODEL_RESULTS_TABLE = "ml.model_results"
+OOF_KEY = dg.AssetKey(["ml", "oof_predictions"])
+OOF_TABLE = "ml.oof_predictions"
+ENSEMBLES_KEY = dg.AssetKey(["ml", "ensembles"])
+ENSEMBLES_TABLE = "ml.ensembles"
+PREDICTIONS_KEY = dg.AssetKey(["ml", "predictions"])
+PREDICTIONS_TABLE = "ml.predictions"

@@ -1,0 +1,139 @@
+"""Scoring the newest candles with the best ensemble of each timeframe, and the models' expiry
+(docs/ml.md). Pure Python, no Dagster.
+
+Models are LightGBM's own text format and stackers are numbers: loading either executes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from tracer_assets.ml.ensembles import combine
+from tracer_assets.ml.train import PROBABILITY_COLUMNS
+from tracer_assets.vocabulary import CLASS_LABELS
+
+PREDICTION_COLUMNS = (
+    "symbol",
+    "timeframe",
+    "ts",
+    "label",
+    *PROBABILITY_COLUMNS,
+    "confidence",
+    "ensemble_id",
+    "ensemble_hash",
+    "model_ids",
+    "trained_at",
+)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model_id: str
+    features: list[str]
+    booster: lgb.Booster
+
+
+def load_models(rows: Sequence[Mapping]) -> dict[str, LoadedModel]:
+    """ml.models rows (model_id, features JSON, model_text) as boosters."""
+    return {
+        row["model_id"]: LoadedModel(
+            row["model_id"], json.loads(row["features"]), lgb.Booster(model_str=row["model_text"])
+        )
+        for row in rows
+    }
+
+
+def best_ensembles(ensembles: pl.DataFrame) -> dict[str, dict]:
+    """Per timeframe, the ensemble with the best out-of-sample accuracy (then F1, then id)."""
+    ranked = ensembles.sort(
+        ["timeframe", "accuracy", "f1_macro", "ensemble_id"], descending=[False, True, True, False], nulls_last=True
+    )
+    return {row["timeframe"]: row for row in ranked.group_by("timeframe", maintain_order=True).first().to_dicts()}
+
+
+def newest_rows(features: pl.DataFrame) -> pl.DataFrame:
+    """Each series' newest feature row."""
+    return features.sort("symbol", "timeframe", "ts").group_by(["symbol", "timeframe"], maintain_order=True).last()
+
+
+def score(rows: pl.DataFrame, ensemble: Mapping, models: Mapping[str, LoadedModel]) -> pl.DataFrame:
+    """The ensemble's label, class probabilities and confidence (its top probability) for `rows`
+    (feature rows of the ensemble's timeframe), in PREDICTION_COLUMNS."""
+    members = json.loads(ensemble["members"])
+    probabilities = [
+        models[m].booster.predict(rows.select(models[m].features).to_numpy().astype(np.float64)) for m in members
+    ]
+    stacker = json.loads(ensemble["stacker"]) if ensemble["stacker"] else None
+    predicted, proba = combine(ensemble["method"], probabilities, stacker)
+    return rows.select("symbol", "timeframe", "ts").with_columns(
+        pl.Series("label", [CLASS_LABELS[i] for i in predicted], dtype=pl.String),
+        *(pl.Series(column, proba[:, i]) for i, column in enumerate(PROBABILITY_COLUMNS)),
+        pl.Series("confidence", proba.max(axis=1)),
+        pl.lit(ensemble["ensemble_id"]).alias("ensemble_id"),
+        pl.lit(ensemble["content_hash"]).alias("ensemble_hash"),
+        pl.lit(ensemble["members"]).alias("model_ids"),
+        pl.lit(ensemble["trained_at"]).alias("trained_at"),
+    )
+
+
+def expiry_reason(trained_at: datetime, now: datetime, max_age_hours: float) -> str | None:
+    """Why a prediction may not be used (its model is too old), or None."""
+    age = (now - trained_at).total_seconds() / 3600
+    if age > max_age_hours:
+        return f"model trained {age:.1f} h ago, older than TRACER_MODEL_MAX_AGE_HOURS={max_age_hours:g}"
+    return None
+
+
+def ml_votes(
+    connection,
+    table: str,
+    newest: Mapping[tuple[str, str], datetime],
+    model_timeframes: Sequence[str],
+    now: datetime,
+    max_age_hours: float,
+) -> tuple[dict[tuple[str, str], dict], dict[tuple[str, str], str]]:
+    """The ML vote for each series' newest candle (label, confidence, ensemble), and for each
+    series without one, why: no model for its timeframe, none trained yet, no prediction of
+    that candle, or a model past its age (the signals record the reason)."""
+    reasons: dict[tuple[str, str], str] = {}
+    wanted = {key: ts for key, ts in newest.items() if key[1] in model_timeframes}
+    for key in newest:
+        if key not in wanted:
+            reasons[key] = f"no model for {key[1]} (TRACER_ML_TIMEFRAMES)"
+    if not wanted:
+        return {}, reasons
+    schema, name = table.split(".")
+    exists = connection.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, name]
+    ).fetchall()[0][0]
+    if not exists:
+        return {}, {**reasons, **{key: f"no model trained yet ({table} missing)" for key in wanted}}
+    keys = pl.DataFrame(
+        [(s, tf, ts) for (s, tf), ts in wanted.items()], schema=["symbol", "timeframe", "ts"], orient="row"
+    )
+    connection.register("wanted_candles", keys.to_arrow())
+    rows = connection.sql(
+        f"""SELECT p.symbol, p.timeframe, p.label, p.confidence, p.ensemble_id, p.trained_at
+            FROM {table} AS p JOIN wanted_candles AS w
+              ON p.symbol = w.symbol AND p.timeframe = w.timeframe AND p.ts = w.ts
+            QUALIFY row_number() OVER (PARTITION BY p.symbol, p.timeframe ORDER BY p.predicted_at DESC) = 1"""
+    ).fetchall()
+    connection.unregister("wanted_candles")
+    votes = {}
+    for symbol, timeframe, label, confidence, ensemble_id, trained_at in rows:
+        expired = expiry_reason(trained_at, now, max_age_hours)
+        if expired:
+            reasons[(symbol, timeframe)] = f"{ensemble_id}: {expired}"
+        else:
+            votes[(symbol, timeframe)] = {"label": label, "confidence": confidence, "ensemble_id": ensemble_id}
+    for key in wanted:
+        if key not in votes and key not in reasons:
+            reasons[key] = "no prediction of the newest candle (ml/predictions did not score it)"
+    return votes, reasons
