@@ -1,7 +1,8 @@
 """`make demo`: the whole loop once on the persistent Dagster instance, offline by default:
 market data, indicators and signals of the configured exchange (the bundled real Binance
-candles) in one run; the research pipeline (strategy registry, walk-forward backtests);
-then the signal sensor's decision run (decision, risk-sized paper order, portfolio).
+candles) in one run; the research pipeline (strategy registry, walk-forward backtests, the ML
+dataset, models and ensembles); the next tick, whose signals carry the models' vote; then the
+signal sensor's decision run (decision, risk-sized paper order, portfolio).
 Prints what each step built.
 
     python -m tracer_assets.demo [--start 2024-01-01] [--end 2024-09-06]
@@ -69,20 +70,21 @@ def signals_summary(database: str) -> str:
     with duckdb.connect(database, read_only=True) as connection:
         rows = connection.execute(
             """SELECT symbol, timeframe, ts, close, signal_quality, regime, regime_volatile, regime_confidence,
-                      conviction, ensemble_label, ensemble_confidence
+                      conviction, ml_label, ml_confidence, ensemble_label, ensemble_confidence
                FROM signals.signals"""
         ).fetchall()
     rows.sort(key=lambda r: (r[0], timeframe_seconds(r[1])))
     header = (
         f"  {'symbol':<10}{'tf':<5}{'candle (UTC)':<18}{'close':>12}{'quality':>9}  "
-        f"{'regime':<14}{'conf':>5}{'conviction':>11}  {'ensemble':<12}{'conf':>5}"
+        f"{'regime':<14}{'conf':>5}{'conviction':>11}  {'ML vote':<12}{'conf':>5}  {'ensemble':<12}{'conf':>5}"
     )
     lines = ["newest signals:", header]
-    for symbol, tf, ts, close, quality, regime, volatile, rconf, conviction, label, lconf in rows:
+    for symbol, tf, ts, close, quality, regime, volatile, rconf, conviction, ml, mconf, label, lconf in rows:
         regime_text = regime + (" volatile" if volatile else "")
+        ml_text = f"{ml:<12}{mconf:>5.2f}" if ml else f"{'-':<12}{'':>5}"
         lines.append(
             f"  {symbol:<10}{tf:<5}{ts:%Y-%m-%d %H:%M}  {close:>12.6g}{quality:>9.2f}  "
-            f"{regime_text:<14}{rconf:>5.2f}{conviction:>11.2f}  {label:<12}{lconf:>5.2f}"
+            f"{regime_text:<14}{rconf:>5.2f}{conviction:>11.2f}  {ml_text}  {label:<12}{lconf:>5.2f}"
         )
     return "\n".join(lines)
 
@@ -107,6 +109,46 @@ def research_summary(database: str, top: int = 10) -> str:
         win_text = "-" if win is None else f"{win:.2f}"
         lines.append(
             f"  {name:<27}{symbol:<11}{tf:<5}{score:>7.2f}{ret:>9.2%}{win_text:>6}{trades:>7}{dd:>7.1%}  {params[:60]}"
+        )
+    return "\n".join(lines)
+
+
+def ml_summary(database: str) -> str:
+    """Each model's and ensemble's out-of-sample figures beside the baselines' on the same rows."""
+    with duckdb.connect(database, read_only=True) as connection:
+        models = connection.execute(
+            """SELECT model_id, train_rows, f1_macro, majority_f1_macro, accuracy, majority_accuracy, log_loss, ic
+               FROM ml.models ORDER BY model_id"""
+        ).fetchall()
+        baselines = dict(
+            connection.execute(
+                """SELECT model_id, log_loss FROM ml.model_results
+                   WHERE fold = 'overall' AND predictor = 'majority'"""
+            ).fetchall()
+        )
+        ensembles = connection.execute(
+            """SELECT ensemble_id, rows, accuracy, majority_accuracy, f1_macro, majority_f1_macro, log_loss
+               FROM ml.ensembles ORDER BY ensemble_id"""
+        ).fetchall()
+    lines = [
+        "models, out of sample (purged walk-forward), beside the majority-class baseline in the same folds:",
+        f"  {'model':<20}{'rows':>9}{'F1':>7}{'base':>7}{'acc':>7}{'base':>7}{'logloss':>9}{'base':>7}{'IC':>7}",
+    ]
+    for model_id, rows, f1, base_f1, accuracy, base_accuracy, log_loss, ic in models:
+        ic_text = "-" if ic is None else f"{ic:.3f}"
+        lines.append(
+            f"  {model_id:<20}{rows:>9,}{f1:>7.3f}{base_f1:>7.3f}{accuracy:>7.3f}{base_accuracy:>7.3f}"
+            f"{log_loss:>9.3f}{baselines.get(model_id, float('nan')):>7.3f}{ic_text:>7}"
+        )
+    lines += [
+        "",
+        "ensembles (folds 2..n, where the stacker has out-of-fold rows to learn from):",
+        f"  {'ensemble':<20}{'rows':>9}{'acc':>7}{'base':>7}{'F1':>7}{'base':>7}{'logloss':>9}",
+    ]
+    for ensemble_id, rows, accuracy, base_accuracy, f1, base_f1, log_loss in ensembles:
+        lines.append(
+            f"  {ensemble_id:<20}{rows:>9,}{accuracy:>7.3f}{base_accuracy:>7.3f}{f1:>7.3f}{base_f1:>7.3f}"
+            f"{log_loss:>9.3f}"
         )
     return "\n".join(lines)
 
@@ -189,10 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nRun {result.run_id} succeeded in {time.perf_counter() - began:.1f}s.\n")
     database = str(settings.duckdb_path)
     print(market_summary(database))
-    print("\n" + signals_summary(database))
 
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    print(f"\nMaterializing {RESEARCH_JOB}: strategy registry and walk-forward backtests ...", flush=True)
+    print(
+        f"\nMaterializing {RESEARCH_JOB}: strategy registry, walk-forward backtests, the ML dataset, models and "
+        "ensembles (a few minutes) ...",
+        flush=True,
+    )
     began = time.perf_counter()
     with DagsterInstance.get() as instance:
         research = defs.resolve_job_def(RESEARCH_JOB).execute_in_process(
@@ -206,6 +251,15 @@ def main(argv: list[str] | None = None) -> int:
         f"(results also in {settings.research.backtest_json_path}).\n"
     )
     print(research_summary(database))
+    print("\n" + ml_summary(database))
+
+    print(f"\nThe next tick ({args.end}) scores the newest candles with the ensembles ...", flush=True)
+    with DagsterInstance.get() as instance:
+        tick = job.execute_in_process(instance=instance, partition_key=args.end, raise_on_error=False, run_config=quiet)
+    if not tick.success:
+        print(f"\nThe tick run {tick.run_id} failed; see the UI (make dev).", file=sys.stderr)
+        return 1
+    print(signals_summary(database))
 
     print("\nThe signal sensor answers the newest signals: running decision_job as it would ...", flush=True)
     with DagsterInstance.get() as instance:

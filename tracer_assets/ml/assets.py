@@ -257,7 +257,7 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
     @dg.op(
         pool=DUCKDB_POOL,
-        ins={"after": dg.In(dg.Nothing)},
+        ins={name: dg.In(dg.Nothing) for name in ("dataset", "models", "model_results", "oof_predictions")},
         out=dg.Out(io_manager_key=MEMORY),
     )
     def ml_read_for_ensembles(duckdb: TracerDuckDB) -> dict[str, pl.DataFrame]:
@@ -329,7 +329,9 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         ),
     )
     def ensembles(dataset, models, model_results, oof_predictions):
-        stored = ml_read_for_ensembles([dataset, models, model_results, oof_predictions])
+        stored = ml_read_for_ensembles(
+            dataset=dataset, models=models, model_results=model_results, oof_predictions=oof_predictions
+        )
         return ml_write_ensembles(ml_fit_ensembles(stored), stored)
 
     @dg.asset(

@@ -247,9 +247,15 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 datetime.now(UTC),
                 settings.ml.model_max_age_hours,
             )
-            for (symbol, timeframe), reason in ml_reasons.items():
-                if timeframe in settings.ml.timeframes:
-                    context.log.warning(f"no ML vote for {symbol} {timeframe}: {reason}")
+            unexplained = {key: r for key, r in ml_reasons.items() if key[1] in settings.ml.timeframes}
+            if unexplained:
+                by_reason: dict[str, list[str]] = {}
+                for (symbol, timeframe), reason in unexplained.items():
+                    by_reason.setdefault(reason, []).append(f"{symbol} {timeframe}")
+                context.log.warning(
+                    "no ML vote for "
+                    + "; ".join(f"{', '.join(series)}: {reason}" for reason, series in by_reason.items())
+                )
             latest = with_predictions(scored, chosen.used, votes, settings.ml.vote_weight).select(SIGNAL_COLUMNS)
             appended = latest.with_columns(
                 pl.lit(context.run.run_id).alias("run_id"),
