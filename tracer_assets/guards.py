@@ -13,6 +13,8 @@ series (its symbol tagged with the cut), so the cost is one pass, not one per sa
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +44,8 @@ class Mismatch:
 def _differs(a, b, rel_tol: float) -> bool:
     if a is None or b is None:
         return (a is None) != (b is None)
+    if isinstance(a, float) and isinstance(b, float) and (math.isnan(a) or math.isnan(b)):
+        return math.isnan(a) != math.isnan(b)  # NaN compares false with everything: test it apart
     if isinstance(a, float) or isinstance(b, float):
         return abs(a - b) > rel_tol * max(abs(a), abs(b), 1e-12)
     return a != b

@@ -229,7 +229,6 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 key=MODELS_KEY,
                 dagster_type=dg.Nothing,
                 kinds={"duckdb", "lightgbm"},
-                freshness_policy=DAILY_FRESHNESS,
                 description=(
                     "LightGBM classifiers of the grid (timeframe x horizon x feature set, pooled across symbols), "
                     "deployed fits on every labelled row: model text, features, parameters, training window, the "
@@ -253,7 +252,8 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         group_name="ml",
     )
     def models(dataset):
-        return ml_write_models(ml_train_models(ml_read_dataset(dataset)))
+        written_models, written_results, written_oof = ml_write_models(ml_train_models(ml_read_dataset(dataset)))
+        return {"models": written_models, "model_results": written_results, "oof_predictions": written_oof}
 
     @dg.op(
         pool=DUCKDB_POOL,
@@ -292,7 +292,7 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             context.log.info(f"{target.name}: ensembles over {min(len(members), ml.ensemble_members)} models")
         return ensembles
 
-    @dg.op(pool=DUCKDB_POOL)
+    @dg.op(pool=DUCKDB_POOL, out={"ensembles": dg.Out(dg.Nothing)})
     def ml_write_ensembles(context: dg.OpExecutionContext, duckdb: TracerDuckDB, ensembles: list[Ensemble], stored):
         trained_at = dict(stored["models"].select("model_id", "trained_at").rows())
         frame = ensembles_frame(ensembles, trained_at, datetime.now(UTC), context.run.run_id)
@@ -309,11 +309,24 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "best_accuracy": float(frame["accuracy"].max()) if frame.height else 0.0,
                 "ensembles": dg.MetadataValue.md(markdown_table(shown, "{:.3f}")),
                 **_metric_metadata(frame, "ensemble_id"),
-            }
+            },
+            output_name="ensembles",
         )
 
-    @dg.graph_asset(
-        key=ENSEMBLES_KEY,
+    @dg.graph_multi_asset(
+        outs={
+            "ensembles": dg.AssetOut(
+                key=ENSEMBLES_KEY,
+                dagster_type=dg.Nothing,
+                kinds={"duckdb", "scikit-learn"},
+                description=(
+                    "Per timeframe and horizon, over its best models by out-of-sample F1: mean probability, majority "
+                    "vote and a stacked logistic regression fitted on out-of-fold predictions only; all evaluated "
+                    "walk-forward on the same folds beside the baselines. The best per timeframe (out-of-sample "
+                    "accuracy) predicts."
+                ),
+            )
+        },
         ins={
             "dataset": dg.AssetIn(key=DATASET_KEY, dagster_type=dg.Nothing),
             "models": dg.AssetIn(key=MODELS_KEY, dagster_type=dg.Nothing),
@@ -321,18 +334,12 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "oof_predictions": dg.AssetIn(key=OOF_KEY, dagster_type=dg.Nothing),
         },
         group_name="ml",
-        kinds={"duckdb", "scikit-learn"},
-        description=(
-            "Per timeframe and horizon, over its best models by out-of-sample F1: mean probability, majority vote "
-            "and a stacked logistic regression fitted on out-of-fold predictions only; all evaluated walk-forward "
-            "on the same folds beside the baselines. The best per timeframe (out-of-sample accuracy) predicts."
-        ),
     )
     def ensembles(dataset, models, model_results, oof_predictions):
         stored = ml_read_for_ensembles(
             dataset=dataset, models=models, model_results=model_results, oof_predictions=oof_predictions
         )
-        return ml_write_ensembles(ml_fit_ensembles(stored), stored)
+        return {"ensembles": ml_write_ensembles(ml_fit_ensembles(stored), stored)}
 
     @dg.asset(
         key=PREDICTIONS_KEY,
@@ -402,7 +409,12 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             }
         )
 
-    return [dataset, models, ensembles, predictions]
+    # graph_multi_asset drops an AssetOut's freshness_policy (Dagster 1.13): set it on the specs.
+    def daily(spec: dg.AssetSpec) -> dg.AssetSpec:
+        fresh = spec.key in (MODELS_KEY, ENSEMBLES_KEY)
+        return spec.replace_attributes(freshness_policy=DAILY_FRESHNESS) if fresh else spec
+
+    return [dataset, models.map_asset_specs(daily), ensembles.map_asset_specs(daily), predictions]
 
 
 def _distinct_specs(specs, all_timeframes):

@@ -100,14 +100,15 @@ def build_features(indicators: pl.DataFrame, timeframes: Sequence[str], all_time
             .select("symbol", "feature_time", *(pl.col(s).alias(context_column(higher, s)) for s in CONTEXT_STEMS))
             .sort("feature_time")
         )
-        # The newest bar of `higher` that had closed by this bar's close, and closed within one
-        # of its own bars of it (a gap leaves the context empty rather than stale).
+        # The newest bar of `higher` that had closed by this bar's close, and closed less than one
+        # of its own bars before it (a gap leaves the context empty rather than stale; polars'
+        # tolerance is inclusive, hence the microsecond off).
         rows = rows.join_asof(
             context,
             on="feature_time",
             by="symbol",
             strategy="backward",
-            tolerance=f"{timeframe_seconds(higher)}s",
+            tolerance=f"{timeframe_seconds(higher) * 1_000_000 - 1}us",
             check_sortedness=False,
         )
         lower = [tf for tf in timeframes if timeframe_seconds(tf) >= timeframe_seconds(higher)]

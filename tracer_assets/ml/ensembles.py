@@ -51,6 +51,12 @@ class Ensemble:
 
 
 def fit_stacker(x: np.ndarray, y: np.ndarray) -> dict:
+    """A multinomial logistic regression on the members' probabilities, as numbers."""
+    if len(y) == 0:
+        raise ValueError("the stacker has no out-of-fold rows to learn from: too little data for the folds")
+    classes = np.unique(y)
+    if len(classes) == 1:  # one label in every row: it predicts that label (sklearn refuses to fit)
+        return {"classes": classes.tolist(), "coef": [[0.0] * x.shape[1]], "intercept": [0.0]}
     model = LogisticRegression(max_iter=300)
     model.fit(x, y)
     return {"classes": model.classes_.tolist(), "coef": model.coef_.tolist(), "intercept": model.intercept_.tolist()}
