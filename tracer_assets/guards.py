@@ -14,7 +14,6 @@ series (its symbol tagged with the cut), so the cost is one pass, not one per sa
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime

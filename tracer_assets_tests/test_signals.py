@@ -457,6 +457,7 @@ def test_a_tick_leaves_existing_views_be_and_recreates_missing_ones(tracer_env):
             "market/candles",
             "market/candles_resampled",
             "features/indicators",
+            "ml/predictions",
             "signals/signals",
             "signals/signal_history",
         }

@@ -359,8 +359,8 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             if not table_exists(connection, ENSEMBLES_TABLE):
                 context.log.warning(
                     "no ensembles yet (ml.ensembles missing): no ML vote until the research job trains them "
-                    "(`dagster asset materialize -m tracer_assets.definitions --select 'ml/*'` or the daily_research "
-                    "schedule)"
+                    "(the daily_research schedule, or now: `dagster job execute -m tracer_assets.definitions "
+                    "-j research_job`)"
                 )
                 return dg.MaterializeResult(metadata={"predicted": 0, "why": "no ensembles trained yet"})
             best = best_ensembles(connection.sql(f"SELECT * FROM {ENSEMBLES_TABLE}").pl())

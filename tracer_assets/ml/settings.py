@@ -13,7 +13,7 @@ FEATURE_SETS = ("full", "no_context", "price")
 TABLE: tuple[Row, ...] = (
     (
         "TRACER_ML_TIMEFRAMES",
-        "15m,1h,4h",
+        "the resampled timeframes (15m, 1h, 4h)",
         "Timeframes that get models (each one of the market's timeframes); the others get no ML vote.",
     ),
     (
@@ -34,7 +34,12 @@ TABLE: tuple[Row, ...] = (
     ),
     ("TRACER_ML_FOLDS", "4", "Walk-forward test blocks (the data is cut into folds + 1 blocks by time)."),
     ("TRACER_ML_ROUNDS", "120", "LightGBM boosting rounds per model."),
-    ("TRACER_ML_THREADS", "2", "LightGBM threads (fixed, so a training gives the same model wherever it runs)."),
+    (
+        "TRACER_ML_THREADS",
+        "1",
+        "LightGBM threads: fixed, so a training gives the same model wherever it runs; one leaves a core to the "
+        "trading loop while the models train.",
+    ),
     ("TRACER_ML_SEED", "7", "LightGBM's seed."),
     (
         "TRACER_ML_ENSEMBLE_MEMBERS",
@@ -99,7 +104,11 @@ def _feature_sets(env: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def _timeframes(env: Mapping[str, str], market_timeframes: tuple[str, ...]) -> tuple[str, ...]:
-    raw = text(env, "TRACER_ML_TIMEFRAMES", DEFAULTS["TRACER_ML_TIMEFRAMES"])
+    """Default: the market's timeframes above the base (the base alone when there are none): a 5m
+    model costs three 15m ones to train (docs/ml.md)."""
+    raw = text(env, "TRACER_ML_TIMEFRAMES", None)
+    if raw is None:
+        return market_timeframes[1:] or market_timeframes
     try:
         chosen = tuple(parse_timeframe_list(raw))
     except ValueError as error:
