@@ -87,6 +87,11 @@ def test_defaults_match_the_settings_table():
         assert Decimal(table[name]) == setting(s, attr), name
     assert float(table["MACRO_MIN_WIN_RATE"]) == s.trading.macro_min_win_rate
     assert int(table["TRACER_FETCH_PAGE_LIMIT"]) == s.market.fetch_page_limit
+    assert tuple(int(h) for h in table["TRACER_ML_HORIZONS"].split(",")) == s.ml.horizons
+    assert tuple(table["TRACER_ML_FEATURE_SETS"].split(",")) == s.ml.feature_sets
+    assert int(table["TRACER_ML_ROUNDS"]) == s.ml.rounds and int(table["TRACER_ML_THREADS"]) == s.ml.threads
+    assert float(table["TRACER_MODEL_MAX_AGE_HOURS"]) == s.ml.model_max_age_hours
+    assert s.ml.timeframes == s.market.timeframes  # "the resampled timeframes"
 
 
 @pytest.mark.parametrize(
@@ -350,6 +355,8 @@ def test_every_setting_is_listed_in_the_readme_table():
     assert missing == [], (
         f"README.md's settings table lacks {missing}; regenerate it with `python -m tracer_assets.settings`"
     )
+    # Defaults and meanings too: a changed default with a stale README row is caught here.
+    assert settings_markdown() in text, "README.md's settings table is stale: `python -m tracer_assets.settings`"
 
 
 def test_debug_turns_on_debug_logging_of_the_tracer_loggers():

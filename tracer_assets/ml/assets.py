@@ -322,8 +322,8 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 description=(
                     "Per timeframe and horizon, over its best models by out-of-sample F1: mean probability, majority "
                     "vote and a stacked logistic regression fitted on out-of-fold predictions only; all evaluated "
-                    "walk-forward on the same folds beside the baselines. The best per timeframe (out-of-sample "
-                    "accuracy) predicts."
+                    "walk-forward on the same folds beside the baselines. The best per timeframe (out-of-sample F1 "
+                    "macro) predicts."
                 ),
             )
         },

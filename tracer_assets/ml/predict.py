@@ -51,9 +51,11 @@ def load_models(rows: Sequence[Mapping]) -> dict[str, LoadedModel]:
 
 
 def best_ensembles(ensembles: pl.DataFrame) -> dict[str, dict]:
-    """Per timeframe, the ensemble with the best out-of-sample accuracy (then F1, then id)."""
+    """Per timeframe, the ensemble with the best out-of-sample F1 macro (then accuracy, then id).
+    Not accuracy first: a stacker reaches the majority baseline's accuracy by calling nearly
+    every candle `other`, a vote that tells the signals nothing."""
     ranked = ensembles.sort(
-        ["timeframe", "accuracy", "f1_macro", "ensemble_id"], descending=[False, True, True, False], nulls_last=True
+        ["timeframe", "f1_macro", "accuracy", "ensemble_id"], descending=[False, True, True, False], nulls_last=True
     )
     return {row["timeframe"]: row for row in ranked.group_by("timeframe", maintain_order=True).first().to_dicts()}
 

@@ -33,7 +33,7 @@ TABLE: tuple[Row, ...] = (
         "and strong_bull/strong_bear.",
     ),
     ("TRACER_ML_FOLDS", "4", "Walk-forward test blocks (the data is cut into folds + 1 blocks by time)."),
-    ("TRACER_ML_ROUNDS", "120", "LightGBM boosting rounds per model."),
+    ("TRACER_ML_ROUNDS", "100", "LightGBM boosting rounds per model."),
     (
         "TRACER_ML_THREADS",
         "1",

@@ -66,7 +66,7 @@ def lightgbm_parameters(settings: MlSettings) -> dict:
     return {
         "objective": "multiclass",
         "num_class": len(CLASS_LABELS),
-        "learning_rate": 0.05,
+        "learning_rate": 0.06,
         "num_leaves": 15,
         "min_data_in_leaf": 200,
         "feature_fraction": 0.8,
