@@ -73,7 +73,13 @@ def _tag(frame: pl.DataFrame, tag: str) -> pl.DataFrame:
 
 
 def _untag(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(pl.col("symbol").str.replace(r"@.*$", ""))
+    return frame.with_columns(pl.col("symbol").str.replace(r"@[^@]*$", ""))
+
+
+def series_cut(candles: pl.DataFrame, sample: tuple[str, str, datetime]) -> pl.DataFrame:
+    """The sampled series' candles up to and including the sampled one."""
+    symbol, timeframe, ts = sample
+    return candles.filter((pl.col("symbol") == symbol) & (pl.col("timeframe") == timeframe) & (pl.col("ts") <= ts))
 
 
 def lookahead_mismatches(
@@ -82,16 +88,16 @@ def lookahead_mismatches(
     samples: Sequence[tuple[str, str, datetime]],
     columns: Sequence[str],
     rel_tol: float = 1e-6,
+    cut: Callable[[pl.DataFrame, tuple[str, str, datetime]], pl.DataFrame] = series_cut,
 ) -> list[Mismatch]:
-    """Recompute each sampled (symbol, timeframe, ts) from the candles up to ts only.
+    """Recompute each sampled (symbol, timeframe, ts) from the candles `cut` keeps for it (by
+    default its own series up to ts) and compare with the row computed from all the candles.
 
-    `compute` maps candles (symbol, timeframe, ts, OHLCV) to rows keyed the same way.
+    `compute` maps candles (symbol, timeframe, ts, OHLCV) to rows keyed the same way. A sample
+    with a row from all the candles and none from the cut ones is a mismatch (column "row").
     """
     full = compute(candles)
-    cuts = [
-        _tag(candles.filter((pl.col("symbol") == s) & (pl.col("timeframe") == tf) & (pl.col("ts") <= ts)), f"@{n}")
-        for n, (s, tf, ts) in enumerate(samples)
-    ]
+    cuts = [_tag(cut(candles, sample), f"@{n}") for n, sample in enumerate(samples)]
     if not cuts:
         return []
     recomputed = compute(pl.concat(cuts))
@@ -104,7 +110,10 @@ def lookahead_mismatches(
         schema={"symbol": pl.String, "timeframe": pl.String, "ts": recomputed.schema["ts"]},
     )
     at_cut = _untag(recomputed.join(wanted, on=_KEY, how="semi"))
-    return compare_rows(full, at_cut, columns, rel_tol)
+    vanished = full.join(_untag(wanted), on=_KEY, how="semi").join(at_cut, on=_KEY, how="anti")
+    return compare_rows(full, at_cut, columns, rel_tol) + [
+        Mismatch(symbol, timeframe, ts, "row", 1.0, None) for symbol, timeframe, ts in vanished.select(_KEY).rows()
+    ]
 
 
 def warmup_mismatches(

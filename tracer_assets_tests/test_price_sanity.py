@@ -22,8 +22,8 @@ from tracer_assets.market.checks import (
     no_price_jump,
     sane_ohlc,
 )
-from tracer_assets.resources.warehouse import replace_window
 from tracer_assets.settings import DEFAULT_SYMBOLS
+from tracer_assets.tables import replace_window
 
 UTC = UTC
 TABLE = "market.candles"

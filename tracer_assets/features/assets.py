@@ -17,8 +17,9 @@ from tracer_assets.features.store import read_with_warmup
 from tracer_assets.guards import guard_outcome, warmup_mismatches
 from tracer_assets.market.keys import CANDLES_KEY, CANDLES_RESAMPLED_KEY, OHLCV_KEY
 from tracer_assets.policies import DUCKDB_POOL, SINGLE_RUN_BACKFILL
-from tracer_assets.resources.warehouse import TracerDuckDB, replace_window
+from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import Settings
+from tracer_assets.tables import replace_window
 
 # The tables behind the market.ohlcv view, which the view reads when indicators query it. Declared
 # too because a run that leaves the already-created view out of its selection (the trading tick

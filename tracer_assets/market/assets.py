@@ -1,6 +1,6 @@
 """market/candles: the exchange's base-timeframe candles, one daily partition at a time.
 Thin: fetch (download.py), validate and find gaps (candles.py), write atomically
-(warehouse.py), check what landed (checks.py).
+(tables.py), check what landed (checks.py).
 """
 
 from datetime import UTC, datetime, timedelta
@@ -20,8 +20,9 @@ from tracer_assets.market.download import fetch_candles_for_symbols
 from tracer_assets.market.keys import CANDLES_KEY, CANDLES_TABLE, GAPS_TABLE
 from tracer_assets.policies import DUCKDB_POOL, SINGLE_RUN_BACKFILL, loop_freshness, tick_interval
 from tracer_assets.resources.exchange import ExchangeResource
-from tracer_assets.resources.warehouse import TracerDuckDB, replace_window
+from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import Settings
+from tracer_assets.tables import replace_window
 
 
 def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:

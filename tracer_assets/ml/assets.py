@@ -47,8 +47,9 @@ from tracer_assets.ml.predict import PREDICTION_COLUMNS, best_ensembles, load_mo
 from tracer_assets.ml.tables import ensembles_frame, models_frame, oof_frame, results_frame, stored_models
 from tracer_assets.ml.train import TrainedModel, code_version, model_grid, prepare_target, train_model
 from tracer_assets.policies import DAILY_FRESHNESS, DUCKDB_POOL
-from tracer_assets.resources.warehouse import TracerDuckDB, ensure_table, replace_table, table_exists, transaction
+from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import Settings
+from tracer_assets.tables import ensure_table, replace_table, table_exists, transaction
 
 MEMORY = "ml_memory"  # between the steps of one training run: nothing left on disk
 LOOKAHEAD_CUTS = (0, 7)  # bars before each series' newest, recomputed from cut history

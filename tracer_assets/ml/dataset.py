@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 import polars as pl
 
-from tracer_assets.guards import Mismatch, compare_rows
+from tracer_assets.guards import Mismatch, lookahead_mismatches
 from tracer_assets.market.timeframes import timeframe_seconds
 
 SERIES = ["symbol", "timeframe"]
@@ -183,28 +184,12 @@ def feature_lookahead_mismatches(
     timeframe, the candles that had closed by the sampled bar's close: a feature reading a later
     candle of any timeframe (a shift(-1), a higher timeframe joined by open time) differs.
     """
-    full = build(candles)
     close = pl.col("ts") + pl.duration(seconds=_seconds(all_timeframes))
-    cuts = []
-    for n, (symbol, timeframe, ts) in enumerate(samples):
-        bar_close = ts + pl.duration(seconds=timeframe_seconds(timeframe))
-        cut = candles.filter((pl.col("symbol") == symbol) & (close <= bar_close))
-        cuts.append(cut.with_columns(pl.col("symbol") + f"@{n}"))
-    if not cuts:
-        return []
-    rebuilt = build(pl.concat(cuts))
-    wanted = pl.DataFrame(
-        {
-            "symbol": [f"{s}@{n}" for n, (s, _, _) in enumerate(samples)],
-            "timeframe": [tf for _, tf, _ in samples],
-            "ts": [ts for _, _, ts in samples],
-        },
-        schema={"symbol": pl.String, "timeframe": pl.String, "ts": rebuilt.schema["ts"]},
-    )
-    at_cut = rebuilt.join(wanted, on=["symbol", "timeframe", "ts"], how="semi")
-    at_cut = at_cut.with_columns(pl.col("symbol").str.replace(r"@\d+$", ""))
-    missing = wanted.height - at_cut.height
-    mismatches = compare_rows(full, at_cut, columns, rel_tol=0.0)
-    if missing:
-        mismatches.append(Mismatch("*", "*", samples[0][2], "rows", float(wanted.height), float(at_cut.height)))
-    return mismatches
+
+    def closed_by(frame: pl.DataFrame, sample: tuple) -> pl.DataFrame:
+        symbol, timeframe, ts = sample
+        return frame.filter(
+            (pl.col("symbol") == symbol) & (close <= ts + timedelta(seconds=timeframe_seconds(timeframe)))
+        )
+
+    return lookahead_mismatches(candles, build, samples, columns, rel_tol=0.0, cut=closed_by)

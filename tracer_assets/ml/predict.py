@@ -17,6 +17,7 @@ import polars as pl
 
 from tracer_assets.ml.ensembles import combine
 from tracer_assets.ml.train import PROBABILITY_COLUMNS
+from tracer_assets.tables import table_exists
 from tracer_assets.vocabulary import CLASS_LABELS
 
 PREDICTION_COLUMNS = (
@@ -111,11 +112,7 @@ def ml_votes(
             reasons[key] = f"no model for {key[1]} (TRACER_ML_TIMEFRAMES)"
     if not wanted:
         return {}, reasons
-    schema, name = table.split(".")
-    exists = connection.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, name]
-    ).fetchall()[0][0]
-    if not exists:
+    if not table_exists(connection, table):
         return {}, {**reasons, **{key: f"no model trained yet ({table} missing)" for key in wanted}}
     keys = pl.DataFrame(
         [(s, tf, ts) for (s, tf), ts in wanted.items()], schema=["symbol", "timeframe", "ts"], orient="row"

@@ -18,8 +18,9 @@ from tracer_assets.research.macro import write_backtest_results
 from tracer_assets.research.metrics import METRIC_COLUMNS
 from tracer_assets.research.registry import STRATEGY_COLUMNS, sync_builtins
 from tracer_assets.research.spec import builtin_specs, load_spec
-from tracer_assets.resources.warehouse import TracerDuckDB, replace_table, transaction
+from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import Settings
+from tracer_assets.tables import replace_table, transaction
 
 STRATEGIES_DDL = """CREATE TABLE IF NOT EXISTS research.strategies (
     strategy_id VARCHAR PRIMARY KEY, name VARCHAR, version INTEGER, spec VARCHAR, content_hash VARCHAR,

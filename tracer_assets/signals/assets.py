@@ -28,7 +28,7 @@ from tracer_assets.metadata import markdown_table
 from tracer_assets.ml.keys import PREDICTIONS_KEY, PREDICTIONS_TABLE
 from tracer_assets.ml.predict import ml_votes
 from tracer_assets.policies import DUCKDB_POOL, loop_freshness
-from tracer_assets.resources.warehouse import TracerDuckDB, ensure_table, transaction
+from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.schedules import TICK_JOB
 from tracer_assets.settings import Settings
 from tracer_assets.signals.keys import HISTORY_KEY, HISTORY_TABLE, SIGNALS_KEY, SIGNALS_TABLE
@@ -44,6 +44,7 @@ from tracer_assets.signals.scoring import (
     score_latest,
     with_predictions,
 )
+from tracer_assets.tables import ensure_table, transaction
 
 # Compared by the lookahead guard: what a decision reads.
 GUARDED_COLUMNS = (*INDICATOR_COLUMNS, "direction", "signal_quality", "regime", "regime_confidence", "rule_label")

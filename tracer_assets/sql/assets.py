@@ -8,7 +8,7 @@ from tracer_assets.checks import check_result
 from tracer_assets.market.checks import CHECK_DESCRIPTIONS, candle_checks
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.policies import DUCKDB_POOL, SINGLE_RUN_BACKFILL, loop_freshness
-from tracer_assets.resources.warehouse import TracerDuckDB, transaction
+from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import Settings
 from tracer_assets.sql.models import (
     SqlModel,
@@ -17,6 +17,7 @@ from tracer_assets.sql.models import (
     render_model,
     template_variables,
 )
+from tracer_assets.tables import transaction
 
 # The checks a candle-shaped incremental model gets, like market/candles.
 CANDLE_TABLE_CHECKS = ("no_duplicate_keys", "monotonic_time", "sane_ohlc")
@@ -75,7 +76,7 @@ def build_sql_asset(
             window = (_sql_literal(time_window.start), _sql_literal(time_window.end))
         sql = render_model(model, variables, window)
         with duckdb.get_connection() as connection:
-            # DDL outside the write transaction (see warehouse.ensure_table for why).
+            # DDL outside the write transaction (see tables.ensure_table for why).
             for statement in materialize_statements(model, sql):
                 connection.execute(statement)
             if incremental:

@@ -27,10 +27,11 @@ from tracer_assets.research.keys import BACKTESTS_KEY, BACKTESTS_TABLE
 from tracer_assets.resources.ccxt_exchange import spot_market_context
 from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.notifier import NotifierResource
-from tracer_assets.resources.warehouse import TracerDuckDB, table_exists
+from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import Settings
 from tracer_assets.signals.keys import HISTORY_KEY as SIGNAL_HISTORY_KEY
 from tracer_assets.signals.keys import HISTORY_TABLE, SIGNALS_KEY
+from tracer_assets.tables import table_exists
 from tracer_assets.trading import audit as audit_files
 from tracer_assets.trading.accounts import paper_broker
 from tracer_assets.trading.decide import (

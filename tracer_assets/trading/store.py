@@ -10,7 +10,7 @@ from typing import TypedDict
 import polars as pl
 
 from tracer_assets.money import decimal_or_none
-from tracer_assets.resources.warehouse import transaction
+from tracer_assets.tables import table_columns, transaction
 from tracer_assets.trading.decide import SignalEvent, decision_id
 from tracer_assets.trading.orders import client_order_id
 from tracer_assets.trading.positions import Position
@@ -69,14 +69,7 @@ def create_trading_tables(connection) -> None:
     for statement in DDL:
         connection.execute(statement)
     for table, columns in COLUMNS_ADDED.items():
-        schema, name = table.split(".")
-        present = {
-            row[0]
-            for row in connection.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
-                [schema, name],
-            ).fetchall()
-        }
+        present = table_columns(connection, table)
         for column, sql_type in columns:
             if column in present:
                 continue

@@ -1,0 +1,96 @@
+"""DuckDB table helpers shared by the domains: existence, columns, transactions, and writes that
+land whole or not at all. No Dagster (the connection resource is resources/warehouse.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+
+import duckdb
+import polars as pl
+
+
+def table_exists(connection: duckdb.DuckDBPyConnection, table: str) -> bool:
+    schema, name = table.split(".")
+    found = connection.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, name]
+    ).fetchall()
+    return found[0][0] > 0
+
+
+@contextmanager
+def transaction(connection: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT, or ROLLBACK on any error: the writes inside land together or not at all."""
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        yield connection
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def table_columns(connection: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    """The column names of `table` ("schema.name"); empty when it does not exist."""
+    schema, name = table.split(".")
+    rows = connection.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?", [schema, name]
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def ensure_table(connection: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Create `table` with the frame's columns if it is not there yet; add those it lacks.
+
+    Outside any write transaction on purpose: in duckdb 2.0.0, a table created and filled
+    (one row group or more) in one transaction reads back on that connection as empty to
+    statistics-driven queries (count(*), max(ts)) until a checkpoint or reconnect.
+    """
+    connection.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.')[0]}")
+    connection.register("table_shape", frame.head(0).to_arrow())
+    connection.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM table_shape")
+    # A table made by an earlier version gains the frame's new columns (NULL in its old rows).
+    present = table_columns(connection, table)
+    for column, kind, *_ in connection.execute("DESCRIBE SELECT * FROM table_shape").fetchall():
+        if column not in present:
+            connection.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{column}" {kind}')
+    connection.unregister("table_shape")
+
+
+def replace_table(connection: duckdb.DuckDBPyConnection, writes: Sequence[tuple[str, pl.DataFrame]]) -> None:
+    """Replace the rows of several tables in one transaction: all land, or none does."""
+    for table, frame in writes:
+        ensure_table(connection, table, frame)
+    with transaction(connection):
+        for table, frame in writes:
+            connection.register("incoming", frame.to_arrow())
+            connection.execute(f"DELETE FROM {table}")
+            connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+            connection.unregister("incoming")
+
+
+def replace_window(
+    connection: duckdb.DuckDBPyConnection,
+    writes: Sequence[tuple[str, pl.DataFrame, str, Sequence[str]]],
+    start: datetime,
+    end: datetime,
+) -> None:
+    """Replace [start, end) of several tables in one transaction: all land, or none does.
+
+    Each write is (table, frame, time column, symbols): rows of those symbols whose time
+    column lies in the window are deleted, then the frame is inserted. Symbols not named
+    keep their rows (a symbol that failed to download keeps what it had).
+    """
+    for table, frame, _, _ in writes:
+        ensure_table(connection, table, frame)
+    with transaction(connection):
+        for table, frame, time_column, symbols in writes:
+            connection.register("incoming", frame.to_arrow())
+            if symbols:
+                connection.execute(
+                    f"DELETE FROM {table} WHERE {time_column} >= ? AND {time_column} < ? AND list_contains(?, symbol)",
+                    [start, end, list(symbols)],
+                )
+            connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+            connection.unregister("incoming")
