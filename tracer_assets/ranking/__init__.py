@@ -1,0 +1,1 @@
+"""The ranking domain: everything is ranked, the best kept, the rest archived with a reason."""
