@@ -20,6 +20,7 @@ from tracer_assets.market.keys import CANDLES_KEY
 from tracer_assets.market.partitions import candle_partitions
 from tracer_assets.ml.assets import MEMORY, build_ml_assets
 from tracer_assets.ml.keys import PREDICTIONS_KEY
+from tracer_assets.ranking.assets import build_ranking_assets
 from tracer_assets.research.assets import build_research_assets
 from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.notifier import NotifierResource
@@ -108,8 +109,18 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     signal_assets = build_signal_assets(settings)
     research_assets = build_research_assets(settings)
     ml_assets = build_ml_assets(settings)
+    ranking_assets = build_ranking_assets(settings)
     trading_assets = build_trading_assets(settings, tuple(blocking_check_names(signal_assets, SIGNALS_KEY)))
-    assets = [candles, *sql_assets, indicators, *signal_assets, *research_assets, *ml_assets, *trading_assets]
+    assets = [
+        candles,
+        *sql_assets,
+        indicators,
+        *signal_assets,
+        *research_assets,
+        *ml_assets,
+        *ranking_assets,
+        *trading_assets,
+    ]
     tick_job, tick_schedule = build_tick(settings, partitions, *tick_inputs(assets))
     decision_job = build_decision_job([key for asset in trading_assets for key in asset.keys])
     market_data_job = dg.define_asset_job(
@@ -119,10 +130,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     research_job = dg.define_asset_job(
         RESEARCH_JOB,
-        selection=dg.AssetSelection.groups("research", "ml") - dg.AssetSelection.assets(PREDICTIONS_KEY),
+        selection=dg.AssetSelection.groups("research", "ml", "ranking") - dg.AssetSelection.assets(PREDICTIONS_KEY),
         description=(
             "The daily research pipeline: strategy registry, walk-forward backtests, backtest_results.json; the ML "
-            "dataset, models and ensembles."
+            "dataset, models and ensembles; the rankings of strategies, models and ensembles."
         ),
     )
     research_schedule = dg.ScheduleDefinition(

@@ -1,13 +1,13 @@
 """Every setting Tracer reads from the environment, read once, each domain its own.
 
 Each domain keeps its settings where it keeps its logic (`market/settings.py`,
-`signals/settings.py`, `research/settings.py`, `ml/settings.py`, `trading/settings.py`, `llm/settings.py`): a table
-of names, defaults and meanings, a typed frozen dataclass and its loader; `config.py` has the
-parsers they share. `Settings` is the project's: its own few (the DuckDB file, the SQL models,
-DEBUG) and one object per domain. The seeds' variable names (DRY_RUN, ORDER_AMOUNT,
-TB_MIN_SIGNAL_QUALITY, ...) are honoured as they were; new ones are TRACER_*. README.md's table
-is generated from `SETTINGS_TABLE` (`python -m tracer_assets.settings`), and a test keeps the two
-in step.
+`signals/settings.py`, `research/settings.py`, `ml/settings.py`, `ranking/settings.py`,
+`trading/settings.py`, `llm/settings.py`): a table of names, defaults and meanings, a typed
+frozen dataclass and its loader; `config.py` has the parsers they share. `Settings` is the
+project's: its own few (the DuckDB file, the SQL models, DEBUG) and one object per domain. The
+seeds' variable names (DRY_RUN, ORDER_AMOUNT, TB_MIN_SIGNAL_QUALITY, ...) are honoured as they
+were; new ones are TRACER_*. README.md's table is generated from `SETTINGS_TABLE`
+(`python -m tracer_assets.settings`), and a test keeps the two in step.
 
 Secrets (exchange keys, LLM keys) are not settings: they are read through Dagster's `EnvVar`
 where they are used, so they never sit in these objects, a log or metadata.
@@ -27,6 +27,8 @@ from tracer_assets.market import settings as market_settings
 from tracer_assets.market.settings import DEFAULT_SYMBOLS, MarketSettings
 from tracer_assets.ml import settings as ml_settings
 from tracer_assets.ml.settings import MlSettings
+from tracer_assets.ranking import settings as ranking_settings
+from tracer_assets.ranking.settings import RankingSettings
 from tracer_assets.research import settings as research_settings
 from tracer_assets.research.settings import ResearchSettings
 from tracer_assets.signals import settings as signals_settings
@@ -57,6 +59,7 @@ SETTINGS_TABLE: tuple[Row, ...] = (
     *signals_settings.TABLE,
     *research_settings.TABLE,
     *ml_settings.TABLE,
+    *ranking_settings.TABLE,
     *trading_settings.TABLE,
     *llm_settings.TABLE,
 )
@@ -71,6 +74,7 @@ class Settings:
     signals: SignalsSettings
     research: ResearchSettings
     ml: MlSettings
+    ranking: RankingSettings
     trading: TradingSettings
     llm: LlmSettings
 
@@ -87,6 +91,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         signals=signals_settings.load(env),
         research=research_settings.load(env),
         ml=ml_settings.load(env, market.all_timeframes),
+        ranking=ranking_settings.load(env),
         trading=trading_settings.load(env, market.base_timeframe_seconds),
         llm=llm_settings.load(env),
     )
