@@ -87,3 +87,28 @@ def test_rankings_keep_archive_restore_and_append_to_the_history(tmp_path):
     assert len(history) == 2 * len(first_history)
     materialization = second.asset_materializations_for_node("ranking__models")[0]
     assert materialization.metadata["restored"].value == 1 and materialization.metadata["archived"].value == 1
+
+
+def test_the_decisions_read_only_the_strategies_the_ranking_keeps(tmp_path):
+    from tracer_assets.trading.assets import backtest_stats
+
+    database = str(tmp_path / "tracer.duckdb")
+    with duckdb.connect(database) as connection:
+        connection.execute("CREATE SCHEMA research")
+        connection.execute(
+            """CREATE TABLE research.backtests (strategy_id VARCHAR, name VARCHAR, symbol VARCHAR, timeframe VARCHAR,
+               "window" VARCHAR, pnl DOUBLE, win_rate DOUBLE, trades BIGINT, max_drawdown DOUBLE,
+               profit_factor DOUBLE, score DOUBLE)"""
+        )
+        connection.executemany(
+            "INSERT INTO research.backtests VALUES (?, ?, 'BTC/USDT', '1h', 'out_of_sample', ?, 0.5, 10, 0.1, 2.0, ?)",
+            [("best", "roc_momentum", 900.0, 3.0), ("second", "sma_cross", 100.0, 1.0)],
+        )
+        # Never ranked yet: the best-scoring one.
+        assert backtest_stats(connection)[("BTC/USDT", "1h")]["strategy_id"] == "best"
+        connection.execute("CREATE SCHEMA ranking")
+        connection.execute("CREATE TABLE ranking.strategies (item_id VARCHAR, status VARCHAR)")
+        connection.execute("INSERT INTO ranking.strategies VALUES ('best', 'archived'), ('second', 'kept')")
+        stats = backtest_stats(connection)
+    assert stats[("BTC/USDT", "1h")]["strategy_id"] == "second"
+    assert stats[("BTC/USDT", "1h")]["totalPNL"] == 100.0

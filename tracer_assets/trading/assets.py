@@ -23,6 +23,7 @@ from tracer_assets.metadata import markdown_table
 from tracer_assets.money import decimal_or_none
 from tracer_assets.notify import format_order_message
 from tracer_assets.policies import DUCKDB_POOL
+from tracer_assets.ranking.keys import STRATEGY_RANKING_KEY, STRATEGY_RANKING_TABLE
 from tracer_assets.research.keys import BACKTESTS_KEY, BACKTESTS_TABLE
 from tracer_assets.resources.ccxt_exchange import spot_market_context
 from tracer_assets.resources.exchange import ExchangeResource
@@ -72,14 +73,18 @@ def signal_event(context) -> SignalEvent:
 
 
 def backtest_stats(connection) -> dict[tuple[str, str], dict]:
-    """Per (symbol, timeframe): the out-of-sample stats of the best-scoring active strategy,
-    in the macro orchestrator's terms (totalPNL, winRate, trades, drawdown), and its payoff
-    ratio (average win / average loss, from the profit factor) for Kelly sizing."""
+    """Per (symbol, timeframe): the out-of-sample stats of the best-scoring strategy that the
+    ranking keeps (every backtested one before the first ranking), in the macro orchestrator's
+    terms (totalPNL, winRate, trades, drawdown), and its payoff ratio (average win / average loss,
+    from the profit factor) for Kelly sizing."""
     if not table_exists(connection, BACKTESTS_TABLE):
         return {}
+    kept = ""
+    if table_exists(connection, STRATEGY_RANKING_TABLE):
+        kept = f" AND strategy_id IN (SELECT item_id FROM {STRATEGY_RANKING_TABLE} WHERE status = 'kept')"
     rows = connection.sql(
         f"""SELECT symbol, timeframe, pnl, win_rate, trades, max_drawdown, strategy_id, profit_factor
-            FROM {BACKTESTS_TABLE} WHERE "window" = 'out_of_sample'
+            FROM {BACKTESTS_TABLE} WHERE "window" = 'out_of_sample'{kept}
             QUALIFY row_number() OVER (PARTITION BY symbol, timeframe ORDER BY score DESC NULLS LAST) = 1"""
     ).fetchall()
     return {
@@ -232,7 +237,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
 
     common = dict(
         key=DECISIONS_KEY,
-        deps=[SIGNALS_KEY, SIGNAL_HISTORY_KEY, INDICATORS_KEY, BACKTESTS_KEY],
+        deps=[SIGNALS_KEY, SIGNAL_HISTORY_KEY, INDICATORS_KEY, BACKTESTS_KEY, STRATEGY_RANKING_KEY],
         description=(
             "One decision per symbol for each new signals/signals materialization: the macro selection over "
             "the timeframes (Bull backtest regime + strong_bull ensemble, highest total PnL), then the rules "
