@@ -153,6 +153,20 @@ def ml_summary(database: str) -> str:
     return "\n".join(lines)
 
 
+def ranking_summary(database: str) -> str:
+    """What each ranking kept and archived this run, and why the first archived one was."""
+    lines = ["rankings (kept by out-of-sample figures; the rest archived with a reason, ranking.ranking_history):"]
+    with duckdb.connect(database, read_only=True) as connection:
+        for kind in ("strategies", "models", "ensembles"):
+            rows = connection.execute(f"SELECT name, status, reason FROM ranking.{kind} ORDER BY rank").fetchall()
+            kept = [name for name, status, _ in rows if status == "kept"]
+            archived = [(name, reason) for name, status, reason in rows if status != "kept"]
+            lines.append(f"  {kind}: {len(kept)} of {len(rows)} kept: {', '.join(kept)}")
+            if archived:
+                lines.append(f"    archived {len(archived)}, e.g. {archived[0][0]}: {archived[0][1]}")
+    return "\n".join(lines)
+
+
 def trading_summary(database: str, event: SignalEvent) -> str:
     """The decisions of one signal event, its orders, and the newest portfolio row."""
     with duckdb.connect(database, read_only=True) as connection:
@@ -234,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     print(
-        f"\nMaterializing {RESEARCH_JOB}: strategy registry, walk-forward backtests, the ML dataset, models and "
-        "ensembles (a few minutes) ...",
+        f"\nMaterializing {RESEARCH_JOB}: strategy registry, walk-forward backtests, the ML dataset, models, "
+        "ensembles and the rankings (a few minutes) ...",
         flush=True,
     )
     began = time.perf_counter()
@@ -252,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(research_summary(database))
     print("\n" + ml_summary(database))
+    print("\n" + ranking_summary(database))
 
     print(f"\nThe next tick ({args.end}) scores the newest candles with the ensembles ...", flush=True)
     with DagsterInstance.get() as instance:
