@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import dagster as dg
 
+from tracer_assets.failures import run_failure_notifier
 from tracer_assets.features.assets import build_indicators_asset
 from tracer_assets.llm.resource import API_KEY_VARIABLE, AnthropicResource
 from tracer_assets.market.assets import build_candles_asset
@@ -149,7 +150,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=assets,
         jobs=[market_data_job, tick_job, decision_job, research_job],
         schedules=[tick_schedule, research_schedule],
-        sensors=[build_signal_sensor(decision_job)],
+        sensors=[build_signal_sensor(decision_job), run_failure_notifier],
         # Steps run in the run's own process: no per-step interpreter start-up, and DuckDB's
         # single writer is guarded by the "duckdb" pool either way.
         executor=dg.in_process_executor,

@@ -48,7 +48,7 @@ def graph_snapshot() -> dict:
         "assets": assets,
         "jobs": jobs,
         "schedules": {s.name: {"cron": s.cron_schedule, "job": s.job_name} for s in repository.schedule_defs},
-        "sensors": {s.name: {"job": s.job_name} for s in repository.sensor_defs},
+        "sensors": {s.name: {"job": s.job_name if s.has_jobs else None} for s in repository.sensor_defs},
     }
 
 
