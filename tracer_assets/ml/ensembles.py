@@ -23,7 +23,14 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from tracer_assets.ml.metrics import classification_metrics
-from tracer_assets.ml.train import BASELINES, HEADLINE_METRICS, Target, TrainedModel, baseline_predictions
+from tracer_assets.ml.train import (
+    BASELINES,
+    HEADLINE_METRICS,
+    Target,
+    TrainedModel,
+    baseline_predictions,
+    epoch_seconds,
+)
 from tracer_assets.vocabulary import CLASS_LABELS
 
 METHODS = ("mean", "vote", "stacked")
@@ -103,7 +110,7 @@ def stacker_training_rows(target: Target, fold_number: int, fold_of_row: np.ndar
     """Out-of-fold rows the stacker for test fold `fold_number` may learn from: tested in an
     earlier fold, and with their label known before this fold's first bar closed."""
     fold = next(f for f in target.folds if f.number == fold_number)
-    label_end = target.rows["label_end"].dt.epoch("s").to_numpy()
+    label_end = epoch_seconds(target.rows["label_end"])
     earlier = (fold_of_row >= 1) & (fold_of_row < fold_number)
     return np.flatnonzero(earlier & (label_end < fold.test_start))
 

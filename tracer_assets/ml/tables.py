@@ -93,13 +93,13 @@ def stored_models(target: Target, models: pl.DataFrame, results: pl.DataFrame, o
     """The target's models as training left them (results, out-of-fold probabilities aligned to
     the target's rows), read back from ml.models, ml.model_results and ml.oof_predictions."""
     keys = target.rows.select("symbol", "timeframe", "ts").with_row_index("row")
+    expected = int((target.fold_of_row() >= 1).sum())  # rows tested out of fold, the same for every model
     trained = []
     for row in models.filter(pl.col("target") == target.name).iter_rows(named=True):
         spec = ModelSpec(row["timeframe"], row["horizon"], row["feature_set"])
         mine = oof.filter(pl.col("model_id") == spec.model_id).join(keys, on=["symbol", "timeframe", "ts"])
         probabilities = np.full((target.rows.height, len(PROBABILITY_COLUMNS)), np.nan)
         probabilities[mine["row"].to_numpy()] = mine.select(PROBABILITY_COLUMNS).to_numpy()
-        expected = int((target.fold_of_row() >= 1).sum())
         if mine.height != expected:
             raise ValueError(
                 f"{spec.model_id}: {mine.height} out-of-fold rows stored, {expected} expected from ml.dataset; "
