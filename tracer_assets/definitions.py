@@ -19,12 +19,16 @@ from tracer_assets.llm.resource import API_KEY_VARIABLE, AnthropicResource
 from tracer_assets.market.assets import build_candles_asset
 from tracer_assets.market.keys import CANDLES_KEY
 from tracer_assets.market.partitions import candle_partitions
-from tracer_assets.ml.assets import MEMORY, build_ml_assets
+from tracer_assets.ml.assets import build_ml_assets
 from tracer_assets.ml.keys import PREDICTIONS_KEY
+from tracer_assets.policies import STEP_VALUES_IO
 from tracer_assets.ranking.assets import build_ranking_assets
+from tracer_assets.reports.assets import REPORT_JOB, build_report_assets, research_report_sensors
 from tracer_assets.research.assets import build_research_assets
+from tracer_assets.research.design_assets import build_design_assets
 from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.notifier import NotifierResource
+from tracer_assets.resources.step_values import StepValuesIOManager
 from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.schedules import TICK_GROUPS, TICK_JOB, build_tick
 from tracer_assets.settings import Settings, load_settings
@@ -42,7 +46,16 @@ MARKET_DATA_JOB = "market_data_job"
 # The models' predictions of the newest candles are part of every tick (the rest of ml is daily).
 TICK_EXTRA_KEYS = (PREDICTIONS_KEY,)
 RESEARCH_JOB = "research_job"
-__all__ = ["defs", "build_definitions", "tick_inputs", "MARKET_DATA_JOB", "TICK_JOB", "DECISION_JOB", "RESEARCH_JOB"]
+__all__ = [
+    "defs",
+    "build_definitions",
+    "tick_inputs",
+    "MARKET_DATA_JOB",
+    "TICK_JOB",
+    "DECISION_JOB",
+    "RESEARCH_JOB",
+    "REPORT_JOB",
+]
 
 
 def tick_inputs(assets: Iterable[dg.AssetsDefinition]) -> tuple[list[dg.AssetKey], dict[dg.AssetKey, str | None]]:
@@ -75,6 +88,24 @@ def llm_resource(settings: Settings) -> AnthropicResource:
     )
 
 
+# The designer and the reviewer write longer answers than a decision, with no tick waiting.
+RESEARCH_LLM_MAX_TOKENS = 4096
+RESEARCH_LLM_TIMEOUT_SECONDS = 120.0
+
+
+def research_llm_resource(settings: Settings, environ) -> AnthropicResource:
+    """The same client for research: keyed when ANTHROPIC_API_KEY is set, and then the designer
+    and the reviewer ask Claude; without it they work offline (rules), and nothing is asked."""
+    key = dg.EnvVar(API_KEY_VARIABLE) if environ.get(API_KEY_VARIABLE, "").strip() else None
+    return AnthropicResource(
+        api_key=key,
+        model=settings.llm.anthropic_model,
+        base_url=settings.llm.anthropic_base_url,
+        timeout_seconds=RESEARCH_LLM_TIMEOUT_SECONDS,
+        max_tokens=RESEARCH_LLM_MAX_TOKENS,
+    )
+
+
 def broker_resource(settings: Settings) -> BrokerResource:
     """The paper account, or the keyed live one only in LIVE mode: its keys (EnvVar) are not
     required otherwise."""
@@ -86,6 +117,29 @@ def broker_resource(settings: Settings) -> BrokerResource:
         sandbox=settings.trading.sandbox,
         api_key=dg.EnvVar(API_KEY_VAR),
         secret=dg.EnvVar(SECRET_VAR),
+    )
+
+
+# What the research job's step processes fork from, imported once: every domain's assets and
+# their libraries (4 s of imports per step otherwise). Not this module: building the
+# definitions runs polars, and a polars thread pool started before a fork hangs the child.
+PRELOADED_MODULES = (
+    "dagster",
+    *(f"tracer_assets.{domain}.assets" for domain in ("market", "sql", "features", "signals", "research", "ml")),
+    *(f"tracer_assets.{domain}.assets" for domain in ("ranking", "reports", "trading")),
+    "tracer_assets.research.design_assets",
+)
+
+
+def research_executor(settings: Settings) -> dg.ExecutorDefinition:
+    """Independent research steps (backtests and training; design, tuning and training) run side
+    by side, one process each, TRACER_RESEARCH_WORKERS at a time, forked from a server that
+    has imported PRELOADED_MODULES."""
+    return dg.multiprocess_executor.configured(
+        {
+            "max_concurrent": settings.research.workers,
+            "start_method": {"forkserver": {"preload_modules": list(PRELOADED_MODULES)}},
+        }
     )
 
 
@@ -108,9 +162,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     sql_assets = build_sql_assets(settings, partitions, {tuple(CANDLES_KEY.path)})
     indicators = build_indicators_asset(settings, partitions)
     signal_assets = build_signal_assets(settings)
-    research_assets = build_research_assets(settings)
+    research_assets = build_research_assets(settings) + build_design_assets(settings)
     ml_assets = build_ml_assets(settings)
     ranking_assets = build_ranking_assets(settings)
+    report_assets = build_report_assets(settings, RESEARCH_JOB)
     trading_assets = build_trading_assets(settings, tuple(blocking_check_names(signal_assets, SIGNALS_KEY)))
     assets = [
         candles,
@@ -120,6 +175,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         *research_assets,
         *ml_assets,
         *ranking_assets,
+        *report_assets,
         *trading_assets,
     ]
     tick_job, tick_schedule = build_tick(settings, partitions, *tick_inputs(assets))
@@ -132,9 +188,18 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     research_job = dg.define_asset_job(
         RESEARCH_JOB,
         selection=dg.AssetSelection.groups("research", "ml", "ranking") - dg.AssetSelection.assets(PREDICTIONS_KEY),
+        executor_def=research_executor(settings),
         description=(
             "The daily research pipeline: strategy registry, walk-forward backtests, backtest_results.json; the ML "
             "dataset, models and ensembles; the rankings of strategies, models and ensembles."
+        ),
+    )
+    report_job = dg.define_asset_job(
+        REPORT_JOB,
+        selection=dg.AssetSelection.groups("reports"),
+        description=(
+            "The daily report and its AI review of the latest research run; launched when a research run ends, "
+            "whether it succeeded or failed."
         ),
     )
     research_schedule = dg.ScheduleDefinition(
@@ -148,9 +213,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     database = str(settings.duckdb_path)
     return dg.Definitions(
         assets=assets,
-        jobs=[market_data_job, tick_job, decision_job, research_job],
+        jobs=[market_data_job, tick_job, decision_job, research_job, report_job],
         schedules=[tick_schedule, research_schedule],
-        sensors=[build_signal_sensor(decision_job), run_failure_notifier],
+        sensors=[
+            build_signal_sensor(decision_job),
+            run_failure_notifier,
+            *research_report_sensors(research_job, report_job),
+        ],
         # Steps run in the run's own process: no per-step interpreter start-up, and DuckDB's
         # single writer is guarded by the "duckdb" pool either way.
         executor=dg.in_process_executor,
@@ -159,8 +228,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "duckdb": TracerDuckDB(database=database),
             "notifier": NotifierResource.from_env(os.environ),
             "llm": llm_resource(settings),
+            "llm_research": research_llm_resource(settings, os.environ),
             "broker": broker_resource(settings),
-            MEMORY: dg.mem_io_manager,
+            STEP_VALUES_IO: StepValuesIOManager(),
         },
     )
 

@@ -13,6 +13,10 @@ from tracer_assets.settings import Settings, SettingsError
 # DuckDB has one writer: every asset that writes runs in this pool (limit 1 in dagster.yaml).
 DUCKDB_POOL = "duckdb"
 
+# The IO manager that carries values between the steps of one graph asset (read in the pool,
+# compute outside it, write in it); see resources/step_values.py.
+STEP_VALUES_IO = "step_values"
+
 # A backfill of a range of days is one run (one fetch, one transaction), not one per day.
 SINGLE_RUN_BACKFILL = BackfillPolicy.single_run()
 

@@ -1,7 +1,7 @@
 """Every setting Tracer reads from the environment, read once, each domain its own.
 
 Each domain keeps its settings where it keeps its logic (`market/settings.py`,
-`signals/settings.py`, `research/settings.py`, `ml/settings.py`, `ranking/settings.py`,
+`signals/settings.py`, `research/settings.py`, `ml/settings.py`, `ranking/settings.py`, `reports/settings.py`,
 `trading/settings.py`, `llm/settings.py`): a table of names, defaults and meanings, a typed
 frozen dataclass and its loader; `config.py` has the parsers they share. `Settings` is the
 project's: its own few (the DuckDB file, the SQL models, DEBUG) and one object per domain. The
@@ -29,6 +29,8 @@ from tracer_assets.ml import settings as ml_settings
 from tracer_assets.ml.settings import MlSettings
 from tracer_assets.ranking import settings as ranking_settings
 from tracer_assets.ranking.settings import RankingSettings
+from tracer_assets.reports import settings as reports_settings
+from tracer_assets.reports.settings import ReportsSettings
 from tracer_assets.research import settings as research_settings
 from tracer_assets.research.settings import ResearchSettings
 from tracer_assets.signals import settings as signals_settings
@@ -60,6 +62,7 @@ SETTINGS_TABLE: tuple[Row, ...] = (
     *research_settings.TABLE,
     *ml_settings.TABLE,
     *ranking_settings.TABLE,
+    *reports_settings.TABLE,
     *trading_settings.TABLE,
     *llm_settings.TABLE,
 )
@@ -75,6 +78,7 @@ class Settings:
     research: ResearchSettings
     ml: MlSettings
     ranking: RankingSettings
+    reports: ReportsSettings
     trading: TradingSettings
     llm: LlmSettings
 
@@ -92,6 +96,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         research=research_settings.load(env),
         ml=ml_settings.load(env, market.all_timeframes),
         ranking=ranking_settings.load(env),
+        reports=reports_settings.load(env),
         trading=trading_settings.load(env, market.base_timeframe_seconds),
         llm=llm_settings.load(env),
     )

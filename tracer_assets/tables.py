@@ -1,14 +1,20 @@
-"""DuckDB table helpers shared by the domains: existence, columns, transactions, and writes that
-land whole or not at all. No Dagster (the connection resource is resources/warehouse.py)."""
+"""DuckDB table helpers shared by the domains: existence, columns, transactions, writes that
+land whole or not at all, and the views that keep the seed project's table names. No Dagster
+(the connection resource is resources/warehouse.py)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
 import duckdb
 import polars as pl
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_PLAIN = re.compile(_IDENTIFIER)
+_QUALIFIED = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})?")
 
 
 def table_exists(connection: duckdb.DuckDBPyConnection, table: str) -> bool:
@@ -58,8 +64,25 @@ def ensure_table(connection: duckdb.DuckDBPyConnection, table: str, frame: pl.Da
     connection.unregister("table_shape")
 
 
-def replace_table(connection: duckdb.DuckDBPyConnection, writes: Sequence[tuple[str, pl.DataFrame]]) -> None:
-    """Replace the rows of several tables in one transaction: all land, or none does."""
+def create_alias_view(connection: duckdb.DuckDBPyConnection, alias: str, table: str) -> None:
+    """`main.<alias>` as a view of every row of `table` ("name" or "schema.name"): the seed
+    project's table names (strategy_backtest_results, ml_ensembles, ...) keep answering. Created
+    or replaced after each write of `table`, so the view has the table's current columns. Both
+    names must be plain identifiers (`alias` without a schema): anything else is refused."""
+    if not isinstance(alias, str) or not _PLAIN.fullmatch(alias):
+        raise ValueError(f"alias {alias!r} is not a plain identifier (letters, digits, _; no schema)")
+    if not isinstance(table, str) or not _QUALIFIED.fullmatch(table):
+        raise ValueError(f"table {table!r} is not an identifier or schema.identifier")
+    connection.execute(f"CREATE OR REPLACE VIEW main.{alias} AS SELECT * FROM {table}")
+
+
+def replace_table(
+    connection: duckdb.DuckDBPyConnection,
+    writes: Sequence[tuple[str, pl.DataFrame]],
+    alias_views: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Replace the rows of several tables in one transaction: all land, or none does.
+    `alias_views` (alias, table) are (re)created in the same transaction, after the writes."""
     for table, frame in writes:
         ensure_table(connection, table, frame)
     with transaction(connection):
@@ -68,6 +91,8 @@ def replace_table(connection: duckdb.DuckDBPyConnection, writes: Sequence[tuple[
             connection.execute(f"DELETE FROM {table}")
             connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
             connection.unregister("incoming")
+        for alias, table in alias_views:
+            create_alias_view(connection, alias, table)
 
 
 def replace_window(
@@ -92,5 +117,17 @@ def replace_window(
                     f"DELETE FROM {table} WHERE {time_column} >= ? AND {time_column} < ? AND list_contains(?, symbol)",
                     [start, end, list(symbols)],
                 )
+            connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+            connection.unregister("incoming")
+
+
+def append_tables(connection: duckdb.DuckDBPyConnection, writes: Sequence[tuple[str, pl.DataFrame]]) -> None:
+    """Append rows to several tables in one transaction (append-only logs): all land, or none."""
+    writes = [(table, frame) for table, frame in writes if frame.height]
+    for table, frame in writes:
+        ensure_table(connection, table, frame)
+    with transaction(connection):
+        for table, frame in writes:
+            connection.register("incoming", frame.to_arrow())
             connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
             connection.unregister("incoming")

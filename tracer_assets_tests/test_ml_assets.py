@@ -1,6 +1,8 @@
 """The ml domain as a user meets it: the models' vote in the signals' ensemble label, models past
-TRACER_MODEL_MAX_AGE_HOURS left out with the reason recorded, training followed by a tick that
-carries the vote, and a tick that runs while a training does (training holds no DuckDB pool slot).
+TRACER_MODEL_MAX_AGE_HOURS left out with the reason recorded, the predictions' ensembles limited to
+those ranking/ensembles keeps, training followed by a tick that carries the vote (and the seed's
+table names as views), and a tick that runs while a training does (training holds no DuckDB pool
+slot).
 
 The end-to-end tests share one prepared history (75 days of the bundled candles through the
 trading tick, enough for the 4h features' warm-up of FEATURE_WARMUP_BARS bars), copied per test.
@@ -30,15 +32,20 @@ from tracer_assets.definitions import RESEARCH_JOB, TICK_JOB, build_definitions
 from tracer_assets.ml.keys import (
     DATASET_KEY,
     ENSEMBLES_KEY,
+    ENSEMBLES_SEED_VIEW,
+    ENSEMBLES_TABLE,
     MODEL_RESULTS_KEY,
+    MODEL_RESULTS_SEED_VIEW,
+    MODEL_RESULTS_TABLE,
     MODELS_KEY,
     OOF_KEY,
     PREDICTIONS_TABLE,
 )
-from tracer_assets.ml.predict import PREDICTION_COLUMNS, expiry_reason, ml_votes
+from tracer_assets.ml.predict import PREDICTION_COLUMNS, expiry_reason, ml_votes, select_ensembles
 from tracer_assets.ml.train import PROBABILITY_COLUMNS
 from tracer_assets.policies import DUCKDB_POOL
 from tracer_assets.pool import holders
+from tracer_assets.ranking.keys import ENSEMBLE_RANKING_KEY, ENSEMBLE_RANKING_TABLE
 from tracer_assets.settings import load_settings
 from tracer_assets.signals.scoring import ensemble, with_predictions
 
@@ -207,6 +214,88 @@ def test_expired_models_are_not_used_and_the_reason_is_recorded(tmp_path):
     }
 
 
+# --- the ensembles the ranking keeps (pure, then a real DuckDB file) ---------------------------
+
+
+def _ensembles(*rows: tuple[str, str, float, float]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=["ensemble_id", "timeframe", "f1_macro", "accuracy"], orient="row")
+
+
+def test_predictions_use_only_the_ensembles_the_ranking_keeps_or_has_not_ranked():
+    ensembles = _ensembles(
+        # 1h: the two best by F1 archived; the best kept one predicts.
+        ("1h-h4-stacked", "1h", 0.25, 0.45),
+        ("1h-h4-vote", "1h", 0.22, 0.40),
+        ("1h-h4-mean", "1h", 0.21, 0.42),
+        ("1h-h12-mean", "1h", 0.20, 0.44),
+        # 4h: every one archived: no predictor, and why.
+        ("4h-h4-mean", "4h", 0.20, 0.40),
+        ("4h-h4-vote", "4h", 0.19, 0.41),
+        # 15m: the best by F1 trained after the last ranking (absent from it): eligible, and predicts.
+        ("15m-h12-mean", "15m", 0.23, 0.41),
+        ("15m-h4-mean", "15m", 0.19, 0.42),
+    )
+    statuses = {
+        "1h-h4-stacked": "archived",
+        "1h-h4-vote": "archived",
+        "1h-h4-mean": "kept",
+        "1h-h12-mean": "kept",
+        "4h-h4-mean": "archived",
+        "4h-h4-vote": "archived",
+        "15m-h4-mean": "kept",
+    }
+    best, archived = select_ensembles(ensembles, statuses)
+    assert {tf: row["ensemble_id"] for tf, row in best.items()} == {"1h": "1h-h4-mean", "15m": "15m-h12-mean"}
+    assert archived == {"4h": "every ensemble of 4h archived by ranking/ensembles"}
+    assert best["1h"]["f1_macro"] == 0.21
+    # Before the first ranking (no ranking.ensembles): every ensemble is eligible, best by F1.
+    best, archived = select_ensembles(ensembles, None)
+    assert {tf: row["ensemble_id"] for tf, row in best.items()} == {
+        "1h": "1h-h4-stacked",
+        "4h": "4h-h4-mean",
+        "15m": "15m-h12-mean",
+    }
+    assert archived == {}
+    # A ranking that ranked none of them (all trained since): all eligible too.
+    assert {tf: r["ensemble_id"] for tf, r in select_ensembles(ensembles, {"old": "archived"})[0].items()} == {
+        "1h": "1h-h4-stacked",
+        "4h": "4h-h4-mean",
+        "15m": "15m-h12-mean",
+    }
+
+
+def test_a_timeframe_whose_ensembles_are_all_archived_gets_no_vote_and_says_why(tmp_path):
+    now = datetime(2024, 7, 16, 0, 5, tzinfo=UTC)
+    hour_ts, four_hour_ts = datetime(2024, 7, 15, 23, tzinfo=UTC), datetime(2024, 7, 15, 20, tzinfo=UTC)
+    newest = {("BTC/USDT", "1h"): hour_ts, ("BTC/USDT", "4h"): four_hour_ts}
+    fresh = now - timedelta(hours=2)
+    rows = [
+        _prediction("BTC/USDT", "1h", hour_ts, "bull", 0.7, "1h-h4-mean", fresh, now - timedelta(minutes=4)),
+        # 4h's newest candle was scored before the ranking archived every 4h ensemble: not used.
+        _prediction("BTC/USDT", "4h", four_hour_ts, "bear", 0.6, "4h-h4-mean", fresh, now - timedelta(minutes=4)),
+    ]
+    database = str(tmp_path / "votes.duckdb")
+    with duckdb.connect(database) as connection:
+        connection.execute("CREATE SCHEMA ml")
+        connection.register("rows", pl.DataFrame(rows).to_arrow())
+        connection.execute(f"CREATE TABLE {PREDICTIONS_TABLE} AS SELECT * FROM rows")
+        connection.execute(f"CREATE TABLE {ENSEMBLES_TABLE} (ensemble_id VARCHAR, timeframe VARCHAR)")
+        connection.execute(
+            f"INSERT INTO {ENSEMBLES_TABLE} VALUES ('1h-h4-mean', '1h'), ('4h-h4-mean', '4h'), ('4h-h4-vote', '4h')"
+        )
+        # No ranking yet: both vote.
+        votes, reasons = ml_votes(connection, PREDICTIONS_TABLE, newest, MODEL_TIMEFRAMES, now, 26)
+        assert set(votes) == set(newest) and reasons == {}
+        connection.execute("CREATE SCHEMA ranking")
+        connection.execute(f"CREATE TABLE {ENSEMBLE_RANKING_TABLE} (item_id VARCHAR, status VARCHAR)")
+        connection.execute(
+            f"INSERT INTO {ENSEMBLE_RANKING_TABLE} VALUES ('4h-h4-mean', 'archived'), ('4h-h4-vote', 'archived')"
+        )
+        votes, reasons = ml_votes(connection, PREDICTIONS_TABLE, newest, MODEL_TIMEFRAMES, now, 26)
+    assert votes == {("BTC/USDT", "1h"): {"label": "bull", "confidence": 0.7, "ensemble_id": "1h-h4-mean"}}
+    assert reasons == {("BTC/USDT", "4h"): "every ensemble of 4h archived by ranking/ensembles"}
+
+
 # --- end to end on Dagster --------------------------------------------------------------------
 
 
@@ -289,6 +378,18 @@ def test_training_then_a_tick_carries_the_ml_vote(tracer_env, history, monkeypat
         assert row["trained_at"] in set(models["trained_at"])
     assert {tf: f"{newest[('BTC/USDT', tf)]:%H:%M}" for tf in MODEL_TIMEFRAMES} == {"1h": "23:00", "4h": "20:00"}
     assert node_metadata(tick, "ml__predictions")["predicted"] == 4
+    # The seed's table names answer, as views of the tables the training wrote.
+    with duckdb.connect(database, read_only=True) as connection:
+        for view, table in ((MODEL_RESULTS_SEED_VIEW, MODEL_RESULTS_TABLE), (ENSEMBLES_SEED_VIEW, ENSEMBLES_TABLE)):
+            differ = connection.execute(
+                f"""SELECT (SELECT count(*) FROM (FROM main.{view} EXCEPT ALL FROM {table}))
+                         + (SELECT count(*) FROM (FROM {table} EXCEPT ALL FROM main.{view})),
+                           (SELECT count(*) FROM main.{view})"""
+            ).fetchall()
+            assert differ[0][0] == 0 and differ[0][1] > 0, (view, differ)
+            assert connection.execute(f"DESCRIBE main.{view}").fetchall() == (
+                connection.execute(f"DESCRIBE {table}").fetchall()
+            )
 
     # The signals of 1h and 4h carry the vote, and their label is the documented weighted mean.
     by_series = {(r["symbol"], r["timeframe"]): r for r in signals.iter_rows(named=True)}
@@ -335,6 +436,47 @@ def test_training_then_a_tick_carries_the_ml_vote(tracer_env, history, monkeypat
         assert (row["ensemble_label"], row["ensemble_confidence"]) == (row["rule_label"], 1.0), row
         before = by_series[(row["symbol"], row["timeframe"])]
         assert row["predictions_used"] == before["predictions_used"] - (row["timeframe"] in MODEL_TIMEFRAMES)
+
+    # The ranking keeps 3 ensembles per timeframe (all of them here). Archive every 4h one and 1h's
+    # best by F1, as a ranking could: the next tick scores 1h with its best kept ensemble, not 4h,
+    # and 4h's earlier prediction of the same candle does not vote.
+    monkeypatch.delenv("TRACER_MODEL_MAX_AGE_HOURS")
+    defs = build_definitions(load_settings())
+    with dg.DagsterInstance.get() as instance:
+        ranked = defs.resolve_job_def(RESEARCH_JOB).execute_in_process(
+            instance=instance, run_config=QUIET, asset_selection=[ENSEMBLE_RANKING_KEY]
+        )
+        assert ranked.success
+        ranking = read_table(database, f"SELECT ranked_within, item_id, status FROM {ENSEMBLE_RANKING_TABLE}")
+        assert sorted(set(ranking["ranked_within"])) == list(MODEL_TIMEFRAMES)
+        assert set(ranking["status"]) == {"kept"}
+        ensembles = read_table(database, f"SELECT * FROM {ENSEMBLES_TABLE}")
+        hour = ensembles.filter(pl.col("timeframe") == "1h").sort(
+            ["f1_macro", "accuracy", "ensemble_id"], descending=[True, True, False]
+        )
+        archived = [hour["ensemble_id"][0], *ensembles.filter(pl.col("timeframe") == "4h")["ensemble_id"]]
+        with duckdb.connect(database) as connection:
+            connection.execute(
+                f"UPDATE {ENSEMBLE_RANKING_TABLE} SET status = 'archived' WHERE list_contains(?, item_id)", [archived]
+            )
+        kept_tick = defs.resolve_job_def(TICK_JOB).execute_in_process(
+            instance=instance, run_config=QUIET, partition_key=TICK_DAY
+        )
+        assert kept_tick.success
+    predicted = node_metadata(kept_tick, "ml__predictions")
+    assert predicted["ensembles"] == {"1h": hour["ensemble_id"][1]}
+    assert predicted["not_predicting"] == {"4h": "every ensemble of 4h archived by ranking/ensembles"}
+    metadata = node_metadata(kept_tick, "signals")
+    assert metadata["predictors"] == {"rules": 8, "ml": 2, "external": 0}
+    for symbol in SYMBOLS:
+        assert metadata["ml_not_used"][f"{symbol} 4h"] == "every ensemble of 4h archived by ranking/ensembles"
+        assert f"{symbol} 1h" not in metadata["ml_not_used"]
+    used = read_table(database, "SELECT symbol, timeframe, ml_label FROM signals.signals WHERE timeframe = '1h'")
+    newest_1h = read_table(
+        database, f"SELECT symbol, label, ensemble_id FROM {PREDICTIONS_TABLE} WHERE run_id = '{kept_tick.run_id}'"
+    )
+    assert newest_1h["ensemble_id"].to_list() == [hour["ensemble_id"][1]] * len(SYMBOLS)
+    assert sorted(used.select("symbol", "ml_label").rows()) == sorted(newest_1h.select("symbol", "label").rows())
 
 
 def dagster_cli(*args: str, env: dict[str, str], wait: bool = True):

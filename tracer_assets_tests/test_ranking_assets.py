@@ -1,22 +1,31 @@
-"""The ranking assets on a real DuckDB file: keep the top N of each kind, archive the rest with
-a reason, restore what climbs back, and an append-only ranking history across runs."""
+"""The ranking assets on a real DuckDB file: keep the top N of each kind (ensembles within their
+model timeframe), archive the rest with a reason, restore what climbs back, an append-only ranking
+history across runs, and the seed's name for it (main.ranking_history) as a view."""
 
 import dagster as dg
 import duckdb
 
 from tracer_assets.ranking.assets import build_ranking_assets
+from tracer_assets.ranking.keys import ENSEMBLE_RANKING_KEY, HISTORY_SEED_VIEW, HISTORY_TABLE
 from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import load_settings
 
 
-def write_scores(database: str, models: dict[str, float], ensembles: dict[str, float], strategies: dict) -> None:
+def write_scores(
+    database: str, models: dict[str, float], ensembles: dict[str, tuple[str, float | None]], strategies: dict
+) -> None:
+    """`ensembles`: id -> (timeframe, accuracy)."""
     with duckdb.connect(database) as connection:
         connection.execute("CREATE SCHEMA IF NOT EXISTS ml")
         connection.execute("CREATE SCHEMA IF NOT EXISTS research")
         connection.execute("CREATE OR REPLACE TABLE ml.models (model_id VARCHAR, f1_macro DOUBLE)")
         connection.executemany("INSERT INTO ml.models VALUES (?, ?)", list(models.items()))
-        connection.execute("CREATE OR REPLACE TABLE ml.ensembles (ensemble_id VARCHAR, accuracy DOUBLE)")
-        connection.executemany("INSERT INTO ml.ensembles VALUES (?, ?)", list(ensembles.items()))
+        connection.execute(
+            "CREATE OR REPLACE TABLE ml.ensembles (ensemble_id VARCHAR, timeframe VARCHAR, accuracy DOUBLE)"
+        )
+        connection.executemany(
+            "INSERT INTO ml.ensembles VALUES (?, ?, ?)", [(e, tf, accuracy) for e, (tf, accuracy) in ensembles.items()]
+        )
         connection.execute(
             'CREATE OR REPLACE TABLE research.backtests (strategy_id VARCHAR, name VARCHAR, "window" VARCHAR, '
             "score DOUBLE)"
@@ -27,8 +36,10 @@ def write_scores(database: str, models: dict[str, float], ensembles: dict[str, f
         )
 
 
-def rank_all(database: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    settings = load_settings({"TRACER_KEEP_MODELS": "2", "TRACER_KEEP_ENSEMBLES": "1", "TRACER_KEEP_STRATEGIES": "1"})
+def rank_all(database: str, instance: dg.DagsterInstance, **env: str) -> dg.ExecuteInProcessResult:
+    settings = load_settings(
+        {"TRACER_KEEP_MODELS": "2", "TRACER_KEEP_ENSEMBLES": "1", "TRACER_KEEP_STRATEGIES": "1", **env}
+    )
     return dg.materialize(
         build_ranking_assets(settings), resources={"duckdb": TracerDuckDB(database=database)}, instance=instance
     )
@@ -40,7 +51,7 @@ def test_rankings_keep_archive_restore_and_append_to_the_history(tmp_path):
         "s1": ("sma_cross", [("out_of_sample", 1.0), ("out_of_sample", 3.0), ("full", 99.0)]),
         "s2": ("rsi", [("out_of_sample", 1.5), ("out_of_sample", float("nan"))]),
     }
-    write_scores(database, {"m1": 0.20, "m2": 0.18, "m3": 0.21}, {"e1": 0.44, "e2": 0.45}, strategies)
+    write_scores(database, {"m1": 0.20, "m2": 0.18, "m3": 0.21}, {"e1": ("1h", 0.44), "e2": ("1h", 0.45)}, strategies)
     with dg.DagsterInstance.ephemeral() as instance:
         first = rank_all(database, instance)
         assert first.success
@@ -70,7 +81,9 @@ def test_rankings_keep_archive_restore_and_append_to_the_history(tmp_path):
         assert len(first_history) == 3 + 2 + 2
 
         # The next day m2 climbs back and m1 falls out; e1 overtakes e2.
-        write_scores(database, {"m1": 0.10, "m2": 0.30, "m3": 0.21}, {"e1": 0.46, "e2": 0.45}, strategies)
+        write_scores(
+            database, {"m1": 0.10, "m2": 0.30, "m3": 0.21}, {"e1": ("1h", 0.46), "e2": ("1h", 0.45)}, strategies
+        )
         second = rank_all(database, instance)
         assert second.success
         with duckdb.connect(database, read_only=True) as connection:
@@ -87,6 +100,71 @@ def test_rankings_keep_archive_restore_and_append_to_the_history(tmp_path):
     assert len(history) == 2 * len(first_history)
     materialization = second.asset_materializations_for_node("ranking__models")[0]
     assert materialization.metadata["restored"].value == 1 and materialization.metadata["archived"].value == 1
+
+
+def test_ensembles_are_ranked_within_their_model_timeframe(tmp_path):
+    database = str(tmp_path / "tracer.duckdb")
+    ensembles = {
+        # 1h: six ensembles, the near-majority stackers highest on accuracy.
+        **{f"1h-h{h}-{m}": ("1h", a) for (h, m), a in zip(
+            [(4, "stacked"), (12, "stacked"), (4, "mean"), (4, "vote"), (12, "mean"), (12, "vote")],
+            [0.47, 0.46, 0.45, 0.44, 0.43, 0.42],
+            strict=True,
+        )},
+        # 15m: lower accuracies than every 1h one; ranked globally none would be kept.
+        "15m-h4-mean": ("15m", 0.41),
+        "15m-h4-stacked": ("15m", 0.40),
+        # 4h: nothing scored (no out-of-sample rows): the minimum keeps one of them.
+        "4h-h4-mean": ("4h", None),
+        "4h-h4-vote": ("4h", None),
+    }  # fmt: skip
+    write_scores(database, {"m1": 0.2}, ensembles, {"s1": ("sma_cross", [("out_of_sample", 1.0)])})
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = rank_all(database, instance, TRACER_KEEP_ENSEMBLES="3")
+    assert result.success
+    with duckdb.connect(database, read_only=True) as connection:
+        ranked = connection.execute(
+            "SELECT ranked_within, item_id, rank, status, reason FROM ranking.ensembles ORDER BY ranked_within, rank"
+        ).fetchall()
+        history = connection.execute(
+            "SELECT ranked_within, item_id, rank FROM ranking.ranking_history WHERE kind = 'ensemble'"
+        ).fetchall()
+        models_within = connection.execute("SELECT DISTINCT ranked_within FROM ranking.models").fetchall()
+    kept = {item for _, item, _, status, _ in ranked if status == "kept"}
+    assert kept == {"1h-h4-stacked", "1h-h12-stacked", "1h-h4-mean", "15m-h4-mean", "15m-h4-stacked", "4h-h4-mean"}
+    reasons = {item: (within, rank, reason) for within, item, rank, _, reason in ranked}
+    assert reasons["1h-h4-vote"] == (
+        "1h",
+        4,
+        "rank 4 of 6 in 1h, out-of-sample accuracy 0.44: below the cutoff 0.45 (rank 3, keep 3)",
+    )
+    assert reasons["15m-h4-stacked"] == ("15m", 2, "rank 2 of 2 in 15m, out-of-sample accuracy 0.4: in the top 3")
+    assert reasons["4h-h4-mean"][2] == "rank 1 of 2 in 4h, out-of-sample accuracy none: kept to hold the minimum of 1"
+    assert reasons["4h-h4-vote"][2] == "rank 2 of 2 in 4h, out-of-sample accuracy none: no out-of-sample accuracy"
+    assert sorted(history) == sorted((within, item, rank) for item, (within, rank, _) in reasons.items())
+    # Strategies and models stay ranked globally.
+    assert models_within == [(None,)]
+    description = result.job_def.asset_layer.get(ENSEMBLE_RANKING_KEY).description
+    assert "within its model timeframe" in description and "top 3 of each model timeframe" in description
+    metadata = result.asset_materializations_for_node("ranking__ensembles")[0].metadata
+    assert metadata["kept"].value == 6 and metadata["archived"].value == 4
+
+
+def test_the_history_keeps_its_seed_name_as_a_view(tmp_path):
+    database = str(tmp_path / "tracer.duckdb")
+    write_scores(database, {"m1": 0.2, "m2": 0.1}, {"e1": ("1h", 0.4)}, {"s1": ("sma_cross", [("out_of_sample", 1.0)])})
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert rank_all(database, instance).success
+        assert rank_all(database, instance).success
+    with duckdb.connect(database, read_only=True) as connection:
+        kind = connection.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
+            [HISTORY_SEED_VIEW],
+        ).fetchall()
+        view = connection.execute(f"SELECT * FROM main.{HISTORY_SEED_VIEW} ORDER BY ALL").fetchall()
+        table = connection.execute(f"SELECT * FROM {HISTORY_TABLE} ORDER BY ALL").fetchall()
+    assert kind == [("VIEW",)]
+    assert len(table) == 2 * (2 + 1 + 1) and view == table
 
 
 def test_the_decisions_read_only_the_strategies_the_ranking_keeps(tmp_path):

@@ -33,8 +33,10 @@ from tracer_assets.ml.keys import (
     DATASET_KEY,
     DATASET_TABLE,
     ENSEMBLES_KEY,
+    ENSEMBLES_SEED_VIEW,
     ENSEMBLES_TABLE,
     MODEL_RESULTS_KEY,
+    MODEL_RESULTS_SEED_VIEW,
     MODEL_RESULTS_TABLE,
     MODELS_KEY,
     MODELS_TABLE,
@@ -43,15 +45,23 @@ from tracer_assets.ml.keys import (
     PREDICTIONS_KEY,
     PREDICTIONS_TABLE,
 )
-from tracer_assets.ml.predict import PREDICTION_COLUMNS, best_ensembles, load_models, newest_rows, score
+from tracer_assets.ml.predict import (
+    PREDICTION_COLUMNS,
+    best_ensembles,
+    load_models,
+    newest_rows,
+    ranking_statuses,
+    score,
+    select_ensembles,
+)
 from tracer_assets.ml.tables import ensembles_frame, models_frame, oof_frame, results_frame, stored_models
 from tracer_assets.ml.train import TrainedModel, code_version, model_grid, prepare_target, train_model
-from tracer_assets.policies import DAILY_FRESHNESS, DUCKDB_POOL
+from tracer_assets.policies import DAILY_FRESHNESS, DUCKDB_POOL, STEP_VALUES_IO
+from tracer_assets.ranking.keys import ENSEMBLE_RANKING_KEY
 from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import Settings
 from tracer_assets.tables import ensure_table, replace_table, table_exists, transaction
 
-MEMORY = "ml_memory"  # between the steps of one training run: nothing left on disk
 LOOKAHEAD_CUTS = (0, 7)  # bars before each series' newest, recomputed from cut history
 GUARD_BARS = FEATURE_WARMUP_BARS + 80  # candles per timeframe the guard rebuilds from
 
@@ -160,7 +170,7 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             check_results=[check_result(outcome, DATASET_KEY)],
         )
 
-    @dg.op(pool=DUCKDB_POOL, ins={"after": dg.In(dg.Nothing)}, out=dg.Out(io_manager_key=MEMORY))
+    @dg.op(pool=DUCKDB_POOL, ins={"after": dg.In(dg.Nothing)}, out=dg.Out(io_manager_key=STEP_VALUES_IO))
     def ml_read_dataset(duckdb: TracerDuckDB) -> pl.DataFrame:
         """The dataset rows of the model timeframes (short, in the pool)."""
         with duckdb.get_connection() as connection:
@@ -171,7 +181,7 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             ).pl()
         return frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
 
-    @dg.op(out=dg.Out(io_manager_key=MEMORY))
+    @dg.op(out=dg.Out(io_manager_key=STEP_VALUES_IO))
     def ml_train_models(context: dg.OpExecutionContext, dataset: pl.DataFrame) -> Training:
         """Every model of the grid, walk-forward (outside the pool: this is the long part)."""
         began, trained, oof = time.perf_counter(), [], []
@@ -205,7 +215,9 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         results = results_frame(training.models, training.trained_at, run_id)
         with duckdb.get_connection() as connection:
             replace_table(
-                connection, [(MODELS_TABLE, models), (MODEL_RESULTS_TABLE, results), (OOF_TABLE, training.oof)]
+                connection,
+                [(MODELS_TABLE, models), (MODEL_RESULTS_TABLE, results), (OOF_TABLE, training.oof)],
+                alias_views=[(MODEL_RESULTS_SEED_VIEW, MODEL_RESULTS_TABLE)],
             )
         shown = models.select(
             "model_id", "train_rows", "f1_macro", "majority_f1_macro", "accuracy", "majority_accuracy", "log_loss", "ic"
@@ -259,7 +271,7 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     @dg.op(
         pool=DUCKDB_POOL,
         ins={name: dg.In(dg.Nothing) for name in ("dataset", "models", "model_results", "oof_predictions")},
-        out=dg.Out(io_manager_key=MEMORY),
+        out=dg.Out(io_manager_key=STEP_VALUES_IO),
     )
     def ml_read_for_ensembles(duckdb: TracerDuckDB) -> dict[str, pl.DataFrame]:
         with duckdb.get_connection() as connection:
@@ -282,7 +294,7 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             for name, frame in frames.items()
         }
 
-    @dg.op(out=dg.Out(io_manager_key=MEMORY))
+    @dg.op(out=dg.Out(io_manager_key=STEP_VALUES_IO))
     def ml_fit_ensembles(context: dg.OpExecutionContext, stored: dict[str, pl.DataFrame]) -> list[Ensemble]:
         ensembles = []
         targets = stored["models"].select("timeframe", "horizon").unique().sort("timeframe", "horizon").rows()
@@ -298,7 +310,7 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         trained_at = dict(stored["models"].select("model_id", "trained_at").rows())
         frame = ensembles_frame(ensembles, trained_at, datetime.now(UTC), context.run.run_id)
         with duckdb.get_connection() as connection:
-            replace_table(connection, [(ENSEMBLES_TABLE, frame)])
+            replace_table(connection, [(ENSEMBLES_TABLE, frame)], alias_views=[(ENSEMBLES_SEED_VIEW, ENSEMBLES_TABLE)])
         best = best_ensembles(frame)
         shown = frame.select(
             "ensemble_id", "rows", "accuracy", "majority_accuracy", "f1_macro", "majority_f1_macro", "log_loss"
@@ -344,11 +356,13 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=PREDICTIONS_KEY,
-        deps=[ENSEMBLES_KEY, MODELS_KEY, INDICATORS_KEY],
+        deps=[ENSEMBLES_KEY, ENSEMBLE_RANKING_KEY, MODELS_KEY, INDICATORS_KEY],
         description=(
             "Every tick: the newest closed candle of each symbol and model timeframe scored by that timeframe's best "
-            "ensemble (label, class probabilities, confidence, ensemble and model ids, when the models were trained). "
-            "Append-only; signals/signals takes it as a weighted vote unless its models are too old."
+            "ensemble (out-of-sample F1) among those ranking/ensembles keeps or has not ranked yet (label, class "
+            "probabilities, confidence, ensemble and model ids, when the models were trained); a timeframe whose "
+            "ensembles are all archived is not scored. Append-only; signals/signals takes it as a weighted vote "
+            "unless its models are too old."
         ),
         pool=DUCKDB_POOL,
         group_name="ml",
@@ -364,7 +378,14 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     "-j research_job`)"
                 )
                 return dg.MaterializeResult(metadata={"predicted": 0, "why": "no ensembles trained yet"})
-            best = best_ensembles(connection.sql(f"SELECT * FROM {ENSEMBLES_TABLE}").pl())
+            best, archived = select_ensembles(
+                connection.sql(f"SELECT * FROM {ENSEMBLES_TABLE}").pl(), ranking_statuses(connection)
+            )
+            if archived:
+                context.log.warning(f"no ML vote: {'; '.join(archived.values())}")
+            if not best:
+                why = "; ".join(archived.values()) or f"{ENSEMBLES_TABLE} is empty"
+                return dg.MaterializeResult(metadata={"predicted": 0, "why": why, "not_predicting": archived})
             member_ids = sorted({m for row in best.values() for m in json.loads(row["members"])})
             model_rows = (
                 connection.sql(
@@ -404,6 +425,7 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "appended": int(added),
                 "seconds": round(time.perf_counter() - began, 3),
                 "ensembles": {tf: row["ensemble_id"] for tf, row in best.items()},
+                "not_predicting": archived,
                 "predictions": dg.MetadataValue.md(
                     markdown_table(frame.select("symbol", "timeframe", "ts", "label", "confidence"), "{:.3f}")
                 ),

@@ -1,5 +1,5 @@
-"""Scoring the newest candles with the best ensemble of each timeframe, and the models' expiry
-(docs/ml.md). Pure Python, no Dagster.
+"""Scoring the newest candles with the best kept ensemble of each timeframe, and the models'
+expiry (docs/ml.md). Pure Python, no Dagster.
 
 Models are LightGBM's own text format and stackers are numbers: loading either executes nothing.
 """
@@ -16,7 +16,10 @@ import numpy as np
 import polars as pl
 
 from tracer_assets.ml.ensembles import combine
+from tracer_assets.ml.keys import ENSEMBLES_TABLE
 from tracer_assets.ml.train import PROBABILITY_COLUMNS
+from tracer_assets.ranking.keys import ENSEMBLE_RANKING_KEY, ENSEMBLE_RANKING_TABLE
+from tracer_assets.ranking.retention import KEPT
 from tracer_assets.tables import table_exists
 from tracer_assets.vocabulary import CLASS_LABELS
 
@@ -61,6 +64,43 @@ def best_ensembles(ensembles: pl.DataFrame) -> dict[str, dict]:
     return {row["timeframe"]: row for row in ranked.group_by("timeframe", maintain_order=True).first().to_dicts()}
 
 
+def archived_reason(timeframe: str) -> str:
+    return f"every ensemble of {timeframe} archived by {ENSEMBLE_RANKING_KEY.to_user_string()}"
+
+
+def eligible_ensembles(ensembles: pl.DataFrame, statuses: Mapping[str, str] | None) -> pl.DataFrame:
+    """The ensembles that may predict: those ranking/ensembles keeps (`statuses`: ensemble id to its
+    status in ranking.ensembles; None when there is no ranking yet), and those it has not ranked
+    yet (no ranking at all, or trained after the last one), so the first run has a predictor."""
+    if statuses is None:
+        return ensembles
+    allowed = [i for i in ensembles["ensemble_id"].to_list() if statuses.get(i, KEPT) == KEPT]
+    return ensembles.filter(pl.col("ensemble_id").is_in(allowed))
+
+
+def archived_timeframes(ensembles: pl.DataFrame, statuses: Mapping[str, str] | None) -> dict[str, str]:
+    """Per timeframe with ensembles but none of them eligible (every one archived by the ranking),
+    why it gets no ML vote. `ensembles` needs the ensemble_id and timeframe columns."""
+    present = set(ensembles["timeframe"].to_list())
+    eligible = set(eligible_ensembles(ensembles, statuses)["timeframe"].to_list())
+    return {tf: archived_reason(tf) for tf in sorted(present - eligible)}
+
+
+def select_ensembles(
+    ensembles: pl.DataFrame, statuses: Mapping[str, str] | None
+) -> tuple[dict[str, dict], dict[str, str]]:
+    """Per timeframe, the ensemble that predicts (best_ensembles among the eligible ones), and
+    per timeframe left without one, why."""
+    return best_ensembles(eligible_ensembles(ensembles, statuses)), archived_timeframes(ensembles, statuses)
+
+
+def ranking_statuses(connection) -> dict[str, str] | None:
+    """Ensemble id to its status in ranking.ensembles (kept, archived); None before the first ranking."""
+    if not table_exists(connection, ENSEMBLE_RANKING_TABLE):
+        return None
+    return dict(connection.execute(f"SELECT item_id, status FROM {ENSEMBLE_RANKING_TABLE}").fetchall())
+
+
 def newest_rows(features: pl.DataFrame) -> pl.DataFrame:
     """Each series' newest feature row."""
     return features.sort("symbol", "timeframe", "ts").group_by(["symbol", "timeframe"], maintain_order=True).last()
@@ -103,13 +143,21 @@ def ml_votes(
     max_age_hours: float,
 ) -> tuple[dict[tuple[str, str], dict], dict[tuple[str, str], str]]:
     """The ML vote for each series' newest candle (label, confidence, ensemble), and for each
-    series without one, why: no model for its timeframe, none trained yet, no prediction of
-    that candle, or a model past its age (the signals record the reason)."""
+    series without one, why: no model for its timeframe, every ensemble of its timeframe archived
+    by the ranking, none trained yet, no prediction of that candle, or a model past its age (the
+    signals record the reason)."""
     reasons: dict[tuple[str, str], str] = {}
     wanted = {key: ts for key, ts in newest.items() if key[1] in model_timeframes}
     for key in newest:
         if key not in wanted:
             reasons[key] = f"no model for {key[1]} (TRACER_ML_TIMEFRAMES)"
+    if wanted and table_exists(connection, ENSEMBLES_TABLE):
+        # An earlier prediction of the candle by an ensemble archived since does not vote either.
+        stored = connection.sql(f"SELECT ensemble_id, timeframe FROM {ENSEMBLES_TABLE}").pl()
+        archived = archived_timeframes(stored, ranking_statuses(connection))
+        for key in [key for key in wanted if key[1] in archived]:
+            reasons[key] = archived[key[1]]
+            del wanted[key]
     if not wanted:
         return {}, reasons
     if not table_exists(connection, table):

@@ -10,3 +10,5 @@ ENSEMBLE_RANKING_KEY = dg.AssetKey(["ranking", "ensembles"])
 ENSEMBLE_RANKING_TABLE = "ranking.ensembles"
 # Append-only: every verdict of every ranking run, written with each ranking's own table.
 HISTORY_TABLE = "ranking.ranking_history"
+# The seed project's name for it, kept as a view main.ranking_history (tables.create_alias_view).
+HISTORY_SEED_VIEW = "ranking_history"

@@ -10,7 +10,7 @@ from tracer_assets.config import Row, defaults, not_negative, number, positive
 TABLE: tuple[Row, ...] = (
     ("TRACER_KEEP_STRATEGIES", "20", "Strategies kept by out-of-sample score; the rest are archived with a reason."),
     ("TRACER_KEEP_MODELS", "5", "Models kept by out-of-sample F1 macro."),
-    ("TRACER_KEEP_ENSEMBLES", "3", "Ensembles kept by out-of-sample accuracy."),
+    ("TRACER_KEEP_ENSEMBLES", "3", "Ensembles kept by out-of-sample accuracy, within each model timeframe."),
     ("TRACER_RANKING_MIN_KEPT", "1", "Never fewer kept of a kind than this, even on a day nothing scored."),
 )
 DEFAULTS = defaults(TABLE)

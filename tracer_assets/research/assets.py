@@ -13,7 +13,14 @@ from tracer_assets.metadata import markdown_table
 from tracer_assets.policies import DAILY_FRESHNESS, DUCKDB_POOL
 from tracer_assets.research.backtest import backtest_strategy
 from tracer_assets.research.engine import FillRules
-from tracer_assets.research.keys import BACKTESTS_KEY, EQUITY_KEY, STRATEGIES_KEY
+from tracer_assets.research.keys import (
+    BACKTESTS_KEY,
+    BACKTESTS_SEED_VIEW,
+    BACKTESTS_TABLE,
+    EQUITY_KEY,
+    EQUITY_TABLE,
+    STRATEGIES_KEY,
+)
 from tracer_assets.research.macro import write_backtest_results
 from tracer_assets.research.metrics import METRIC_COLUMNS
 from tracer_assets.research.registry import STRATEGY_COLUMNS, sync_builtins
@@ -147,7 +154,11 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         )
         equity = pl.concat(curves)
         with duckdb.get_connection() as connection:
-            replace_table(connection, [("research.backtests", table), ("research.equity_curves", equity)])
+            replace_table(
+                connection,
+                [(BACKTESTS_TABLE, table), (EQUITY_TABLE, equity)],
+                alias_views=[(BACKTESTS_SEED_VIEW, BACKTESTS_TABLE)],
+            )
         oos = table.filter(pl.col("window") == "out_of_sample")
         exported = oos.select(
             (pl.col("name") + ":" + pl.col("symbol")).alias("variant"),

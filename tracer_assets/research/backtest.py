@@ -36,6 +36,15 @@ EQUITY_POINTS = 500  # equity curves are stored at most this many points per run
 class StrategyBacktest:
     rows: pl.DataFrame  # window, combo parameters (JSON), METRIC_COLUMNS
     equity: pl.DataFrame  # bar, ts, equity (full run, default parameters, thinned)
+    # Bar returns of the chained test windows (what the deflated Sharpe ratio is computed
+    # from); empty when the series is too short for a walk-forward.
+    oos_returns: np.ndarray
+
+
+def research_window_stop(n_bars: int) -> int:
+    """The first bar of the first test window: bars before it are never out of sample, so
+    research (designing and tuning strategies) may look at them and at nothing later."""
+    return TRAIN_TESTS * (n_bars // (WALK_FORWARD_FOLDS + TRAIN_TESTS))
 
 
 def candle_arrays(candles: pl.DataFrame) -> dict[str, np.ndarray]:
@@ -71,12 +80,15 @@ def backtest_strategy(spec: StrategySpec, candles: pl.DataFrame, timeframe: str,
         )
     ]
     n = candles.height
+    oos_returns = np.empty(0)
     if n >= MIN_BARS:
         test = n // (WALK_FORWARD_FOLDS + TRAIN_TESTS)
-        windows = rolling_windows(n, TRAIN_TESTS * test, test)
+        windows = rolling_windows(n, research_window_stop(n), test)
         result = walk_forward(
             *prices, signals.entries, signals.exits, *levels, rules=rules, windows=windows, timeframe=timeframe
         )
+        chained = result.out_of_sample_trades.equity[:, 0]
+        oos_returns = np.diff(chained) / chained[:-1]
         chosen = [_params(grid[c]) for c in result.in_sample["combo"].to_list()]
         frames.append(
             result.in_sample.select(METRIC_COLUMNS)
@@ -96,7 +108,7 @@ def backtest_strategy(spec: StrategySpec, candles: pl.DataFrame, timeframe: str,
     equity = full.equity[:, 0]
     keep = np.unique(np.linspace(0, n - 1, min(n, EQUITY_POINTS)).astype(np.int64))
     curve = pl.DataFrame({"bar": keep, "ts": candles["ts"].gather(keep), "equity": equity[keep]})
-    return StrategyBacktest(rows=rows, equity=curve)
+    return StrategyBacktest(rows=rows, equity=curve, oos_returns=oos_returns)
 
 
 def _params(combo: dict) -> str:
