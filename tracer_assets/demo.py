@@ -1,7 +1,8 @@
 """`make demo`: the whole loop once on the persistent Dagster instance, offline by default:
 market data, indicators and signals of the configured exchange (the bundled real Binance
-candles) in one run; the research pipeline (strategy registry, walk-forward backtests, the ML
-dataset, models and ensembles); the next tick, whose signals carry the models' vote; then the
+candles) in one run; the research pipeline (strategy registry, walk-forward backtests, the
+designer and the tuner, the ML dataset, models and ensembles, the rankings), then its daily
+report and review; the next tick, whose signals carry the models' vote; then the
 signal sensor's decision run (decision, risk-sized paper order, portfolio).
 Prints what each step built.
 
@@ -11,11 +12,14 @@ Prints what each step built.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import textwrap
 import time
 import warnings
+from pathlib import Path
 
 import duckdb
 from dagster import BetaWarning, DagsterInstance
@@ -25,8 +29,9 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from tracer_assets.definitions import DECISION_JOB, RESEARCH_JOB, TICK_JOB, defs
+from tracer_assets.definitions import DECISION_JOB, REPORT_JOB, RESEARCH_JOB, TICK_JOB, defs
 from tracer_assets.market.timeframes import timeframe_seconds
+from tracer_assets.reports.keys import RESEARCH_RUN_TAG
 from tracer_assets.settings import load_settings
 from tracer_assets.signals.keys import SIGNALS_KEY
 from tracer_assets.trading.decide import SignalEvent
@@ -167,6 +172,73 @@ def ranking_summary(database: str) -> str:
     return "\n".join(lines)
 
 
+def design_summary(database: str, run_id: str) -> str:
+    """What the designer and the tuner proposed in this run, and what became of it."""
+    with duckdb.connect(database, read_only=True) as connection:
+        proposals = connection.execute(
+            "SELECT source, status, name, reason FROM research.designs WHERE run_id = ? ORDER BY proposal_id",
+            [run_id],
+        ).fetchall()
+        tuned = connection.execute(
+            "SELECT parent_name, variant_name, parent_score, oos_score, registered FROM research.tuning "
+            "WHERE run_id = ? ORDER BY parent_name",
+            [run_id],
+        ).fetchall()
+        trials = connection.execute("SELECT count(*), sum(combinations) FROM research.trials").fetchall()[0]
+    registered = [p for p in proposals if p[1] == "registered"]
+    source = proposals[0][0] if proposals else "none"
+    lines = [f"designer ({source}): {len(registered)} registered, {len(proposals) - len(registered)} rejected"]
+    lines += [f"  + {name}: {reason}" for _, status, name, reason in registered]
+    lines += [
+        f"  - {name or '(no spec)'}: {reason}" for _, status, name, reason in proposals if status != "registered"
+    ][:5]
+    lines.append("tuner (registered only when the out-of-sample score beats the parent's):")
+    for parent, variant, parent_score, oos, ok in tuned:
+        verdict = "registered" if ok else "not registered"
+        lines.append(f"  {parent} -> {variant}: {oos:.3f} vs {parent_score:.3f}, {verdict}")
+    lines.append(f"trials recorded so far: {trials[0]} variants, {trials[1] or 0} parameter combinations")
+    return "\n".join(lines)
+
+
+def report_summary(database: str) -> str:
+    """The daily report's headline figures and where its files are, and the review."""
+    with duckdb.connect(database, read_only=True) as connection:
+        path, report = connection.execute(
+            "SELECT path, report FROM reports.daily_reports ORDER BY generated_at DESC LIMIT 1"
+        ).fetchall()[0]
+        review = connection.execute(
+            "SELECT status, source, answer, reason FROM reports.ai_reviews ORDER BY reviewed_at DESC LIMIT 1"
+        ).fetchall()[0]
+    report = json.loads(report)
+    lines = [f"daily report: {path} (+ {len(report['plots'])} PNG plots beside it)"]
+    failures = report["failures"]
+    lines.append(f"  failed steps: {len(failures)}" + "".join(f"\n    {f['step']}: {f['reason']}" for f in failures))
+    for variant in report["selected_variants"]:
+        dsr = variant["deflated_sharpe"]
+        lines.append(
+            f"  new {variant['origin']} strategy {variant['name']}: out-of-sample score {variant['oos_score']:.3f}, "
+            f"deflated Sharpe {'-' if dsr is None else f'{dsr:.3f}'} over {variant['trials']} combinations tried"
+        )
+    status, source, answer, reason = review
+    lines.append(f"review ({source}, {status}){': ' + reason if reason else ''}")
+    if answer:
+        answer = json.loads(answer)
+        lines += textwrap.wrap(answer["summary"], 100, initial_indent="  ", subsequent_indent="  ")
+        lines += [f"  risk: {risk}" for risk in answer["risks"]]
+    return "\n".join(lines)
+
+
+def run_research_job(instance: DagsterInstance) -> dg.DagsterRun | None:
+    """research_job as the schedule runs it: its steps in parallel processes (the multiprocess
+    executor; execute_in_process would run them one after another). Progress: warnings only."""
+    config = Path(instance.root_directory) / "demo_research_run.yaml"
+    config.write_text("loggers:\n  console:\n    config:\n      log_level: WARNING\n")
+    command = [str(Path(sys.executable).with_name("dagster")), "job", "execute", "-m", "tracer_assets.definitions"]
+    subprocess.run([*command, "-j", RESEARCH_JOB, "-c", str(config)], check=False)
+    records = instance.get_run_records(dg.RunsFilter(job_name=RESEARCH_JOB), limit=1)
+    return records[0].dagster_run if records else None
+
+
 def trading_summary(database: str, event: SignalEvent) -> str:
     """The decisions of one signal event, its orders, and the newest portfolio row."""
     with duckdb.connect(database, read_only=True) as connection:
@@ -248,17 +320,17 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     print(
-        f"\nMaterializing {RESEARCH_JOB}: strategy registry, walk-forward backtests, the ML dataset, models, "
-        "ensembles and the rankings (a few minutes) ...",
+        f"\nMaterializing {RESEARCH_JOB}: strategy registry, walk-forward backtests, the designer and the tuner, "
+        "the ML dataset, models and ensembles, the rankings; steps side by side in parallel processes "
+        "(a few minutes) ...",
         flush=True,
     )
     began = time.perf_counter()
     with DagsterInstance.get() as instance:
-        research = defs.resolve_job_def(RESEARCH_JOB).execute_in_process(
-            instance=instance, raise_on_error=False, run_config=quiet
-        )
-    if not research.success:
-        print(f"\nThe research run {research.run_id} failed; see the UI (make dev).", file=sys.stderr)
+        research = run_research_job(instance)
+    if research is None or research.status != dg.DagsterRunStatus.SUCCESS:
+        run = research.run_id if research else "(none)"
+        print(f"\nThe research run {run} failed; see the UI (make dev).", file=sys.stderr)
         return 1
     print(
         f"Run {research.run_id} succeeded in {time.perf_counter() - began:.1f}s "
@@ -267,6 +339,17 @@ def main(argv: list[str] | None = None) -> int:
     print(research_summary(database))
     print("\n" + ml_summary(database))
     print("\n" + ranking_summary(database))
+    print("\n" + design_summary(database, research.run_id))
+
+    print("\nThe research run ended: its report and review, as the report sensor launches them ...", flush=True)
+    with DagsterInstance.get() as instance:
+        report = defs.resolve_job_def(REPORT_JOB).execute_in_process(
+            instance=instance, tags={RESEARCH_RUN_TAG: research.run_id}, raise_on_error=False, run_config=quiet
+        )
+    if not report.success:
+        print(f"\nThe report run {report.run_id} failed; see the UI (make dev).", file=sys.stderr)
+        return 1
+    print(report_summary(database))
 
     print(f"\nThe next tick ({args.end}) scores the newest candles with the ensembles ...", flush=True)
     with DagsterInstance.get() as instance:

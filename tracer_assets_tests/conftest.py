@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -57,3 +58,57 @@ def copy_replay_files(target: Path, symbols: list[str], timeframe: str = "5m") -
 
 def bundled_frame(symbol: str, timeframe: str = "5m") -> pl.DataFrame:
     return pl.read_parquet(BUNDLED_REPLAY_DIR / f"{symbol.replace('/', '_')}-{timeframe}.parquet")
+
+
+# --- a tick's history, shared by the tests that train or research on it -----------------------
+
+HISTORY_START, HISTORY_END = "2024-05-01", "2024-07-14"  # 75 days: 450 4h candles, 320 of them warm-up
+MODEL_TIMEFRAMES = ("1h", "4h")
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+SMALL_ML = {
+    "TRACER_ML_ROUNDS": "20",
+    "TRACER_ML_FOLDS": "2",
+    "TRACER_ML_HORIZONS": "4",
+    "TRACER_ML_FEATURE_SETS": "full",
+    "TRACER_ML_TIMEFRAMES": ",".join(MODEL_TIMEFRAMES),
+}
+
+
+@dataclass(frozen=True)
+class History:
+    database: Path
+    signals_metadata: dict  # the signals materialization of the history's run (no models yet)
+
+
+def node_metadata(result, node: str) -> dict:
+    return {key: value.value for key, value in result.asset_materializations_for_node(node)[0].metadata.items()}
+
+
+@pytest.fixture(scope="session")
+def history(tmp_path_factory) -> History:
+    """HISTORY_START..HISTORY_END through the trading tick in one run (as `make demo` does), on
+    a throwaway instance: the tests copy the DuckDB file and start on an instance of their own."""
+    import dagster as dg
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from tracer_assets.definitions import TICK_JOB, build_definitions
+    from tracer_assets.settings import load_settings
+
+    scratch = tmp_path_factory.mktemp("ml_history")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        clean_tracer_environment(monkeypatch)
+        for name, value in {
+            "TRACER_DUCKDB_PATH": str(scratch / "history.duckdb"),
+            "TRACER_SYMBOLS": TEST_SYMBOLS,
+            **SMALL_ML,
+        }.items():
+            monkeypatch.setenv(name, value)
+        job = build_definitions(load_settings()).resolve_job_def(TICK_JOB)
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = job.execute_in_process(
+                instance=instance,
+                run_config=QUIET,
+                tags={ASSET_PARTITION_RANGE_START_TAG: HISTORY_START, ASSET_PARTITION_RANGE_END_TAG: HISTORY_END},
+            )
+        assert result.success
+        return History(scratch / "history.duckdb", node_metadata(result, "signals"))

@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,8 +24,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
-from conftest import REPO, TEST_SYMBOLS, clean_tracer_environment
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from conftest import MODEL_TIMEFRAMES, QUIET, REPO, SMALL_ML, TEST_SYMBOLS, node_metadata
 
 from tracer_assets.definitions import RESEARCH_JOB, TICK_JOB, build_definitions
 from tracer_assets.ml.keys import (
@@ -50,19 +48,9 @@ from tracer_assets.settings import load_settings
 from tracer_assets.signals.scoring import ensemble, with_predictions
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 SYMBOLS = TEST_SYMBOLS.split(",")
-HISTORY_START, HISTORY_END = "2024-05-01", "2024-07-14"  # 75 days: 450 4h candles, 320 of them warm-up
 TICK_DAY = "2024-07-15"  # the next day's tick, after the training
-MODEL_TIMEFRAMES = ("1h", "4h")
 OTHER_TIMEFRAMES = ("5m", "15m")
-SMALL_ML = {
-    "TRACER_ML_ROUNDS": "20",
-    "TRACER_ML_FOLDS": "2",
-    "TRACER_ML_HORIZONS": "4",
-    "TRACER_ML_FEATURE_SETS": "full",
-    "TRACER_ML_TIMEFRAMES": ",".join(MODEL_TIMEFRAMES),
-}
 # A training long enough (~15 s of one core's CPU) for a tick to start, run and end inside it.
 # One LightGBM thread: with two on a two-core machine that is busy elsewhere (the tick, other
 # processes) OpenMP's threads wait on each other and the same fit took 14 times as long.
@@ -297,40 +285,6 @@ def test_a_timeframe_whose_ensembles_are_all_archived_gets_no_vote_and_says_why(
 
 
 # --- end to end on Dagster --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class History:
-    database: Path
-    signals_metadata: dict  # the signals materialization of the history's run (no models yet)
-
-
-def node_metadata(result, node: str) -> dict:
-    return {key: value.value for key, value in result.asset_materializations_for_node(node)[0].metadata.items()}
-
-
-@pytest.fixture(scope="module")
-def history(tmp_path_factory) -> History:
-    """HISTORY_START..HISTORY_END through the trading tick in one run (as `make demo` does), on
-    a throwaway instance: the tests copy the DuckDB file and start on an instance of their own."""
-    scratch = tmp_path_factory.mktemp("ml_history")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        clean_tracer_environment(monkeypatch)
-        for name, value in {
-            "TRACER_DUCKDB_PATH": str(scratch / "history.duckdb"),
-            "TRACER_SYMBOLS": TEST_SYMBOLS,
-            **SMALL_ML,
-        }.items():
-            monkeypatch.setenv(name, value)
-        job = build_definitions(load_settings()).resolve_job_def(TICK_JOB)
-        with dg.DagsterInstance.ephemeral() as instance:
-            result = job.execute_in_process(
-                instance=instance,
-                run_config=QUIET,
-                tags={ASSET_PARTITION_RANGE_START_TAG: HISTORY_START, ASSET_PARTITION_RANGE_END_TAG: HISTORY_END},
-            )
-        assert result.success
-        return History(scratch / "history.duckdb", node_metadata(result, "signals"))
 
 
 def read_table(database: str, query: str) -> pl.DataFrame:

@@ -256,7 +256,7 @@ def test_the_rules_flag_a_failed_step_a_negative_best_score_and_a_deep_drawdown(
     assert f"ml/models ({FAILED_REASON})" in risks
     assert "-0.25" in risks
     assert "DRY 20.0%" in risks
-    assert "Deflated Sharpe below 0.95" in risks and "ema cross 0.40 after 240 trials" in risks
+    assert "Deflated Sharpe below 0.95" in risks and "ema cross 0.40 after 240 combinations tried" in risks
     actions = "\n".join(review.recommendations)
     assert "rerun the failed steps (ml/models)" in actions
     assert "Widen the research" in actions

@@ -15,6 +15,7 @@ import polars as pl
 from dagster._core.events import DagsterEventType
 from dagster._core.execution.stats import StepEventStatus
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster_shared.check import CheckError
 
 from tracer_assets.llm.resource import AnthropicResource
 from tracer_assets.market.keys import CANDLES_KEY
@@ -75,19 +76,35 @@ def step_statuses(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> li
             error = error.cause
         message = (error.message if error else "").strip()
         errors[event.step_key] = message.splitlines()[0][:500] if message else "failed"
-    steps = []
+    steps = {}
     for stats in instance.get_run_step_stats(run.run_id):
         status = STEP_STATUS.get(stats.status, "not_run")
         seconds = stats.end_time - stats.start_time if stats.end_time and stats.start_time else None
-        steps.append(
-            {
-                "step": stats.step_key,
-                "status": status,
-                "reason": errors.get(stats.step_key) if status == "failed" else None,
-                "seconds": seconds,
-            }
-        )
-    return sorted(steps, key=lambda s: s["step"])
+        steps[stats.step_key] = {
+            "step": stats.step_key,
+            "status": status,
+            "reason": errors.get(stats.step_key) if status == "failed" else None,
+            "seconds": seconds,
+        }
+    # A step that never started has no statistics: it was skipped after a failure upstream, or
+    # the run ended before it.
+    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    failed = ", ".join(sorted(errors))
+    never_started = ("skipped", f"not executed after the failure of {failed}") if errors else (
+        "not_run", "the run ended before it")  # fmt: skip
+    for key in plan.step_keys_to_execute or [step.key for step in plan.steps]:
+        if key not in steps:
+            steps[key] = {"step": key, "status": never_started[0], "reason": never_started[1], "seconds": None}
+    return sorted(steps.values(), key=lambda s: s["step"])
+
+
+def code_location_graph(context: dg.AssetExecutionContext):
+    """Every asset and check of the code location; a job executed in process without its
+    repository (tests, scripts) knows only its own assets and their upstream."""
+    try:
+        return context.repository_def.asset_graph
+    except CheckError:  # "No repository definition was set on the step context"
+        return context.job_def.asset_layer.asset_graph
 
 
 def failed_checks(instance: dg.DagsterInstance, asset_graph) -> list[str]:
@@ -147,7 +164,7 @@ def build_report_assets(settings: Settings, research_job: str) -> list[dg.Assets
         run_id = run.run_id if run else None
         started = context.instance.get_run_record_by_id(run_id).start_time if run_id else None
         day = datetime.fromtimestamp(started, UTC).date() if started else now.date()
-        graph = context.repository_def.asset_graph
+        graph = code_location_graph(context)
         with duckdb.get_connection() as connection:
             rankings = gather.rankings(connection)
             activity = gather.activity(connection, run_id)
@@ -194,12 +211,15 @@ def build_report_assets(settings: Settings, research_job: str) -> list[dg.Assets
         )
 
     @dg.op(pool=DUCKDB_POOL, ins={"daily": dg.In(dg.Nothing)}, out=dg.Out(io_manager_key=STEP_VALUES_IO))
-    def reports_read_for_review(duckdb: TracerDuckDB) -> str | None:
+    def reports_read_for_review(context: dg.OpExecutionContext, duckdb: TracerDuckDB) -> str | None:
+        """The report this run wrote; the newest one when the review runs on its own."""
         with duckdb.get_connection() as connection:
             if not table_exists(connection, DAILY_REPORTS_TABLE):
                 return None
             rows = connection.execute(
-                f"SELECT report FROM {DAILY_REPORTS_TABLE} ORDER BY report_date DESC, generated_at DESC LIMIT 1"
+                f"SELECT report FROM {DAILY_REPORTS_TABLE} "
+                "ORDER BY run_id = ? DESC, report_date DESC, generated_at DESC LIMIT 1",
+                [context.run.run_id],
             ).fetchall()
         return rows[0][0] if rows else None
 

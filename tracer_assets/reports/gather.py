@@ -20,7 +20,7 @@ from tracer_assets.ranking.keys import (
 )
 from tracer_assets.research.keys import DESIGNS_TABLE, EQUITY_TABLE, TRIALS_TABLE, TUNING_TABLE
 from tracer_assets.research.selection import ReturnStats, deflated_sharpe, trial_sharpe_variance
-from tracer_assets.tables import table_exists
+from tracer_assets.tables import table_columns, table_exists
 
 RANKINGS = {"strategies": STRATEGY_RANKING_TABLE, "models": MODEL_RANKING_TABLE, "ensembles": ENSEMBLE_RANKING_TABLE}
 PORTFOLIO_TABLE = "trading.portfolio"  # the trading domain's (its keys import Dagster)
@@ -39,8 +39,16 @@ def _count(connection, table: str, where: str = "TRUE", params=None) -> int:
 
 
 def rankings(connection) -> dict[str, pl.DataFrame]:
-    columns = "item_id, name, rank, score, status, decision, reason"
-    return {kind: _frame(connection, table, f"SELECT {columns} FROM {table}") for kind, table in RANKINGS.items()}
+    """Each ranking; an ensemble's name says the timeframe it is ranked within (ranks repeat per timeframe)."""
+    frames = {}
+    for kind, table in RANKINGS.items():
+        name = "name"
+        if kind == "ensembles" and "ranked_within" in table_columns(connection, table):
+            name = "name || coalesce(' (' || ranked_within || ')', '') AS name"
+        frames[kind] = _frame(
+            connection, table, f"SELECT item_id, {name}, rank, score, status, decision, reason FROM {table}"
+        )
+    return frames
 
 
 def activity(connection, research_run_id: str | None) -> dict:
@@ -50,10 +58,26 @@ def activity(connection, research_run_id: str | None) -> dict:
         "rejected": _count(connection, DESIGNS_TABLE, "run_id = ? AND status = 'rejected'", run),
         "tuned": _count(connection, TUNING_TABLE, "run_id = ? AND registered", run),
         "tuning_trials": _count(connection, TRIALS_TABLE, "run_id = ? AND kind = 'tuned'", run),
-        "archived": _count(connection, HISTORY_TABLE, "run_id = ? AND decision = 'archived'", run),
+        "archived": newly_archived(connection, research_run_id),
         "restored": _count(connection, HISTORY_TABLE, "run_id = ? AND decision = 'restored'", run),
         "trials_total": _count(connection, TRIALS_TABLE),
     }
+
+
+def newly_archived(connection, research_run_id: str | None) -> int:
+    """Items the run archived that the ranking before it had not (every run re-archives the rest)."""
+    if not table_exists(connection, HISTORY_TABLE):
+        return 0
+    return int(
+        connection.execute(
+            f"""SELECT count(*) FROM (
+                    SELECT run_id, decision,
+                           lag(decision) OVER (PARTITION BY kind, item_id ORDER BY ranked_at) AS before
+                    FROM {HISTORY_TABLE})
+                WHERE run_id = ? AND decision = 'archived' AND before IS DISTINCT FROM 'archived'""",
+            [research_run_id],
+        ).fetchall()[0][0]
+    )
 
 
 def selected_variants(connection, research_run_id: str | None) -> list[dict]:

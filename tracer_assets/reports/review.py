@@ -241,7 +241,7 @@ def _lucky_selection(report: DailyReport) -> Finding | None:
     ]
     if not weak:
         return None
-    figures = _listed([f"{v.name} {v.deflated_sharpe:.2f} after {v.trials} trials" for v in weak])
+    figures = _listed([f"{v.name} {v.deflated_sharpe:.2f} after {v.trials} combinations tried" for v in weak])
     return (
         f"Deflated Sharpe below {DEFLATED_SHARPE_MIN} for {len(weak)} selected variant(s) ({figures}): "
         "the selection may be luck of the search.",

@@ -7,9 +7,10 @@ through the one screening path, `Screen.check`, which registers nothing and retu
 1. the answer or the object is refused when it is not a valid spec (`load_spec`'s reason);
 2. complexity is capped: at most MAX_DESIGN_NODES rule nodes, MAX_DESIGN_PARAMETERS
    parameters and MAX_DESIGN_COMBINATIONS grid combinations;
-3. its timeframe must have candles, its parents must be known strategies, and its name must
+3. its timeframe must have candles and its parents must be known strategies;
+4. its content hash must be new (any strategy ever registered, archived ones included), and
+   so must its rules, parameters and stops under another name (`body_hash`); its name must
    not belong to another strategy;
-4. its content hash must be new (any strategy ever registered, archived ones included);
 5. its default entries on the research window of the reference series (the first symbol, the
    spec's timeframe) must fire, and correlate at most `max_correlation` with every active
    strategy's entries there (a near-copy adds a trial and no diversity).
@@ -72,6 +73,13 @@ class Verdict:
     @property
     def strategy_id(self) -> str | None:
         return strategy_id(self.spec) if self.spec is not None else None
+
+
+def body_hash(spec: StrategySpec) -> str:
+    """The content hash without the name and the description: the same rules, parameters and
+    stops under another name are the same strategy."""
+    body = {k: v for k, v in json.loads(spec.canonical_json()).items() if k not in ("name", "description")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def rule_node_count(spec: StrategySpec) -> int:
@@ -138,7 +146,10 @@ class Screen:
         if sid in self.registry:
             known = self.registry[sid]
             return rejected(f"duplicate of {known['name']} ({sid}, {known['status']}): same content hash", spec)
+        body = body_hash(spec)
         for other_id, row in self.registry.items():
+            if body_hash(row["spec"]) == body:
+                return rejected(f"a copy of {row['name']} ({other_id}, {row['status']}) under another name", spec)
             if row["name"] == spec.name:
                 return rejected(f"name {spec.name!r} is taken by strategy {other_id}", spec)
         entries = self.entries(sid, spec, reference)
@@ -177,7 +188,7 @@ def _spec_dict(spec: StrategySpec) -> dict:
 
 def _short_hash(data: Mapping) -> str:
     body = {k: v for k, v in data.items() if k not in ("name", "description")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:6]
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
 def _named(data: dict, base: str, kind: str, description: str) -> dict:

@@ -38,7 +38,7 @@ from tracer_assets.research.registry import STRATEGY_COLUMNS, strategy_id
 from tracer_assets.research.spec import StrategySpec, load_spec
 from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import Settings
-from tracer_assets.tables import append_tables, table_exists, transaction
+from tracer_assets.tables import ensure_table, table_exists, transaction
 
 TOP_SHOWN = 3  # best and worst performers shown to the LLM
 OFFLINE_DRAWS = 4  # offline candidates drawn per proposal wanted
@@ -55,16 +55,17 @@ class ResearchInputs:
     """What the designer and the tuner read: the registry, the ranking, the candles."""
 
     registry: dict[str, dict]  # strategy_id -> {name, status, origin, spec}
-    ranking: pl.DataFrame  # item_id, rank, score, status (empty before the first ranking)
+    ranking: pl.DataFrame  # item_id, rank, score, status, reason (empty before the first ranking)
     series: dict[SeriesKey, pl.DataFrame]
 
 
 def read_research_inputs(connection, timeframes) -> ResearchInputs:
     rows = connection.execute(f"SELECT strategy_id, name, status, origin, spec FROM {STRATEGIES_TABLE}").fetchall()
     registry = {sid: {"name": n, "status": s, "origin": o, "spec": load_spec(spec)} for sid, n, s, o, spec in rows}
-    ranking = pl.DataFrame(schema={"item_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "status": pl.String})
+    columns = {"item_id": pl.String, "rank": pl.Int64, "score": pl.Float64, "status": pl.String, "reason": pl.String}
+    ranking = pl.DataFrame(schema=columns)
     if table_exists(connection, STRATEGY_RANKING_TABLE):
-        ranking = connection.sql(f"SELECT item_id, rank, score, status FROM {STRATEGY_RANKING_TABLE}").pl()
+        ranking = connection.sql(f"SELECT {', '.join(columns)} FROM {STRATEGY_RANKING_TABLE}").pl()
     candles = connection.sql(
         f"SELECT symbol, timeframe, ts, open, high, low, close, volume FROM {OHLCV_TABLE} "
         "WHERE list_contains(?, timeframe) ORDER BY symbol, timeframe, ts",
@@ -165,13 +166,21 @@ class Outcome:
     trials: pl.DataFrame
     strategies: pl.DataFrame
     seconds: float
+    retired: tuple[tuple[str, str], ...] = ()  # (strategy_id, reason) leaving the active set
 
 
 def write_outcome(connection, own_table: str, outcome: Outcome) -> None:
-    """The run's rows, its trials and its new strategies, in one transaction."""
-    append_tables(connection, [(own_table, outcome.own), (TRIALS_TABLE, outcome.trials)])
-    if outcome.strategies.height:
-        with transaction(connection):
+    """The run's rows, its trials, its new strategies and its retirements, in one transaction."""
+    appended = [(table, frame) for table, frame in ((own_table, outcome.own), (TRIALS_TABLE, outcome.trials))]
+    for table, frame in appended:
+        ensure_table(connection, table, frame)
+    with transaction(connection):
+        for table, frame in appended:
+            if frame.height:
+                connection.register("incoming", frame.to_arrow())
+                connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                connection.unregister("incoming")
+        if outcome.strategies.height:
             connection.register("registered", outcome.strategies.to_arrow())
             connection.execute(
                 f"INSERT INTO {STRATEGIES_TABLE} ({', '.join(STRATEGY_COLUMNS)}) "
@@ -179,6 +188,25 @@ def write_outcome(connection, own_table: str, outcome: Outcome) -> None:
                 f"WHERE strategy_id NOT IN (SELECT strategy_id FROM {STRATEGIES_TABLE})"
             )
             connection.unregister("registered")
+        for sid, reason in outcome.retired:
+            connection.execute(
+                f"UPDATE {STRATEGIES_TABLE} SET status = 'archived', status_reason = ?, updated_at = ? "
+                "WHERE strategy_id = ? AND status = 'active'",
+                [reason, datetime.now(UTC), sid],
+            )
+
+
+def retirements(inputs: ResearchInputs) -> list[tuple[str, str]]:
+    """Designed and tuned strategies the ranking archived leave the registry's active set, so
+    the daily backtests do not grow by every proposal ever made (built-ins stay: they can be
+    restored by the ranking)."""
+    archived = inputs.ranking.filter(pl.col("status") == "archived")
+    reasons = dict(zip(archived["item_id"].to_list(), archived["reason"].to_list()))
+    return [
+        (sid, f"retired: archived by ranking/strategies ({reasons[sid]})")
+        for sid, row in sorted(inputs.registry.items())
+        if sid in reasons and row["status"] == "active" and row["origin"] in ("designed", "tuned")
+    ]
 
 
 def run_design(inputs: ResearchInputs, settings: Settings, asker, run_id: str, log) -> Outcome:
@@ -195,20 +223,26 @@ def run_design(inputs: ResearchInputs, settings: Settings, asker, run_id: str, l
         )
         performers = means.sort(["score", "strategy_id"], descending=[True, False], nulls_last=True).to_dicts()
     shown = [{**row, "spec": json.loads(kept[row["strategy_id"]].canonical_json())} for row in performers]
+    candidates: list[design.Candidate] = []
     if asker is not None:
         prompt = design.design_prompt(
             gaps.as_dict(), shown[:TOP_SHOWN], shown[-TOP_SHOWN:][::-1],
             sorted({t for _, t in inputs.series}), min(research.design_proposals, 5),
         )  # fmt: skip
         candidates = design.llm_candidates(asker, prompt, research.design_calls)
-    else:
+    if asker is None or all(c.data is None for c in candidates):
+        if candidates:  # every LLM call failed (each stored as such): the day still gets its proposals
+            log(f"no LLM call gave a proposal ({candidates[0].failure}): designing offline")
         parents = [(row["strategy_id"], kept[row["strategy_id"]]) for row in performers[:5]]
         # Mutations are cheap and many are near-copies the screen refuses: draw more, stop at enough.
-        candidates = design.offline_candidates(parents, OFFLINE_DRAWS * research.design_proposals, research.design_seed)
-    log(f"{len(candidates)} candidates ({'LLM' if asker else 'offline'}); gaps: {gaps.as_dict()}")
+        drawn = OFFLINE_DRAWS * research.design_proposals
+        candidates += design.offline_candidates(parents, drawn, research.design_seed)
+    log(f"{len(candidates)} candidates; gaps: {gaps.as_dict()}")
+    retired = retirements(inputs)
+    leaving = {sid for sid, _ in retired}
     screen = design.Screen(
         {sid: dict(row) for sid, row in inputs.registry.items()},
-        {sid: row["spec"] for sid, row in inputs.registry.items() if row["status"] == "active"},
+        {sid: row["spec"] for sid, row in inputs.registry.items() if row["status"] == "active" and sid not in leaving},
         inputs.series,
         research.design_max_correlation,
     )
@@ -253,7 +287,7 @@ def run_design(inputs: ResearchInputs, settings: Settings, asker, run_id: str, l
         )
     return Outcome(
         _frame(proposals, DESIGN_SCHEMA), _frame(trials, TRIAL_SCHEMA), _frame(strategies, STRATEGY_SCHEMA),
-        time.perf_counter() - began,
+        time.perf_counter() - began, tuple(retired),
     )  # fmt: skip
 
 
@@ -346,6 +380,7 @@ def build_design_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 {
                     "dagster/row_count": outcome.own.height,
                     "registered": outcome.strategies.height,
+                    "retired": len(outcome.retired),
                     "trials": outcome.trials.height,
                     "seconds": round(outcome.seconds, 1),
                     "outcome": dg.MetadataValue.md(markdown_table(outcome.own.drop("run_id", "created_at"), "{:.4g}")),

@@ -31,13 +31,16 @@ WIDEN_FACTOR = 2
 
 
 def _widen_parameter(p: Mapping, budget: int) -> dict:
-    """The range widened WIDEN_FACTOR times around its centre with at most `budget` values."""
+    """The range widened WIDEN_FACTOR times around its centre, on the same grid (whole steps
+    added at both ends, so the parent's values stay on it), with at most `budget` values."""
     integer = all(isinstance(p[k], int) for k in ("default", "low", "high", "step"))
     low, high, step = (Decimal(str(p[k])) for k in ("low", "high", "step"))
-    half = (high - low) * (WIDEN_FACTOR - 1) / 2 or step * 2
-    new_low, new_high = low - half, high + half
+    steps_added = max(1, int((high - low) * (WIDEN_FACTOR - 1) / 2 / step))
+    new_low, new_high = low - steps_added * step, high + steps_added * step
     if low > 0:  # a positive range (a window, a stop fraction, a multiplier) stays positive
-        new_low = max(new_low, step if integer else low / 2)
+        floor = Decimal(1) if integer else low / 2
+        while new_low < floor:
+            new_low += step
     count = int((new_high - new_low) / step) + 1
     while count > budget:
         step *= 2
