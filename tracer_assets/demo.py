@@ -230,13 +230,30 @@ def report_summary(database: str) -> str:
 
 def run_research_job(instance: DagsterInstance) -> dg.DagsterRun | None:
     """research_job as the schedule runs it: its steps in parallel processes (the multiprocess
-    executor; execute_in_process would run them one after another). Progress: warnings only."""
-    config = Path(instance.root_directory) / "demo_research_run.yaml"
-    config.write_text("loggers:\n  console:\n    config:\n      log_level: WARNING\n")
+    executor; execute_in_process would run them one after another). Dagster's own output goes
+    to a log file; each step is printed as it finishes."""
+    log = Path(instance.root_directory) / "demo_research_run.log"
+    earlier = {r.dagster_run.run_id for r in instance.get_run_records(dg.RunsFilter(job_name=RESEARCH_JOB))}
     command = [str(Path(sys.executable).with_name("dagster")), "job", "execute", "-m", "tracer_assets.definitions"]
-    subprocess.run([*command, "-j", RESEARCH_JOB, "-c", str(config)], check=False)
-    records = instance.get_run_records(dg.RunsFilter(job_name=RESEARCH_JOB), limit=1)
-    return records[0].dagster_run if records else None
+    run, shown = None, set()
+    with log.open("w") as output:
+        process = subprocess.Popen([*command, "-j", RESEARCH_JOB], stdout=output, stderr=subprocess.STDOUT)
+        while True:
+            finished = process.poll() is not None
+            if run is None:
+                records = instance.get_run_records(dg.RunsFilter(job_name=RESEARCH_JOB), limit=1)
+                if records and records[0].dagster_run.run_id not in earlier:
+                    run = records[0].dagster_run
+            for stats in instance.get_run_step_stats(run.run_id) if run else []:
+                if stats.end_time and stats.step_key not in shown:
+                    shown.add(stats.step_key)
+                    seconds = stats.end_time - (stats.start_time or stats.end_time)
+                    print(f"  {stats.step_key:<48} {stats.status.value.lower():<8} {seconds:6.1f}s", flush=True)
+            if finished:
+                break
+            time.sleep(1.0)
+    print(f"(Dagster's log of the run: {log})")
+    return instance.get_run_by_id(run.run_id) if run else None
 
 
 def trading_summary(database: str, event: SignalEvent) -> str:

@@ -12,8 +12,10 @@ import polars as pl
 import pytest
 from conftest import bundled_frame
 
+from tracer_assets.market.keys import OHLCV_KEY
 from tracer_assets.research.assets import build_research_assets
 from tracer_assets.research.keys import BACKTESTS_SEED_VIEW, BACKTESTS_TABLE
+from tracer_assets.resources.step_values import StepValuesIOManager
 from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import load_settings
 from tracer_assets.tables import create_alias_view, replace_table
@@ -85,8 +87,11 @@ def test_backtests_keep_their_seed_name_as_a_view(tmp_path):
     with dg.DagsterInstance.ephemeral() as instance:
         for _ in range(2):  # the second run replaces the rows and the view
             result = dg.materialize(
-                build_research_assets(settings),
-                resources={"duckdb": TracerDuckDB(database=database)},
+                [*build_research_assets(settings), dg.AssetSpec(OHLCV_KEY)],
+                resources={
+                    "duckdb": TracerDuckDB(database=database),
+                    "step_values": StepValuesIOManager(base_dir=str(tmp_path / "step_values")),
+                },
                 instance=instance,
             )
             assert result.success

@@ -8,11 +8,15 @@ from dataclasses import dataclass
 from tracer_assets.config import Row, defaults, number, positive, text
 
 TABLE: tuple[Row, ...] = (
-    ("TRACER_ANTHROPIC_MODEL", "claude-sonnet-4-6", "The model the `llm` decider asks."),
+    (
+        "TRACER_ANTHROPIC_MODEL",
+        "claude-sonnet-4-6",
+        "The model the `llm` decider, the strategy designer and the report's review ask.",
+    ),
     (
         "TRACER_ANTHROPIC_BASE_URL",
         "(none: Anthropic's API)",
-        "Another Messages API endpoint for the `llm` decider (a proxy, a local server).",
+        "Another Messages API endpoint for every LLM call (a proxy, a local server).",
     ),
     ("TRACER_LLM_TIMEOUT_SECONDS", "20", "The `llm` decider's time limit; past it the decision is HOLD."),
 )

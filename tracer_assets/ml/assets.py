@@ -170,35 +170,46 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             check_results=[check_result(outcome, DATASET_KEY)],
         )
 
-    @dg.op(pool=DUCKDB_POOL, ins={"after": dg.In(dg.Nothing)}, out=dg.Out(io_manager_key=STEP_VALUES_IO))
-    def ml_read_dataset(duckdb: TracerDuckDB) -> pl.DataFrame:
-        """The dataset rows of the model timeframes (short, in the pool)."""
+    @dg.op(
+        pool=DUCKDB_POOL,
+        ins={"after": dg.In(dg.Nothing)},
+        out={f"rows_{tf}": dg.Out(io_manager_key=STEP_VALUES_IO) for tf in ml.timeframes},
+    )
+    def ml_read_dataset(duckdb: TracerDuckDB):
+        """The dataset rows of each model timeframe (short, in the pool)."""
         with duckdb.get_connection() as connection:
             if not table_exists(connection, DATASET_TABLE):
                 raise dg.Failure(f"{DATASET_TABLE} does not exist: materialize ml/dataset first")
             frame = connection.sql(
                 f"SELECT * FROM {DATASET_TABLE} WHERE list_contains(?, timeframe)", params=[list(ml.timeframes)]
             ).pl()
-        return frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
+        frame = frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
+        for tf in ml.timeframes:
+            yield dg.Output(frame.filter(pl.col("timeframe") == tf), f"rows_{tf}")
 
-    @dg.op(out=dg.Out(io_manager_key=STEP_VALUES_IO))
-    def ml_train_models(context: dg.OpExecutionContext, dataset: pl.DataFrame) -> Training:
-        """Every model of the grid, walk-forward (outside the pool: this is the long part)."""
-        began, trained, oof = time.perf_counter(), [], []
-        specs = _distinct_specs(model_grid(ml), all_timeframes)
-        for target_key in dict.fromkeys((s.timeframe, s.horizon) for s in specs):
-            target = prepare_target(dataset, *target_key, ml)
-            mine = []
-            for spec in (s for s in specs if (s.timeframe, s.horizon) == target_key):
-                mine.append(train_model(target, spec, all_timeframes, ml, context.log.debug))
-                overall = next(r for r in mine[-1].results if r["fold"] == "overall" and r["predictor"] == "model")
-                context.log.info(
-                    f"[{len(trained) + len(mine)}/{len(specs)}] {spec.model_id}: {target.rows.height:,} rows, "
-                    f"out-of-sample f1 {overall['f1_macro']:.3f} ({time.perf_counter() - began:.0f} s)"
-                )
-            trained += mine
-            oof.append(oof_frame(target, mine))
-        return Training(trained, pl.concat(oof), datetime.now(UTC), time.perf_counter() - began)
+    def train_models_op(timeframe: str):
+        """One step per model timeframe: the research job fits them side by side."""
+        specs = [s for s in _distinct_specs(model_grid(ml), all_timeframes) if s.timeframe == timeframe]
+
+        @dg.op(name=f"ml_train_models_{timeframe}", out=dg.Out(io_manager_key=STEP_VALUES_IO))
+        def train(context: dg.OpExecutionContext, dataset: pl.DataFrame) -> Training:
+            """Every model of the grid on this timeframe, walk-forward (outside the pool: the long part)."""
+            began, trained, oof = time.perf_counter(), [], []
+            for target_key in dict.fromkeys((s.timeframe, s.horizon) for s in specs):
+                target = prepare_target(dataset, *target_key, ml)
+                mine = []
+                for spec in (s for s in specs if (s.timeframe, s.horizon) == target_key):
+                    mine.append(train_model(target, spec, all_timeframes, ml, context.log.debug))
+                    overall = next(r for r in mine[-1].results if r["fold"] == "overall" and r["predictor"] == "model")
+                    context.log.info(
+                        f"[{len(trained) + len(mine)}/{len(specs)}] {spec.model_id}: {target.rows.height:,} rows, "
+                        f"out-of-sample f1 {overall['f1_macro']:.3f} ({time.perf_counter() - began:.0f} s)"
+                    )
+                trained += mine
+                oof.append(oof_frame(target, mine))
+            return Training(trained, pl.concat(oof), datetime.now(UTC), time.perf_counter() - began)
+
+        return train
 
     @dg.op(
         pool=DUCKDB_POOL,
@@ -208,9 +219,15 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "oof_predictions": dg.Out(dg.Nothing),
         },
     )
-    def ml_write_models(context: dg.OpExecutionContext, duckdb: TracerDuckDB, training: Training):
-        """The three tables in one transaction (short, in the pool)."""
+    def ml_write_models(context: dg.OpExecutionContext, duckdb: TracerDuckDB, trainings: list[Training]):
+        """The three tables of every timeframe's models in one transaction (short, in the pool)."""
         run_id = context.run.run_id
+        training = Training(
+            [model for t in trainings for model in t.models],
+            pl.concat([t.oof for t in trainings]),
+            max(t.trained_at for t in trainings),
+            sum(t.seconds for t in trainings),
+        )
         models = models_frame(training.models, training.trained_at, run_id, code_version())
         results = results_frame(training.models, training.trained_at, run_id)
         with duckdb.get_connection() as connection:
@@ -225,7 +242,7 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         context.add_output_metadata(
             {
                 "dagster/row_count": models.height,
-                "training_seconds": round(training.seconds, 1),
+                "training_seconds": round(training.seconds, 1),  # summed over the timeframes' steps
                 "best_f1_macro": float(models["f1_macro"].max()),
                 "models": dg.MetadataValue.md(markdown_table(shown, "{:.3f}")),
                 "code_version": code_version(),
@@ -265,7 +282,9 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         group_name="ml",
     )
     def models(dataset):
-        written_models, written_results, written_oof = ml_write_models(ml_train_models(ml_read_dataset(dataset)))
+        rows = ml_read_dataset(dataset)
+        trainings = [train_models_op(tf)(getattr(rows, f"rows_{tf}")) for tf in ml.timeframes]
+        written_models, written_results, written_oof = ml_write_models(trainings)
         return {"models": written_models, "model_results": written_results, "oof_predictions": written_oof}
 
     @dg.op(

@@ -117,10 +117,13 @@ def failed_checks(instance: dg.DagsterInstance, asset_graph) -> list[str]:
     )
 
 
-def stale_assets(instance: dg.DagsterInstance, asset_graph, now: datetime) -> list[str]:
-    """Assets with a freshness policy whose newest materialization is older than its fail window."""
+def stale_assets(instance: dg.DagsterInstance, asset_graph, now: datetime, exclude=()) -> list[str]:
+    """Assets with a freshness policy whose newest materialization is older than its fail window
+    (or that never materialized), but those in `exclude` (the report itself, being written)."""
     stale = []
     for key in asset_graph.get_all_asset_keys():
+        if key in exclude:
+            continue
         policy = asset_graph.get(key).freshness_policy
         window = getattr(policy, "fail_window", None)
         if window is None:
@@ -174,7 +177,7 @@ def build_report_assets(settings: Settings, research_job: str) -> list[dg.Assets
             curves = gather.kept_equity_curves(connection)
             model_f1 = gather.model_f1(connection)
         data |= {"failed_checks": failed_checks(context.instance, graph), "stale_assets": stale_assets(
-            context.instance, graph, now)}  # fmt: skip
+            context.instance, graph, now, exclude=(DAILY_REPORT_KEY,))}  # fmt: skip
         pngs = render_pngs(curves=curves, model_results=model_f1, portfolio=equity)
         plots = write_plots(reports.reports_dir, day.isoformat(), pngs)
         report = build_report(

@@ -210,8 +210,8 @@ def _stale_data(report: DailyReport) -> Finding | None:
         return None
     assets = _listed(report.data.stale_assets)
     return (
-        f"Stale market data for {assets}: signals on them act on old prices.",
-        f"Refresh the market data of {assets} and find why it stopped updating.",
+        f"Stale: {assets} not materialized within their freshness window; what reads them acts on old data.",
+        f"Materialize {assets} again and find why the schedule or sensor that should have did not.",
     )
 
 

@@ -10,7 +10,7 @@ import polars as pl
 
 from tracer_assets.market.keys import OHLCV_KEY
 from tracer_assets.metadata import markdown_table
-from tracer_assets.policies import DAILY_FRESHNESS, DUCKDB_POOL
+from tracer_assets.policies import DAILY_FRESHNESS, DUCKDB_POOL, STEP_VALUES_IO
 from tracer_assets.research.backtest import backtest_strategy
 from tracer_assets.research.engine import FillRules
 from tracer_assets.research.keys import (
@@ -79,37 +79,16 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             }
         )
 
-    @dg.multi_asset(
-        specs=[
-            dg.AssetSpec(
-                BACKTESTS_KEY,
-                deps=[STRATEGIES_KEY, OHLCV_KEY],
-                group_name="research",
-                kinds={"duckdb"},
-                freshness_policy=DAILY_FRESHNESS,
-                description=(
-                    "Every active strategy x symbol x timeframe: the full run at default parameters, and a rolling "
-                    "walk-forward (parameters chosen in sample, measured out of sample). Metrics and the ranking "
-                    "score in docs/backtesting.md; the score that ranks is the out_of_sample row's. Also written "
-                    "to MACRO_BACKTEST_JSON_PATH in the macro orchestrator's shape."
-                ),
-            ),
-            dg.AssetSpec(
-                EQUITY_KEY,
-                deps=[BACKTESTS_KEY],
-                group_name="research",
-                kinds={"duckdb"},
-                description="Equity (starting at 1.0) of each full backtest, at most 500 points per curve.",
-            ),
-        ],
-        name="backtests",
+    @dg.op(
         pool=DUCKDB_POOL,
+        ins={"strategies": dg.In(dg.Nothing), "ohlcv": dg.In(dg.Nothing)},
+        out=dg.Out(io_manager_key=STEP_VALUES_IO),
     )
-    def backtests(context: dg.AssetExecutionContext, duckdb: TracerDuckDB):
-        rules = FillRules(fee=settings.research.backtest_fee, slippage_bps=settings.research.backtest_slippage_bps)
+    def research_read_for_backtests(duckdb: TracerDuckDB) -> tuple[list, dict]:
+        """The active specs and the candles of every timeframe (short, in the pool)."""
         with duckdb.get_connection() as connection:
             specs = [
-                (sid, load_spec(spec))
+                (sid, spec)
                 for sid, spec in connection.execute(
                     "SELECT strategy_id, spec FROM research.strategies WHERE status = 'active' ORDER BY name"
                 ).fetchall()
@@ -122,6 +101,14 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 ).pl()
                 for tf in timeframes
             }
+        return specs, candles
+
+    @dg.op(out=dg.Out(io_manager_key=STEP_VALUES_IO))
+    def research_backtest(context: dg.OpExecutionContext, inputs: tuple[list, dict]) -> dict:
+        """Every active strategy x symbol x timeframe (outside the pool: this is the long part)."""
+        stored, candles = inputs
+        specs = [(sid, load_spec(spec)) for sid, spec in stored]
+        rules = FillRules(fee=settings.research.backtest_fee, slippage_bps=settings.research.backtest_slippage_bps)
         if not specs:
             raise dg.Failure("research.strategies has no active strategy: materialize research/strategies first")
         total, done, began = len(specs) * len(settings.market.symbols) * len(timeframes), 0, time.perf_counter()
@@ -152,7 +139,12 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         table = table.select(
             "strategy_id", "name", "symbol", "timeframe", "window", "parameters", *METRIC_COLUMNS, "computed_at"
         )
-        equity = pl.concat(curves)
+        return {"table": table, "equity": pl.concat(curves), "backtests": done, "seconds": time.perf_counter() - began}
+
+    @dg.op(pool=DUCKDB_POOL, out={"backtests": dg.Out(dg.Nothing), "equity_curves": dg.Out(dg.Nothing)})
+    def research_write_backtests(context: dg.OpExecutionContext, duckdb: TracerDuckDB, computed: dict):
+        """Both tables and the seed's view in one transaction (short, in the pool)."""
+        table, equity = computed["table"], computed["equity"]
         with duckdb.get_connection() as connection:
             replace_table(
                 connection,
@@ -170,12 +162,11 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         )
         write_backtest_results(settings.research.backtest_json_path, exported)
         best = oos.sort("score", descending=True, nulls_last=True).head(10)
-        yield dg.MaterializeResult(
-            asset_key=BACKTESTS_KEY,
-            metadata={
+        context.add_output_metadata(
+            {
                 "dagster/row_count": table.height,
-                "backtests": done,
-                "seconds": round(time.perf_counter() - began, 2),
+                "backtests": computed["backtests"],
+                "seconds": round(computed["seconds"], 2),
                 "backtest_results_json": str(settings.research.backtest_json_path),
                 "best_out_of_sample": dg.MetadataValue.md(
                     markdown_table(
@@ -183,7 +174,46 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     )
                 ),
             },
+            output_name="backtests",
         )
-        yield dg.MaterializeResult(asset_key=EQUITY_KEY, metadata={"dagster/row_count": equity.height})
+        context.add_output_metadata({"dagster/row_count": equity.height}, output_name="equity_curves")
+
+    @dg.graph_multi_asset(
+        outs={
+            "backtests": dg.AssetOut(
+                key=BACKTESTS_KEY,
+                dagster_type=dg.Nothing,
+                kinds={"duckdb"},
+                description=(
+                    "Every active strategy x symbol x timeframe: the full run at default parameters, and a rolling "
+                    "walk-forward (parameters chosen in sample, measured out of sample). Metrics and the ranking "
+                    "score in docs/backtesting.md; the score that ranks is the out_of_sample row's. Also written "
+                    "to MACRO_BACKTEST_JSON_PATH in the macro orchestrator's shape."
+                ),
+            ),
+            "equity_curves": dg.AssetOut(
+                key=EQUITY_KEY,
+                dagster_type=dg.Nothing,
+                kinds={"duckdb"},
+                description="Equity (starting at 1.0) of each full backtest, at most 500 points per curve.",
+            ),
+        },
+        ins={
+            "strategies": dg.AssetIn(key=STRATEGIES_KEY, dagster_type=dg.Nothing),
+            "ohlcv": dg.AssetIn(key=OHLCV_KEY, dagster_type=dg.Nothing),
+        },
+        group_name="research",
+        name="backtests",
+    )
+    def backtests(strategies, ohlcv):
+        written, curves = research_write_backtests(
+            research_backtest(research_read_for_backtests(strategies=strategies, ohlcv=ohlcv))
+        )
+        return {"backtests": written, "equity_curves": curves}
+
+    # Graph assets drop a freshness policy given to their outs (Dagster 1.13): set it on the spec.
+    backtests = backtests.map_asset_specs(
+        lambda spec: spec.replace_attributes(freshness_policy=DAILY_FRESHNESS) if spec.key == BACKTESTS_KEY else spec
+    )
 
     return [strategies, backtests]
