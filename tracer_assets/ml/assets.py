@@ -1,6 +1,6 @@
 """ml/dataset, ml/models (+ model_results, oof_predictions), ml/ensembles and ml/predictions.
 
-Training never holds the DuckDB writer: ml/models and ml/ensembles are graphs of three steps,
+Training never holds the DuckDB writer: ml/models and ml/ensembles are graphs of steps,
 a short read in the `duckdb` pool, the fit outside it, a short write in it. A tick or a
 decision run that starts meanwhile waits seconds for a step, not minutes for the training.
 """
