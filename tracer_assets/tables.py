@@ -76,6 +76,14 @@ def create_alias_view(connection: duckdb.DuckDBPyConnection, alias: str, table: 
     connection.execute(f"CREATE OR REPLACE VIEW main.{alias} AS SELECT * FROM {table}")
 
 
+def insert_rows(connection: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Append the frame's rows to `table` by column name (inside the caller's transaction)."""
+    if frame.height:
+        connection.register("incoming", frame.to_arrow())
+        connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+        connection.unregister("incoming")
+
+
 def replace_table(
     connection: duckdb.DuckDBPyConnection,
     writes: Sequence[tuple[str, pl.DataFrame]],
@@ -87,10 +95,8 @@ def replace_table(
         ensure_table(connection, table, frame)
     with transaction(connection):
         for table, frame in writes:
-            connection.register("incoming", frame.to_arrow())
             connection.execute(f"DELETE FROM {table}")
-            connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-            connection.unregister("incoming")
+            insert_rows(connection, table, frame)
         for alias, table in alias_views:
             create_alias_view(connection, alias, table)
 
@@ -111,23 +117,9 @@ def replace_window(
         ensure_table(connection, table, frame)
     with transaction(connection):
         for table, frame, time_column, symbols in writes:
-            connection.register("incoming", frame.to_arrow())
             if symbols:
                 connection.execute(
                     f"DELETE FROM {table} WHERE {time_column} >= ? AND {time_column} < ? AND list_contains(?, symbol)",
                     [start, end, list(symbols)],
                 )
-            connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-            connection.unregister("incoming")
-
-
-def append_tables(connection: duckdb.DuckDBPyConnection, writes: Sequence[tuple[str, pl.DataFrame]]) -> None:
-    """Append rows to several tables in one transaction (append-only logs): all land, or none."""
-    writes = [(table, frame) for table, frame in writes if frame.height]
-    for table, frame in writes:
-        ensure_table(connection, table, frame)
-    with transaction(connection):
-        for table, frame in writes:
-            connection.register("incoming", frame.to_arrow())
-            connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-            connection.unregister("incoming")
+            insert_rows(connection, table, frame)

@@ -16,6 +16,7 @@ from tracer_assets.config import SettingsError
 from tracer_assets.llm import AnswerRejected, parse_validated
 from tracer_assets.reports import settings
 from tracer_assets.reports.report import (
+    RANKING_SCHEMA,
     REPORT_SCHEMA_VERSION,
     DailyReport,
     build_report,
@@ -26,15 +27,6 @@ from tracer_assets.reports.report import (
 from tracer_assets.reports.review import NO_RISK, ReviewAnswer, review_prompt, rules_review
 
 DAY = date(2024, 6, 3)
-RANKING_SCHEMA = {
-    "item_id": pl.String,
-    "name": pl.String,
-    "rank": pl.Int64,
-    "score": pl.Float64,
-    "status": pl.String,
-    "decision": pl.String,
-    "reason": pl.String,
-}
 FAILED_REASON = "LightGBM ran out of memory"
 
 

@@ -27,6 +27,7 @@ import polars as pl
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
 
 from tracer_assets.files import write_atomically
+from tracer_assets.ranking.retention import KEPT
 
 __all__ = [
     "REPORT_SCHEMA_VERSION",
@@ -48,7 +49,6 @@ __all__ = [
 ]
 
 REPORT_SCHEMA_VERSION = 1
-KEPT = "kept"
 PAPER_MODES = ("DRY", "PAPER")
 RANKING_SCHEMA = {
     "item_id": pl.String,

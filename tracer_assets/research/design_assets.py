@@ -38,7 +38,7 @@ from tracer_assets.research.registry import STRATEGY_COLUMNS, strategy_id
 from tracer_assets.research.spec import StrategySpec, load_spec
 from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import Settings
-from tracer_assets.tables import ensure_table, table_exists, transaction
+from tracer_assets.tables import ensure_table, insert_rows, table_exists, transaction
 
 TOP_SHOWN = 3  # best and worst performers shown to the LLM
 OFFLINE_DRAWS = 4  # offline candidates drawn per proposal wanted
@@ -171,15 +171,12 @@ class Outcome:
 
 def write_outcome(connection, own_table: str, outcome: Outcome) -> None:
     """The run's rows, its trials, its new strategies and its retirements, in one transaction."""
-    appended = [(table, frame) for table, frame in ((own_table, outcome.own), (TRIALS_TABLE, outcome.trials))]
+    appended = [(own_table, outcome.own), (TRIALS_TABLE, outcome.trials)]
     for table, frame in appended:
         ensure_table(connection, table, frame)
     with transaction(connection):
         for table, frame in appended:
-            if frame.height:
-                connection.register("incoming", frame.to_arrow())
-                connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-                connection.unregister("incoming")
+            insert_rows(connection, table, frame)
         if outcome.strategies.height:
             connection.register("registered", outcome.strategies.to_arrow())
             connection.execute(
