@@ -13,13 +13,8 @@ from fake_anthropic import FakeAnthropic
 
 from tracer_assets.llm.resource import AnthropicResource
 from tracer_assets.research import design, tuning
-from tracer_assets.research.design_assets import (
-    UPSTREAM,
-    ResearchInputs,
-    build_design_assets,
-    read_research_inputs,
-    run_tuning,
-)
+from tracer_assets.research.design_assets import UPSTREAM, build_design_assets
+from tracer_assets.research.design_runs import ResearchInputs, read_research_inputs, run_tuning
 from tracer_assets.research.engine import FillRules
 from tracer_assets.research.evaluation import research_slice
 from tracer_assets.research.registry import STRATEGY_COLUMNS, strategy_id, sync_builtins

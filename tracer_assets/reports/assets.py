@@ -44,9 +44,9 @@ from tracer_assets.research.keys import DESIGNS_KEY, EQUITY_KEY, TUNING_KEY
 from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import Settings
 from tracer_assets.tables import create_alias_view, ensure_table, table_exists, transaction
+from tracer_assets.trading.keys import PORTFOLIO_KEY
 
 REPORT_JOB = "report_job"
-PORTFOLIO_KEY = dg.AssetKey(["trading", "portfolio"])
 STEP_STATUS = {
     StepEventStatus.SUCCESS: "succeeded",
     StepEventStatus.FAILURE: "failed",

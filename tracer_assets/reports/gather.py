@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from tracer_assets.market.keys import CANDLES_TABLE, GAPS_TABLE
 from tracer_assets.ml.keys import MODEL_RESULTS_TABLE
 from tracer_assets.ranking.keys import (
     ENSEMBLE_RANKING_TABLE,
@@ -21,11 +22,9 @@ from tracer_assets.ranking.keys import (
 from tracer_assets.research.keys import DESIGNS_TABLE, EQUITY_TABLE, TRIALS_TABLE, TUNING_TABLE
 from tracer_assets.research.selection import ReturnStats, deflated_sharpe, trial_sharpe_variance
 from tracer_assets.tables import table_columns, table_exists
+from tracer_assets.trading.keys import PORTFOLIO_TABLE
 
 RANKINGS = {"strategies": STRATEGY_RANKING_TABLE, "models": MODEL_RANKING_TABLE, "ensembles": ENSEMBLE_RANKING_TABLE}
-PORTFOLIO_TABLE = "trading.portfolio"  # the trading domain's (its keys import Dagster)
-GAPS_TABLE = "market.gaps"
-CANDLES_TABLE = "market.candles"
 
 
 def _frame(connection, table: str, sql: str, params=None) -> pl.DataFrame:
