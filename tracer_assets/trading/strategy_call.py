@@ -1,0 +1,99 @@
+"""The strategy decider's core: what one strategy spec says at the newest closed candle.
+
+Pure (no Dagster, no I/O). The spec's rules are evaluated (research/rules.py, the backtester's
+own evaluation) over candles that end with the newest closed one, at one parameter combination:
+flat and the entry rule true at that close -> BUY with the spec's stop-loss, take-profit and
+trailing stop (fractions of the fill price); held and the exit rule true -> SELL; otherwise
+HOLD, with the reason. This is the backtester's rule 7 (docs/backtesting.md) read at one bar, so
+a replay of these calls bar by bar makes the same trades as `engine.simulate`.
+
+`pick_strategy` chooses which spec and combination trade a symbol on a timeframe: among the kept
+strategies, the best out-of-sample score of that series; the combination is the one its
+walk-forward chose for the newest test window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from tracer_assets.research.rules import evaluate, param_grid
+from tracer_assets.research.spec import StrategySpec
+from tracer_assets.trading.orders import Action
+
+
+@dataclass(frozen=True)
+class StrategyCall:
+    action: Action
+    reason: str
+    stop_loss: float | None = None  # fractions of the entry fill price (trailing: of the peak)
+    take_profit: float | None = None
+    trailing_stop: float | None = None
+
+
+@dataclass(frozen=True)
+class PickedStrategy:
+    strategy_id: str
+    spec: StrategySpec
+    combo: dict
+    score: float | None
+
+
+def _fraction(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def parse_combo(spec: StrategySpec, text: str) -> dict:
+    """'fast=10,slow=40' (one walk-forward window's choice) to values of the parameters' types."""
+    values = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, raw = part.partition("=")
+        if name not in spec.parameters:
+            raise ValueError(f"{spec.name}: unknown parameter {name!r} in {text!r}")
+        values[name] = int(raw) if spec.parameters[name].is_integer else float(raw)
+    return values
+
+
+def pick_strategy(kept: Mapping[str, StrategySpec], out_of_sample_rows: Iterable[Mapping]) -> PickedStrategy | None:
+    """`out_of_sample_rows`: research.backtests rows (strategy_id, score, parameters) of one
+    symbol and timeframe, window out_of_sample. The best finite score among `kept` strategies
+    (ties: the smaller id); its combination is the newest window's choice (the last of the
+    "; "-joined parameters). None when no kept strategy has a finite score there."""
+    candidates = [
+        row
+        for row in out_of_sample_rows
+        if row["strategy_id"] in kept and row["score"] is not None and math.isfinite(row["score"])
+    ]
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda row: (-row["score"], row["strategy_id"]))
+    spec = kept[best["strategy_id"]]
+    newest = (best.get("parameters") or "").split(";")[-1]
+    return PickedStrategy(best["strategy_id"], spec, parse_combo(spec, newest), best["score"])
+
+
+def strategy_call(spec: StrategySpec, combo: Mapping, candles: Mapping[str, np.ndarray], held: bool) -> StrategyCall:
+    """The spec at the close of the last candle (oldest first; open, high, low, close, volume).
+    `held`: a position of this symbol is open. Never raises for too few candles: HOLD says so."""
+    grid = param_grid(spec, {name: [value] for name, value in combo.items()})
+    label = f"{spec.name}({', '.join(f'{k}={v}' for k, v in sorted(grid[0].items()))})"
+    if len(candles["close"]) < 2:
+        return StrategyCall(Action.HOLD, f"{label}: fewer than 2 candles")
+    signals = evaluate(spec, candles, grid)
+    entry, exit_ = bool(signals.entries[-1, 0]), bool(signals.exits[-1, 0])
+    if held:
+        if exit_:
+            return StrategyCall(Action.SELL, f"{label}: exit rule true at the close, held")
+        return StrategyCall(Action.HOLD, f"{label}: held, exit rule false (the stops keep watching)")
+    if entry:
+        return StrategyCall(
+            Action.BUY,
+            f"{label}: entry rule true at the close",
+            stop_loss=_fraction(signals.stop_loss[0]),
+            take_profit=_fraction(signals.take_profit[0]),
+            trailing_stop=_fraction(signals.trailing_stop[0]),
+        )
+    return StrategyCall(Action.HOLD, f"{label}: flat, entry rule false")
