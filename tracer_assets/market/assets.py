@@ -23,6 +23,19 @@ from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import Settings
 from tracer_assets.tables import replace_window
+from tracer_assets.ui_tables import COLUMN_SCHEMA, column_schema
+
+# market.candles, every column: name, DuckDB type, description.
+CANDLES_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("symbol", "VARCHAR", "Spot symbol, e.g. BTC/USDT"),
+    ("timeframe", "VARCHAR", "The base timeframe (TRACER_BASE_TIMEFRAME)"),
+    ("ts", "TIMESTAMP WITH TIME ZONE", "The candle's open time (UTC)"),
+    ("open", "DOUBLE", "First trade price"),
+    ("high", "DOUBLE", "Highest trade price"),
+    ("low", "DOUBLE", "Lowest trade price"),
+    ("close", "DOUBLE", "Last trade price"),
+    ("volume", "DOUBLE", "Traded volume, in base units"),
+)
 
 
 def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
@@ -43,6 +56,7 @@ def build_candles_asset(settings: Settings, partitions: dg.DailyPartitionsDefini
         freshness_policy=loop_freshness(settings),
         group_name="market",
         kinds={"duckdb", "polars"},
+        metadata={COLUMN_SCHEMA: column_schema(CANDLES_COLUMNS)},
         check_specs=[
             dg.AssetCheckSpec(name, asset=CANDLES_KEY, blocking=True, description=CHECK_DESCRIPTIONS[name])
             for name in check_names

@@ -61,9 +61,37 @@ from tracer_assets.ranking.keys import ENSEMBLE_RANKING_KEY
 from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import Settings
 from tracer_assets.tables import ensure_table, replace_table, table_exists, transaction
+from tracer_assets.ui_tables import COLUMN_SCHEMA, column_schema
 
 LOOKAHEAD_CUTS = (0, 7)  # bars before each series' newest, recomputed from cut history
 GUARD_BARS = FEATURE_WARMUP_BARS + 80  # candles per timeframe the guard rebuilds from
+_INSTANT = "TIMESTAMP WITH TIME ZONE"
+# ml.models, every column (tables.models_frame): name, DuckDB type, description. The metrics are
+# out of sample (the walk-forward's overall row); docs/ml.md defines them.
+MODELS_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("model_id", "VARCHAR", "<timeframe>-h<horizon>-<feature set>"),
+    ("target", "VARCHAR", "<timeframe>-h<horizon>: the label's timeframe and horizon (bars)"),
+    ("timeframe", "VARCHAR", "Candle timeframe of the rows"),
+    ("horizon", "BIGINT", "Bars ahead the label looks"),
+    ("feature_set", "VARCHAR", "Which features: full, no_context or price"),
+    ("f1_macro", "DOUBLE", "Out-of-sample F1 macro of the model"),
+    ("accuracy", "DOUBLE", "Out-of-sample accuracy of the model"),
+    ("log_loss", "DOUBLE", "Out-of-sample log loss of the model"),
+    ("ic", "DOUBLE", "Spearman correlation of the expected score with the forward return; empty when undefined"),
+    ("majority_f1_macro", "DOUBLE", "F1 macro of the majority-class baseline, same rows and folds"),
+    ("majority_accuracy", "DOUBLE", "Accuracy of the majority-class baseline"),
+    ("features", "VARCHAR", "The feature columns, JSON"),
+    ("parameters", "VARCHAR", "LightGBM parameters, JSON"),
+    ("train_start", _INSTANT, "Time of the first row of the deployed fit (UTC)"),
+    ("train_end", _INSTANT, "Time of the last row of the deployed fit (UTC)"),
+    ("train_rows", "BIGINT", "Rows of the deployed fit"),
+    ("data_fingerprint", "VARCHAR", "Hash of the training data"),
+    ("code_version", "VARCHAR", "Hash of the training code"),
+    ("content_hash", "VARCHAR", "SHA-256 of model_text"),
+    ("trained_at", _INSTANT, "When it was trained (UTC)"),
+    ("run_id", "VARCHAR", "The research run that trained it"),
+    ("model_text", "VARCHAR", "The LightGBM model, as text"),
+)
 
 
 def _metric_metadata(frame: pl.DataFrame, id_column: str) -> dict:
@@ -264,6 +292,7 @@ def build_ml_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     "deployed fits on every labelled row: model text, features, parameters, training window, the "
                     "data's fingerprint, code version, content hash and out-of-sample metrics beside the baselines'."
                 ),
+                metadata={COLUMN_SCHEMA: column_schema(MODELS_COLUMNS)},
             ),
             "model_results": dg.AssetOut(
                 key=MODEL_RESULTS_KEY,

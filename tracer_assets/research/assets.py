@@ -9,7 +9,6 @@ import dagster as dg
 import polars as pl
 
 from tracer_assets.market.keys import OHLCV_KEY
-from tracer_assets.metadata import markdown_table
 from tracer_assets.policies import DAILY_FRESHNESS, DUCKDB_POOL, STEP_VALUES_IO
 from tracer_assets.research.backtest import backtest_strategy
 from tracer_assets.research.engine import FillRules
@@ -28,11 +27,36 @@ from tracer_assets.research.spec import builtin_specs, load_spec
 from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.settings import Settings
 from tracer_assets.tables import replace_table, transaction
+from tracer_assets.ui_tables import COLUMN_SCHEMA, column_schema, descriptions_of, frame_table
 
 STRATEGIES_DDL = """CREATE TABLE IF NOT EXISTS research.strategies (
     strategy_id VARCHAR PRIMARY KEY, name VARCHAR, version INTEGER, spec VARCHAR, content_hash VARCHAR,
     origin VARCHAR, parent VARCHAR, status VARCHAR, status_reason VARCHAR, created_at TIMESTAMPTZ,
     updated_at TIMESTAMPTZ)"""
+
+# research.backtests, every column (name, DuckDB type, description); the metrics' definitions are
+# research/metrics.py's (docs/backtesting.md).
+BACKTESTS_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("strategy_id", "VARCHAR", "The strategy (research.strategies)"),
+    ("name", "VARCHAR", "The strategy's name"),
+    ("symbol", "VARCHAR", "Spot symbol, e.g. BTC/USDT"),
+    ("timeframe", "VARCHAR", "Candle timeframe backtested"),
+    ("window", "VARCHAR", "full (default parameters, whole history) or out_of_sample (walk-forward)"),
+    ("parameters", "VARCHAR", "The parameters used, JSON"),
+    ("total_return", "DOUBLE", "Final equity - 1 (equity starts at 1.0)"),
+    ("pnl", "DOUBLE", "Initial capital (10,000 quote) x total_return"),
+    ("win_rate", "DOUBLE", "Trades with pnl > 0 / trades; empty without trades"),
+    ("trades", "BIGINT", "Closed trades"),
+    ("sharpe", "DOUBLE", "Annualized Sharpe ratio of the bar returns; 0 without variance"),
+    ("sortino", "DOUBLE", "Annualized Sortino ratio; empty when no return is negative"),
+    ("max_drawdown", "DOUBLE", "Largest fall of the close-marked equity from its peak, a fraction (0.25 = 25%)"),
+    ("profit_factor", "DOUBLE", "Winning pnl / losing pnl; empty without a losing trade"),
+    ("exposure", "DOUBLE", "Share of bars with a position held"),
+    ("expectancy", "DOUBLE", "Mean trade return after fees; empty without trades"),
+    ("score", "DOUBLE", "The ranking figure: sharpe x min(1, trades / 30) - 2 x max_drawdown"),
+    ("computed_at", "TIMESTAMP WITH TIME ZONE", "When the backtests ran (UTC)"),
+)
+BEST_SHOWN = ("name", "symbol", "timeframe", "score", "total_return", "sharpe", "win_rate", "max_drawdown", "trades")
 
 
 def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
@@ -161,18 +185,14 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "max_drawdown",
         )
         write_backtest_results(settings.research.backtest_json_path, exported)
-        best = oos.sort("score", descending=True, nulls_last=True).head(10)
+        best = oos.sort("score", descending=True, nulls_last=True).head(10).select(BEST_SHOWN)
         context.add_output_metadata(
             {
                 "dagster/row_count": table.height,
                 "backtests": computed["backtests"],
                 "seconds": round(computed["seconds"], 2),
                 "backtest_results_json": str(settings.research.backtest_json_path),
-                "best_out_of_sample": dg.MetadataValue.md(
-                    markdown_table(
-                        best.select("name", "symbol", "timeframe", "score", "total_return", "trades"), "{:.3f}"
-                    )
-                ),
+                "best_out_of_sample": frame_table(best, descriptions_of(BACKTESTS_COLUMNS), float_places=4),
             },
             output_name="backtests",
         )
@@ -190,6 +210,7 @@ def build_research_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     "score in docs/backtesting.md; the score that ranks is the out_of_sample row's. Also written "
                     "to MACRO_BACKTEST_JSON_PATH in the macro orchestrator's shape."
                 ),
+                metadata={COLUMN_SCHEMA: column_schema(BACKTESTS_COLUMNS)},
             ),
             "equity_curves": dg.AssetOut(
                 key=EQUITY_KEY,

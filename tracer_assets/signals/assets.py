@@ -45,6 +45,27 @@ from tracer_assets.signals.scoring import (
     with_predictions,
 )
 from tracer_assets.tables import ensure_table, transaction
+from tracer_assets.ui_tables import COLUMN_SCHEMA, column_schema
+
+# signals.signals, every column (SIGNAL_COLUMNS): name, DuckDB type, description (scoring.py defines them).
+SIGNALS_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("symbol", "VARCHAR", "Spot symbol, e.g. BTC/USDT"),
+    ("timeframe", "VARCHAR", "Candle timeframe"),
+    ("ts", "TIMESTAMP WITH TIME ZONE", "Open time of the newest closed candle, the one scored (UTC)"),
+    ("close", "DOUBLE", "That candle's close"),
+    ("direction", "INTEGER", "Sign of the trend vote: 1 up, -1 down, 0 tied"),
+    ("signal_quality", "DOUBLE", "0-10: how clean a move in that direction is"),
+    ("regime", "VARCHAR", "Bull, Bear or Flat"),
+    ("regime_volatile", "BOOLEAN", "Realized volatility above 1.5 x its 500-bar median"),
+    ("regime_confidence", "DOUBLE", "Confidence in the regime, 0-1"),
+    ("conviction", "DOUBLE", "0-10: quality, regime agreement, calm and the other timeframes' confirmation"),
+    ("rule_label", "VARCHAR", "The rules' label: strong_bull, bull, other, bear or strong_bear"),
+    ("ensemble_label", "VARCHAR", "The weighted vote of every prediction (rules, models, external)"),
+    ("ensemble_confidence", "DOUBLE", "Weight of the predictions agreeing with the label, over all the weight"),
+    ("predictions_used", "BIGINT", "Predictions in the vote"),
+    ("ml_label", "VARCHAR", "The models' ensemble's label, when one was usable"),
+    ("ml_confidence", "DOUBLE", "Its confidence"),
+)
 
 # Compared by the lookahead guard: what a decision reads.
 GUARDED_COLUMNS = (*INDICATOR_COLUMNS, "direction", "signal_quality", "regime", "regime_confidence", "rule_label")
@@ -176,6 +197,7 @@ def build_signal_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 group_name="signals",
                 kinds={"duckdb", "polars"},
                 freshness_policy=loop_freshness(settings),
+                metadata={COLUMN_SCHEMA: column_schema(SIGNALS_COLUMNS)},
             ),
             dg.AssetSpec(
                 HISTORY_KEY,

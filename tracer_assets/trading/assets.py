@@ -58,6 +58,8 @@ from tracer_assets.trading.risk import RiskLimits
 from tracer_assets.trading.secrets import API_KEY_VAR, SECRET_VAR, secrets_to_redact
 from tracer_assets.trading.signal_checks import unpassed_blocking_checks
 from tracer_assets.trading.store import QUOTE, DecisionRow, TradingStore
+from tracer_assets.trading.ui import ORDERS_SCHEMA, PORTFOLIO_SCHEMA, POSITIONS_SCHEMA, execution_metadata
+from tracer_assets.ui_tables import COLUMN_SCHEMA
 
 
 def signal_event(context) -> SignalEvent:
@@ -268,6 +270,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 description="Every order, keyed by its client order id (derived from the decision): "
                 "status, fill price, fee, the risk checks and the config hash. Its internal state, "
                 "trading.paper_state, holds the paper broker's newest snapshot (one row).",
+                metadata={COLUMN_SCHEMA: ORDERS_SCHEMA},
             ),
             dg.AssetSpec(
                 POSITIONS_KEY,
@@ -275,6 +278,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 group_name="trading",
                 kinds={"duckdb"},
                 description="Every position, open and closed, with stop, target and realized PnL.",
+                metadata={COLUMN_SCHEMA: POSITIONS_SCHEMA},
             ),
             dg.AssetSpec(
                 PORTFOLIO_KEY,
@@ -282,6 +286,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 group_name="trading",
                 kinds={"duckdb"},
                 description="One row per decision run: balances, positions marked to the last close, equity.",
+                metadata={COLUMN_SCHEMA: PORTFOLIO_SCHEMA},
             ),
         ],
         name="execution",
@@ -316,6 +321,9 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         _notify(context, notifier, secrets, outcome.rows)
         orders_total, positions_total = store.counts()
         facts = outcome.settlement.facts
+        with store.connection() as connection:  # the pages a trader opens: the newest rows, the equity plot
+            moved = bool(outcome.rows) or bool(facts.get("fills")) or bool(facts.get("reconciled"))
+            shown = execution_metadata(connection, outcome.portfolio["mode"], outcome.settlement.marks, moved)
         yield dg.MaterializeResult(
             asset_key=ORDERS_KEY,
             metadata={
@@ -324,17 +332,20 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 "mode": mode.value,
                 "dagster/row_count": orders_total,
                 **{name: value for name, value in facts.items() if name != "open"},
+                **shown[ORDERS_KEY],
             },
         )
         yield dg.MaterializeResult(
-            asset_key=POSITIONS_KEY, metadata={"open": facts["open"], "dagster/row_count": positions_total}
+            asset_key=POSITIONS_KEY,
+            metadata={"open": facts["open"], "dagster/row_count": positions_total, **shown[POSITIONS_KEY]},
         )
         yield dg.MaterializeResult(
             asset_key=PORTFOLIO_KEY,
             metadata={
                 name: float(outcome.portfolio[name])
                 for name in ("equity", "quote_balance", "realized_pnl", "unrealized_pnl")
-            },
+            }
+            | shown[PORTFOLIO_KEY],
         )
 
     return [decisions, execution]
