@@ -9,6 +9,7 @@ import dagster as dg
 
 from tracer_assets.notify import Notification
 from tracer_assets.resources.notifier import NotifierResource
+from tracer_assets.run_errors import error_line
 
 MAX_STEPS_SHOWN = 5
 
@@ -33,12 +34,10 @@ def failure_notification(job: str, run_id: str, steps: Sequence[tuple[str, str]]
     description="Every failed run: its job, run id, failed steps and their errors, to the configured webhooks.",
 )
 def run_failure_notifier(context: dg.RunFailureSensorContext, notifier: NotifierResource):
-    steps = []
-    for event in context.get_step_failure_events():
-        error = event.step_failure_data.error
-        while error is not None and error.cause is not None:  # Dagster's wrapper first, the user's error last
-            error = error.cause
-        steps.append((event.step_key or "?", error.message if error else ""))
+    steps = [
+        (event.step_key or "?", error_line(event.step_failure_data.error))
+        for event in context.get_step_failure_events()
+    ]
     run = context.dagster_run
     message = failure_notification(run.job_name, run.run_id, steps, context.failure_event.message or "")
     for result in notifier.notifier().notify(message):

@@ -12,11 +12,10 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
-from dagster._core.events import DagsterEventType
 from dagster._core.execution.stats import StepEventStatus
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster_shared.check import CheckError
 
+from tracer_assets.health import asset_checks, asset_freshness
 from tracer_assets.llm.resource import AnthropicResource
 from tracer_assets.market.keys import CANDLES_KEY
 from tracer_assets.ml.keys import MODEL_RESULTS_KEY
@@ -42,6 +41,7 @@ from tracer_assets.reports.report import (
 from tracer_assets.reports.review import REVIEW_SYSTEM_PROMPT, ReviewAnswer, review_prompt, rules_review
 from tracer_assets.research.keys import DESIGNS_KEY, EQUITY_KEY, TUNING_KEY
 from tracer_assets.resources.warehouse import TracerDuckDB
+from tracer_assets.run_errors import step_failures
 from tracer_assets.settings import Settings
 from tracer_assets.tables import create_alias_view, ensure_table, table_exists, transaction
 from tracer_assets.trading.keys import PORTFOLIO_KEY
@@ -68,14 +68,7 @@ def step_statuses(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> li
     """Each step of the run: status, seconds, and for a failure the user's error (not Dagster's wrapper)."""
     if run is None:
         return []
-    errors = {}
-    for record in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE):
-        event = record.dagster_event
-        error = event.step_failure_data.error
-        while error is not None and error.cause is not None:
-            error = error.cause
-        message = (error.message if error else "").strip()
-        errors[event.step_key] = message.splitlines()[0][:500] if message else "failed"
+    errors = dict(step_failures(instance, run.run_id))
     steps = {}
     for stats in instance.get_run_step_stats(run.run_id):
         status = STEP_STATUS.get(stats.status, "not_run")
@@ -105,33 +98,6 @@ def code_location_graph(context: dg.AssetExecutionContext):
         return context.repository_def.asset_graph
     except CheckError:  # "No repository definition was set on the step context"
         return context.job_def.asset_layer.asset_graph
-
-
-def failed_checks(instance: dg.DagsterInstance, asset_graph) -> list[str]:
-    keys = list(asset_graph.asset_check_keys)
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
-    return sorted(
-        key.to_user_string()
-        for key, record in latest.items()
-        if record.status == AssetCheckExecutionRecordStatus.FAILED
-    )
-
-
-def stale_assets(instance: dg.DagsterInstance, asset_graph, now: datetime, exclude=()) -> list[str]:
-    """Assets with a freshness policy whose newest materialization is older than its fail window
-    (or that never materialized), but those in `exclude` (the report itself, being written)."""
-    stale = []
-    for key in asset_graph.get_all_asset_keys():
-        if key in exclude:
-            continue
-        policy = asset_graph.get(key).freshness_policy
-        window = getattr(policy, "fail_window", None)
-        if window is None:
-            continue
-        event = instance.get_latest_materialization_event(key)
-        if event is None or now.timestamp() - event.timestamp > window.to_timedelta().total_seconds():
-            stale.append(key.to_user_string())
-    return sorted(stale)
 
 
 def build_report_assets(settings: Settings, research_job: str) -> list[dg.AssetsDefinition]:
@@ -176,8 +142,13 @@ def build_report_assets(settings: Settings, research_job: str) -> list[dg.Assets
             data = gather.data_counts(connection)
             curves = gather.kept_equity_curves(connection)
             model_f1 = gather.model_f1(connection)
-        data |= {"failed_checks": failed_checks(context.instance, graph), "stale_assets": stale_assets(
-            context.instance, graph, now, exclude=(DAILY_REPORT_KEY,))}  # fmt: skip
+        this = DAILY_REPORT_KEY.to_user_string()  # being written now: not stale for its own report
+        checks = asset_checks(context.instance, graph)
+        freshness = asset_freshness(context.instance, graph, now)
+        data |= {
+            "failed_checks": [c.check for c in checks if c.state in ("failed", "warned")],
+            "stale_assets": [a.asset for a in freshness if a.state == "stale" and a.asset != this],
+        }
         pngs = render_pngs(curves=curves, model_results=model_f1, portfolio=equity)
         plots = write_plots(reports.reports_dir, day.isoformat(), pngs)
         report = build_report(
