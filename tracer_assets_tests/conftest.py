@@ -60,6 +60,21 @@ def bundled_frame(symbol: str, timeframe: str = "5m") -> pl.DataFrame:
     return pl.read_parquet(BUNDLED_REPLAY_DIR / f"{symbol.replace('/', '_')}-{timeframe}.parquet")
 
 
+def write_ohlcv(database: str, symbol: str = "BTC/USDT", timeframe: str = "1h", bars: int = 2000) -> None:
+    """market.ohlcv as a table of the first `bars` bundled candles of one series (what the
+    research assets read), in a new DuckDB file."""
+    import duckdb
+
+    candles = bundled_frame(symbol, timeframe).head(bars).rename({"date": "ts"})
+    with duckdb.connect(database) as connection:
+        connection.execute("CREATE SCHEMA market")
+        connection.register("candles", candles.to_arrow())
+        connection.execute(
+            f"CREATE TABLE market.ohlcv AS SELECT '{symbol}' AS symbol, '{timeframe}' AS timeframe, ts, open, high, "
+            "low, close, volume FROM candles"
+        )
+
+
 # --- a tick's history, shared by the tests that train or research on it -----------------------
 
 HISTORY_START, HISTORY_END = "2024-05-01", "2024-07-14"  # 75 days: 450 4h candles, 320 of them warm-up

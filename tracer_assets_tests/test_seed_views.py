@@ -10,7 +10,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
-from conftest import bundled_frame
+from conftest import write_ohlcv
 
 from tracer_assets.market.keys import OHLCV_KEY
 from tracer_assets.research.assets import build_research_assets
@@ -75,14 +75,7 @@ def test_a_refused_view_rolls_its_tables_write_back():
 
 def test_backtests_keep_their_seed_name_as_a_view(tmp_path):
     database = str(tmp_path / "tracer.duckdb")
-    candles = bundled_frame("BTC/USDT", "1h").head(2000).rename({"date": "ts"})
-    with duckdb.connect(database) as connection:
-        connection.execute("CREATE SCHEMA market")
-        connection.register("candles", candles.to_arrow())
-        connection.execute(
-            "CREATE TABLE market.ohlcv AS SELECT 'BTC/USDT' AS symbol, '1h' AS timeframe, ts, open, high, low, close, "
-            "volume FROM candles"
-        )
+    write_ohlcv(database)
     settings = load_settings({"TRACER_SYMBOLS": "BTC/USDT", "MACRO_BACKTEST_JSON_PATH": str(tmp_path / "bt.json")})
     with dg.DagsterInstance.ephemeral() as instance:
         for _ in range(2):  # the second run replaces the rows and the view

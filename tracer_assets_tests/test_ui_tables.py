@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
-from conftest import bundled_frame
+from conftest import write_ohlcv
 from dagster._serdes import deserialize_value, serialize_value
 
 from tracer_assets.definitions import build_definitions
@@ -146,14 +146,7 @@ def test_every_main_table_declares_a_described_column_schema(tracer_env):
 
 def test_the_backtests_best_out_of_sample_table_has_win_rate_drawdown_and_sharpe(tmp_path):
     database = str(tmp_path / "tracer.duckdb")
-    candles = bundled_frame("BTC/USDT", "1h").head(2000).rename({"date": "ts"})
-    with duckdb.connect(database) as connection:
-        connection.execute("CREATE SCHEMA market")
-        connection.register("candles", candles.to_arrow())
-        connection.execute(
-            "CREATE TABLE market.ohlcv AS SELECT 'BTC/USDT' AS symbol, '1h' AS timeframe, ts, open, high, low, close, "
-            "volume FROM candles"
-        )
+    write_ohlcv(database)
     settings = load_settings({"TRACER_SYMBOLS": "BTC/USDT", "MACRO_BACKTEST_JSON_PATH": str(tmp_path / "bt.json")})
     assets = build_research_assets(settings)
     with dg.DagsterInstance.ephemeral() as instance:
