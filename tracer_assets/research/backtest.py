@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from tracer_assets.research.engine import FillRules, simulate
+from tracer_assets.research.engine import FillRules, SimResult, simulate
 from tracer_assets.research.metrics import METRIC_COLUMNS, metrics
-from tracer_assets.research.rules import evaluate, param_grid
+from tracer_assets.research.rules import Signals, evaluate, param_grid
 from tracer_assets.research.spec import StrategySpec
 from tracer_assets.research.walkforward import rolling_windows, walk_forward
 
@@ -49,6 +49,13 @@ def research_window_stop(n_bars: int) -> int:
 
 def candle_arrays(candles: pl.DataFrame) -> dict[str, np.ndarray]:
     return {c: candles[c].cast(pl.Float64).to_numpy() for c in ("open", "high", "low", "close", "volume")}
+
+
+def simulate_signals(arrays: dict[str, np.ndarray], signals: Signals, rules: FillRules) -> SimResult:
+    """Every combination of `signals` over the candles of `arrays` (candle_arrays), no equity kept."""
+    prices = (arrays[c] for c in ("open", "high", "low", "close"))
+    levels = (signals.stop_loss, signals.take_profit, signals.trailing_stop)
+    return simulate(*prices, signals.entries, signals.exits, *levels, rules=rules)
 
 
 def default_combo(spec: StrategySpec) -> dict:

@@ -106,6 +106,12 @@ class Screen:
     series: Mapping[SeriesKey, pl.DataFrame]
     max_correlation: float
     _entries: dict[tuple[str, SeriesKey], np.ndarray] = field(default_factory=dict)
+    _bodies: dict[str, str] = field(default_factory=dict)  # strategy_id -> body_hash, each computed once
+
+    def body(self, sid: str) -> str:
+        if sid not in self._bodies:
+            self._bodies[sid] = body_hash(self.registry[sid]["spec"])
+        return self._bodies[sid]
 
     def reference(self, timeframe: str) -> SeriesKey | None:
         keys = sorted(key for key in self.series if key[1] == timeframe)
@@ -148,7 +154,7 @@ class Screen:
             return rejected(f"duplicate of {known['name']} ({sid}, {known['status']}): same content hash", spec)
         body = body_hash(spec)
         for other_id, row in self.registry.items():
-            if body_hash(row["spec"]) == body:
+            if self.body(other_id) == body:
                 return rejected(f"a copy of {row['name']} ({other_id}, {row['status']}) under another name", spec)
             if row["name"] == spec.name:
                 return rejected(f"name {spec.name!r} is taken by strategy {other_id}", spec)

@@ -22,8 +22,14 @@ import numpy as np
 import polars as pl
 
 from tracer_assets.features.indicators import sma
-from tracer_assets.research.backtest import MIN_BARS, backtest_strategy, candle_arrays, research_window_stop
-from tracer_assets.research.engine import FillRules, simulate
+from tracer_assets.research.backtest import (
+    MIN_BARS,
+    backtest_strategy,
+    candle_arrays,
+    research_window_stop,
+    simulate_signals,
+)
+from tracer_assets.research.engine import FillRules
 from tracer_assets.research.metrics import metrics
 from tracer_assets.research.rules import evaluate, param_grid
 from tracer_assets.research.selection import ReturnStats, return_stats
@@ -84,11 +90,7 @@ def default_signals(spec: StrategySpec, candles: pl.DataFrame):
 
 
 def _simulate_defaults(spec: StrategySpec, candles: pl.DataFrame, rules: FillRules):
-    arrays = candle_arrays(candles)
-    signals = default_signals(spec, candles)
-    prices = (arrays[c] for c in ("open", "high", "low", "close"))
-    levels = (signals.stop_loss, signals.take_profit, signals.trailing_stop)
-    return simulate(*prices, signals.entries, signals.exits, *levels, rules=rules)
+    return simulate_signals(candle_arrays(candles), default_signals(spec, candles), rules)
 
 
 def research_window_metrics(

@@ -19,8 +19,8 @@ from decimal import Decimal
 import numpy as np
 import polars as pl
 
-from tracer_assets.research.backtest import MIN_BARS, candle_arrays
-from tracer_assets.research.engine import FillRules, simulate
+from tracer_assets.research.backtest import MIN_BARS, candle_arrays, simulate_signals
+from tracer_assets.research.engine import FillRules
 from tracer_assets.research.evaluation import SeriesKey, research_slice
 from tracer_assets.research.metrics import metrics
 from tracer_assets.research.rules import evaluate, param_grid
@@ -88,10 +88,7 @@ def sweep(spec: StrategySpec, series: Mapping[SeriesKey, pl.DataFrame], rules: F
         if candles.height < MIN_BARS or window.height < 2:
             continue
         arrays = candle_arrays(window)
-        signals = evaluate(spec, arrays, grid)
-        prices = (arrays[c] for c in ("open", "high", "low", "close"))
-        levels = (signals.stop_loss, signals.take_profit, signals.trailing_stop)
-        result = simulate(*prices, signals.entries, signals.exits, *levels, rules=rules)
+        result = simulate_signals(arrays, evaluate(spec, arrays, grid), rules)
         totals += metrics(result, timeframe)["score"].fill_null(0.0).to_numpy()
         counted += 1
     if counted == 0:
