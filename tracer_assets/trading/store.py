@@ -463,3 +463,40 @@ class TradingStore:
                 "UPDATE trading.orders SET audited_at = ? WHERE client_order_id IN (SELECT unnest(?))",
                 [now, order_ids],
             )
+
+
+# --- what the UI pages show (trading/ui.py): the newest rows, read after a run's write ----------
+
+
+def read_newest_orders(connection, columns, limit: int) -> pl.DataFrame:
+    """The newest `limit` orders of every mode, newest first."""
+    return connection.sql(
+        f"SELECT {', '.join(columns)} FROM trading.orders ORDER BY ts DESC, client_order_id LIMIT ?", params=[limit]
+    ).pl()
+
+
+def read_recent_positions(connection, columns, closed: int) -> pl.DataFrame:
+    """`state` (open, closed) and `columns` of every open position, then the last `closed` closed
+    ones: open first, each group newest first."""
+    shown = ", ".join(columns)
+    return connection.sql(
+        f"""SELECT CASE WHEN closed_at IS NULL THEN 'open' ELSE 'closed' END AS state, {shown}
+            FROM (SELECT {shown} FROM trading.positions WHERE closed_at IS NULL
+                  UNION ALL
+                  (SELECT {shown} FROM trading.positions WHERE closed_at IS NOT NULL
+                   ORDER BY closed_at DESC, position_id LIMIT ?))
+            ORDER BY closed_at IS NOT NULL, coalesce(closed_at, opened_at) DESC, position_id""",
+        params=[closed],
+    ).pl()
+
+
+def read_newest_portfolio(connection, columns, limit: int) -> pl.DataFrame:
+    """The newest `limit` portfolio rows of every mode, newest first."""
+    return connection.sql(
+        f"SELECT {', '.join(columns)} FROM trading.portfolio ORDER BY ts DESC, mode LIMIT ?", params=[limit]
+    ).pl()
+
+
+def read_equity_history(connection) -> pl.DataFrame:
+    """ts, mode, equity of every portfolio row, oldest first: what the equity plot draws."""
+    return connection.sql("SELECT ts, mode, equity FROM trading.portfolio ORDER BY ts").pl()

@@ -15,13 +15,16 @@ import polars as pl
 from tracer_assets.reports.plots import markdown_image, portfolio_plot
 from tracer_assets.trading.keys import (
     ORDERS_KEY,
-    ORDERS_TABLE,
     PORTFOLIO_KEY,
-    PORTFOLIO_TABLE,
     POSITIONS_KEY,
-    POSITIONS_TABLE,
 )
 from tracer_assets.trading.positions import Position
+from tracer_assets.trading.store import (
+    read_equity_history,
+    read_newest_orders,
+    read_newest_portfolio,
+    read_recent_positions,
+)
 from tracer_assets.ui_tables import column_schema, descriptions_of, frame_table
 
 NEWEST_ORDERS = 20
@@ -108,25 +111,13 @@ _MARK_DESCRIPTIONS = {
 
 def newest_orders(connection, limit: int = NEWEST_ORDERS) -> pl.DataFrame:
     """The newest `limit` orders of every mode, newest first."""
-    return connection.sql(
-        f"SELECT {', '.join(_ORDER_SHOWN)} FROM {ORDERS_TABLE} ORDER BY ts DESC, client_order_id LIMIT ?",
-        params=[limit],
-    ).pl()
+    return read_newest_orders(connection, _ORDER_SHOWN, limit)
 
 
 def shown_positions(connection, mode: str, marks: dict[str, Decimal], closed: int = CLOSED_POSITIONS) -> pl.DataFrame:
     """Every open position (the newest first) then the last `closed` closed ones, with their
     state; the open positions of `mode` marked to `marks` (symbol -> price), exactly."""
-    columns = ", ".join(_POSITION_SHOWN)
-    frame = connection.sql(
-        f"""SELECT CASE WHEN closed_at IS NULL THEN 'open' ELSE 'closed' END AS state, {columns}
-            FROM (SELECT {columns} FROM {POSITIONS_TABLE} WHERE closed_at IS NULL
-                  UNION ALL
-                  (SELECT {columns} FROM {POSITIONS_TABLE} WHERE closed_at IS NOT NULL
-                   ORDER BY closed_at DESC, position_id LIMIT ?))
-            ORDER BY closed_at IS NOT NULL, coalesce(closed_at, opened_at) DESC, position_id""",
-        params=[closed],
-    ).pl()
+    frame = read_recent_positions(connection, _POSITION_SHOWN, closed)
     marked, unrealized = [], []
     for row in frame.iter_rows(named=True):
         mark = marks.get(row["symbol"]) if row["state"] == "open" and row["mode"] == mode else None
@@ -145,14 +136,7 @@ def _position(row: dict) -> Position:
 
 def newest_portfolio(connection, limit: int = NEWEST_PORTFOLIO_ROWS) -> pl.DataFrame:
     """The newest `limit` portfolio rows of every mode, newest first."""
-    return connection.sql(
-        f"SELECT {', '.join(_PORTFOLIO_SHOWN)} FROM {PORTFOLIO_TABLE} ORDER BY ts DESC, mode LIMIT ?", params=[limit]
-    ).pl()
-
-
-def equity_history(connection) -> pl.DataFrame:
-    """ts, mode, equity of every portfolio row, oldest first: what the equity plot draws."""
-    return connection.sql(f"SELECT ts, mode, equity FROM {PORTFOLIO_TABLE} ORDER BY ts").pl()
+    return read_newest_portfolio(connection, _PORTFOLIO_SHOWN, limit)
 
 
 def execution_metadata(
@@ -166,7 +150,7 @@ def execution_metadata(
     portfolio = newest_portfolio(connection)
     plot = {}
     if with_plot:
-        plot = {"equity_over_time": dg.MetadataValue.md(markdown_image(portfolio_plot(equity_history(connection)),
+        plot = {"equity_over_time": dg.MetadataValue.md(markdown_image(portfolio_plot(read_equity_history(connection)),
                                                                      "Accounts' equity"))}  # fmt: skip
     return {
         ORDERS_KEY: {"newest_orders": frame_table(orders, descriptions_of(ORDERS_COLUMNS))},
