@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import ccxt
@@ -13,10 +14,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from tracer_assets.data import BUNDLED_REPLAY_DIR
+from tracer_assets.dev import clock_environment
 from tracer_assets.market.candles import CandleValidationError, candles_from_rows, validate_candles
 from tracer_assets.market.download import fetch_candles
+from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.replay_exchange import ReplayClock, ReplayExchange, pair_to_symbol, read_candle_file
-from tracer_assets.settings import DEFAULT_SYMBOLS
+from tracer_assets.settings import DEFAULT_SYMBOLS, load_settings
 
 UTC = UTC
 FIVE_MIN_MS = 300_000
@@ -398,3 +401,62 @@ def test_a_zero_byte_candle_file_is_refused_naming_the_file_and_the_symbol(tmp_p
     message = str(caught.value)
     assert f"cannot read candle file {tmp_path / f'BTC_USDT-5m.{ext}'}" in message
     assert message.endswith("(the 5m candles of BTC/USDT)")
+
+
+# --- the clock `make dev` runs ------------------------------------------------------------------
+
+
+def test_make_devs_clock_moves_from_three_days_before_the_end_and_serves_new_candles():
+    """The settings make dev adds (tracer_assets/dev.py), read as every process it starts reads
+    them: launched ten and a half minutes ago at 2x, the clock is 21 dataset minutes past its start."""
+    env = {"TRACER_SYMBOLS": "BTC/USDT,ETH/USDT"}
+    launch = datetime.now(UTC) - timedelta(minutes=10, seconds=30)
+    env |= clock_environment(env, launch)
+    start = COMMON_END - timedelta(days=3)
+    assert env["TRACER_REPLAY_START"] == "2024-09-03T04:45:00Z" == f"{start:%Y-%m-%dT%H:%M:%SZ}"
+    assert env["TRACER_REPLAY_SPEED"] == "2"  # 5m candles, a tick every 3 minutes: a candle every 2.5 minutes
+    assert env["TRACER_REPLAY_ANCHOR"] == f"{launch:%Y-%m-%dT%H:%M:%SZ}"
+    exchange = ExchangeResource.from_settings(load_settings(env))
+
+    # 630 wall seconds (plus the anchor's cut second and the test's own time) x 2: 05:06 and a little
+    # more; the next candle closes at 05:10, two wall minutes away, so nothing here races the clock.
+    now = exchange.now()
+    assert start + timedelta(minutes=21) <= now < start + timedelta(minutes=22)
+    rows = exchange.client().fetch_ohlcv("BTC/USDT", "5m", since=ms(start - timedelta(hours=1)), limit=100)
+    served = [datetime.fromtimestamp(row[0] / 1000, tz=UTC) for row in rows]
+    # Nothing from the clock's future: the history make dev stores before launch ends at the start.
+    assert served[-1] == datetime(2024, 9, 3, 5, 0, tzinfo=UTC)
+    assert [t for t in served if t >= start] == [start + timedelta(minutes=m) for m in (0, 5, 10, 15)]
+
+    # A process started later (the daemon's run worker) inherits the anchor: the same time, moving on.
+    later = ExchangeResource.from_settings(load_settings(env))
+    time.sleep(0.01)
+    assert now < later.now() < now + timedelta(seconds=5)
+
+    # At launch (anchor = now) the clock shows the start and no candle after it exists yet.
+    fresh = dict(env, TRACER_REPLAY_ANCHOR=f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}")
+    at_launch = ExchangeResource.from_settings(load_settings(fresh))
+    assert start <= at_launch.now() < start + timedelta(seconds=10)
+    (newest,) = at_launch.client().fetch_ohlcv("BTC/USDT", "5m", limit=1)
+    assert newest[0] == ms(start - timedelta(minutes=5))
+
+
+@pytest.mark.parametrize(("cron", "speed"), [("*/3 * * * *", "2"), ("* * * * *", "5"), ("*/10 * * * *", "1")])
+def test_make_devs_clock_brings_a_new_candle_every_tick_or_sooner(cron, speed):
+    env = {"TRACER_TICK_CRON": cron}
+    assert clock_environment(env, datetime.now(UTC))["TRACER_REPLAY_SPEED"] == speed
+
+
+def test_make_dev_keeps_the_clock_settings_it_is_given_and_sets_none_off_replay():
+    given = {
+        "TRACER_REPLAY_START": "2024-06-01T00:00:00Z",
+        "TRACER_REPLAY_SPEED": "10",
+        "TRACER_REPLAY_ANCHOR": "2031-01-01T00:00:00Z",
+    }
+    assert clock_environment(given, datetime.now(UTC)) == {}
+    launch = datetime(2031, 5, 1, 12, 30, tzinfo=UTC)
+    assert clock_environment({"TRACER_REPLAY_START": "2024-06-01"}, launch) == {
+        "TRACER_REPLAY_SPEED": "2",
+        "TRACER_REPLAY_ANCHOR": "2031-05-01T12:30:00Z",
+    }
+    assert clock_environment({"TRACER_EXCHANGE": "binance"}, launch) == {}

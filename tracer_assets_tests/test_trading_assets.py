@@ -25,6 +25,13 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 CLOCK_START = datetime(2024, 9, 5, 12, 0, tzinfo=UTC)
 
 
+@pytest.fixture
+def tracer_env(tracer_env, monkeypatch):
+    """The scenes here are set for the rules decider (signal quality, conviction, ATR stops)."""
+    monkeypatch.setenv("TRACER_DECIDER", "rules")
+    return tracer_env
+
+
 def run(job: str, **kwargs):
     defs = build_definitions(load_settings())
     with dg.DagsterInstance.get() as instance:

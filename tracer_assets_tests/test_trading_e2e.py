@@ -55,6 +55,13 @@ SERVER_START_SECONDS = 120
 DECISION_SECONDS = 120
 
 
+@pytest.fixture
+def tracer_env(tracer_env, monkeypatch):
+    """The scenes here are set for the rules decider (signal quality, conviction, ATR stops)."""
+    monkeypatch.setenv("TRACER_DECIDER", "rules")
+    return tracer_env
+
+
 def scene_environment(scratch: Path, dagster_home: Path) -> dict[str, str]:
     """The settings of the scene (paths in `scratch`); the caller puts them in the environment."""
     return {

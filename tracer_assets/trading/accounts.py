@@ -302,7 +302,7 @@ class LiveAccount:
         )
 
     def _rebook(self):
-        """The live positions, replayed from every recorded live execution (stop/target from the buy's decision)."""
+        """The live positions, replayed from every recorded live execution (exits from the buy's decision)."""
         executions = [
             Execution(
                 cid,
@@ -313,10 +313,9 @@ class LiveAccount:
                 fee,
                 fee_currency,
                 ts.astimezone(UTC),
-                decimal_or_none(stop),
-                decimal_or_none(target),
+                *(decimal_or_none(level) for level in levels),
             )  # fmt: skip
-            for cid, symbol, side, filled, price, fee, fee_currency, ts, stop, target in self._store.live_executions(
+            for cid, symbol, side, filled, price, fee, fee_currency, ts, *levels in self._store.live_executions(
                 self.mode
             )
         ]

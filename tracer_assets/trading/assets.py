@@ -12,19 +12,22 @@ import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 
 import dagster as dg
 import polars as pl
 
 from tracer_assets.features.keys import INDICATORS_KEY, INDICATORS_TABLE
 from tracer_assets.llm.resource import AnthropicResource
-from tracer_assets.market.keys import CANDLES_KEY
+from tracer_assets.market.keys import CANDLES_KEY, OHLCV_KEY, OHLCV_TABLE
 from tracer_assets.metadata import markdown_table
 from tracer_assets.money import decimal_or_none
 from tracer_assets.notify import format_order_message
 from tracer_assets.policies import DUCKDB_POOL
 from tracer_assets.ranking.keys import STRATEGY_RANKING_KEY, STRATEGY_RANKING_TABLE
-from tracer_assets.research.keys import BACKTESTS_KEY, BACKTESTS_TABLE
+from tracer_assets.research.backtest import candle_arrays
+from tracer_assets.research.keys import BACKTESTS_KEY, BACKTESTS_TABLE, STRATEGIES_KEY, STRATEGIES_TABLE
+from tracer_assets.research.spec import load_spec
 from tracer_assets.resources.ccxt_exchange import spot_market_context
 from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.notifier import NotifierResource
@@ -38,6 +41,7 @@ from tracer_assets.trading.accounts import paper_broker
 from tracer_assets.trading.decide import (
     Decision,
     SignalEvent,
+    decide_by_strategy,
     decision_id,
     exact_confidence,
     kelly_inputs,
@@ -102,6 +106,44 @@ def backtest_stats(connection) -> dict[tuple[str, str], dict]:
     }
 
 
+# Candles the strategy decider reads a spec over: enough for any built-in's indicators to settle.
+STRATEGY_LOOKBACK_BARS = 1000
+
+
+def strategy_book(connection) -> tuple[dict, dict, dict[tuple[str, str], list[dict]]]:
+    """What the strategy decider chooses from: the kept strategies' specs (every active one before
+    the first ranking), every stored spec (a held position's strategy may be archived since), and
+    per (symbol, timeframe) the out-of-sample rows of research.backtests."""
+    if not table_exists(connection, STRATEGIES_TABLE) or not table_exists(connection, BACKTESTS_TABLE):
+        return {}, {}, {}
+    known = {
+        sid: load_spec(spec)
+        for sid, spec in connection.execute(f"SELECT strategy_id, spec FROM {STRATEGIES_TABLE}").fetchall()
+    }
+    if table_exists(connection, STRATEGY_RANKING_TABLE):
+        kept_ids = {
+            row[0]
+            for row in connection.execute(
+                f"SELECT item_id FROM {STRATEGY_RANKING_TABLE} WHERE status = 'kept'"
+            ).fetchall()
+        }
+    else:
+        kept_ids = {
+            row[0]
+            for row in connection.execute(
+                f"SELECT strategy_id FROM {STRATEGIES_TABLE} WHERE status = 'active'"
+            ).fetchall()
+        }
+    rows: dict[tuple[str, str], list[dict]] = {}
+    frame = connection.sql(
+        f"""SELECT symbol, timeframe, strategy_id, score, parameters, win_rate, profit_factor
+            FROM {BACKTESTS_TABLE} WHERE "window" = 'out_of_sample'"""
+    ).pl()
+    for row in frame.iter_rows(named=True):
+        rows.setdefault((row["symbol"], row["timeframe"]), []).append(row)
+    return {sid: spec for sid, spec in known.items() if sid in kept_ids}, known, rows
+
+
 def _rows_by_symbol_timeframe(frame: pl.DataFrame) -> dict[tuple[str, str], dict]:
     return {(row["symbol"], row["timeframe"]): row for row in frame.iter_rows(named=True)}
 
@@ -138,8 +180,11 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 params=[newest, newest],
             ).pl()
             stats = backtest_stats(connection)
+            by_strategy = settings.trading.decider == "strategy"
+            kept, known, out_of_sample = strategy_book(connection) if by_strategy else ({}, {}, {})
         held, free_quote = _holdings(store, settings, mode)
-        bought_on = store.bought_on()
+        bought_by = store.bought_by()
+        bought_on = {cid: timeframe for cid, (timeframe, _, _) in bought_by.items()}
         doubts = unpassed_blocking_checks(context.instance, SIGNALS_KEY, event.run_id, signal_checks)
         # The timeframe a position was bought on ("" if unknown): its label decides the exit.
         held_timeframes = {symbol: bought_on.get(p.position_id) or "" for symbol, p in held.items()}
@@ -162,17 +207,31 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 timeframes,
                 settings.trading.macro_min_win_rate,
             )
-            decision = rules_decision(
-                selection,
-                signals_tf,
-                indicators_tf,
-                prices,
-                held_timeframes.get(symbol),
-                settings.market.base_timeframe,
-                settings.trading.tb_min_signal_quality,
-                settings.trading.tb_min_conviction_score,
-            )
-            source = "rules"
+            picked = None
+            if by_strategy:
+                source = "strategy"
+                position = held.get(symbol)
+                decision, picked = decide_by_strategy(
+                    selection,
+                    None if position is None else bought_by.get(position.position_id, ("", None, None)),
+                    kept,
+                    known,
+                    {tf: out_of_sample.get((symbol, tf), ()) for tf in timeframes},
+                    partial(_candles_until, duckdb, symbol, {tf: row["ts"] for tf, row in signals_tf.items()}, newest),
+                    settings.market.base_timeframe,
+                )
+            else:
+                source = "rules"
+                decision = rules_decision(
+                    selection,
+                    signals_tf,
+                    indicators_tf,
+                    prices,
+                    held_timeframes.get(symbol),
+                    settings.market.base_timeframe,
+                    settings.trading.tb_min_signal_quality,
+                    settings.trading.tb_min_conviction_score,
+                )
             if doubts:  # the signals' own guards did not pass: nothing they say is acted on
                 decision = Decision(symbol, None, Action.HOLD, 0.0, "signals/signals not trusted: " + "; ".join(doubts))
             elif valid_until is None or now > valid_until:  # never traded, whatever the deciders would say
@@ -212,8 +271,19 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                     else settings.trading.order_amount,
                     "config_hash": config_hash,
                     "valid_until": valid_until,
+                    "stop_fraction": decision.stop_fraction,
+                    "target_fraction": decision.target_fraction,
+                    "trailing_stop": decision.trailing_stop,
+                    "strategy_id": decision.strategy_id,
+                    "strategy_parameters": decision.strategy_parameters,
                     # The selected strategy's out-of-sample edge, for Kelly sizing of a buy.
-                    **kelly_inputs(stats.get((symbol, decision.timeframe)) if decision.action is Action.BUY else None),
+                    **kelly_inputs(
+                        _edge(picked, out_of_sample.get((symbol, decision.timeframe), ()))
+                        if picked is not None
+                        else stats.get((symbol, decision.timeframe))
+                        if decision.action is Action.BUY
+                        else None
+                    ),
                 }
             )
             decided.append(decision)
@@ -239,11 +309,19 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
 
     common = dict(
         key=DECISIONS_KEY,
-        deps=[SIGNALS_KEY, SIGNAL_HISTORY_KEY, INDICATORS_KEY, BACKTESTS_KEY, STRATEGY_RANKING_KEY],
+        deps=[
+            SIGNALS_KEY,
+            SIGNAL_HISTORY_KEY,
+            INDICATORS_KEY,
+            BACKTESTS_KEY,
+            STRATEGY_RANKING_KEY,
+            STRATEGIES_KEY,
+            OHLCV_KEY,
+        ],  # fmt: skip
         description=(
             "One decision per symbol for each new signals/signals materialization: the macro selection over "
-            "the timeframes (Bull backtest regime + strong_bull ensemble, highest total PnL), then the rules "
-            "or the LLM decider (TRACER_DECIDER); HOLD with the reason whenever in doubt. Append-only. Also "
+            "the timeframes (Bull backtest regime + strong_bull ensemble, highest total PnL), then the strategy, "
+            "the rules or the LLM decider (TRACER_DECIDER); HOLD with the reason whenever in doubt. Append-only. Also "
             "reads what is held, from the trading group's own tables as the previous execution left them "
             "(trading.orders, trading.positions, trading.portfolio, trading.paper_state): a feedback loop, "
             "not drawn as edges, which would be a cycle."
@@ -349,6 +427,28 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         )
 
     return [decisions, execution]
+
+
+def _candles_until(duckdb: TracerDuckDB, symbol: str, signal_ts: dict, newest, timeframe: str) -> dict:
+    """The symbol's newest STRATEGY_LOOKBACK_BARS candles of `timeframe` up to the newest closed
+    one the signals were computed on (`signal_ts` per timeframe, else `newest`), oldest first."""
+    newest = signal_ts.get(timeframe, newest)
+    with duckdb.get_connection() as connection:
+        frame = connection.sql(
+            f"""SELECT * FROM (SELECT ts, open, high, low, close, volume FROM {OHLCV_TABLE}
+                WHERE symbol = ? AND timeframe = ? AND ts <= ? ORDER BY ts DESC LIMIT {STRATEGY_LOOKBACK_BARS})
+                ORDER BY ts""",
+            params=[symbol, timeframe, newest],
+        ).pl()
+    return candle_arrays(frame)
+
+
+def _edge(picked, rows) -> dict | None:
+    """The picked strategy's out-of-sample win rate and payoff, as backtest_stats gives them."""
+    for row in rows:
+        if row["strategy_id"] == picked.strategy_id:
+            return {"winRate": row["win_rate"], "payoff": payoff_ratio(row["win_rate"], row["profit_factor"])}
+    return None
 
 
 def trading_mode(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[Mode, str]:

@@ -1,4 +1,5 @@
-"""What to do about a new signal, per symbol: the macro selection, then the rules decider.
+"""What to do about a new signal, per symbol: the macro selection, then the strategy or the
+rules decider.
 
 Pure (no Dagster, no I/O). The decisions asset feeds it the new `signals.signals` rows, the
 backtest stats per symbol and timeframe, the newest indicators and what is held.
@@ -8,6 +9,12 @@ a timeframe is a candidate when its backtest stats read as a `Bull` regime
 (`research.macro.regime_from_stats` against MACRO_MIN_WIN_RATE) AND its ensemble label is
 `strong_bull`. Among candidates the one whose stats have the highest total PnL wins. No
 candidate: HOLD, with the reason of every timeframe recorded.
+
+The strategy decider (TRACER_DECIDER=strategy; `strategy_decision`), on the winning timeframe:
+the kept strategy with the best out-of-sample score of the symbol on it (`strategy_call.
+pick_strategy`) is read at the newest closed candle: its entry gives BUY with the spec's stop-loss,
+take-profit and trailing stop as fractions of the fill price (the backtester's levels); held, the
+strategy that bought the position is read on its timeframe and its exit gives SELL.
 
 The rules decider (TRACER_DECIDER=rules), on the winning timeframe's signal:
 - BUY when nothing is held in the symbol, signal_quality >= TB_MIN_SIGNAL_QUALITY and
@@ -22,16 +29,27 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import numpy as np
+
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.money import decimal_or_none
 from tracer_assets.research.macro import regime_from_stats
+from tracer_assets.research.spec import StrategySpec
 from tracer_assets.trading.orders import Action
 from tracer_assets.trading.risk import OrderRequest
+from tracer_assets.trading.strategy_call import (
+    PickedStrategy,
+    StrategyCall,
+    format_combo,
+    parse_combo,
+    pick_strategy,
+    strategy_call,
+)
 
 STOP_ATR = Decimal(2)
 TARGET_ATR = Decimal(3)
@@ -76,6 +94,12 @@ class Decision:
     stop_loss: Decimal | None = None
     take_profit: Decimal | None = None
     size_quote: Decimal | None = None
+    # The strategy decider's: exits as fractions of the fill price, and which strategy decided.
+    stop_fraction: Decimal | None = None
+    target_fraction: Decimal | None = None
+    trailing_stop: Decimal | None = None
+    strategy_id: str | None = None
+    strategy_parameters: str | None = None
 
 
 def macro_selection(
@@ -171,6 +195,79 @@ def rules_decision(
         stop_loss=stop,
         take_profit=price + TARGET_ATR * atr,
     )
+
+
+def strategy_decision(
+    symbol: str,
+    timeframe: str | None,
+    picked: PickedStrategy | None,
+    call: StrategyCall | None,
+    price: Decimal | None,
+    why_not: str = "",
+) -> Decision:
+    """A strategy call (`strategy_call.call_at`) of `picked` on `timeframe` as a decision; HOLD
+    with `why_not` when no strategy or call is there. BUY carries the spec's exits as fractions
+    (confidence 1: the strategy's edge sizes the order, through Kelly)."""
+    if picked is None or call is None or timeframe is None:
+        return Decision(symbol, timeframe, Action.HOLD, 0.0, why_not or "no strategy to read")
+    names = {"strategy_id": picked.strategy_id, "strategy_parameters": format_combo(picked.combo)}
+    reason = f"{timeframe} {picked.strategy_id} {call.reason}"
+    if call.action is Action.HOLD:
+        return Decision(symbol, timeframe, Action.HOLD, 0.0, reason, **names)
+    if price is None:
+        return Decision(symbol, timeframe, Action.HOLD, 0.0, f"{reason}; but no close to price it at", **names)
+    if call.action is Action.SELL:
+        return Decision(symbol, timeframe, Action.SELL, 1.0, reason, price=price, **names)
+    return Decision(
+        symbol,
+        timeframe,
+        Action.BUY,
+        1.0,
+        reason,
+        price=price,
+        stop_fraction=decimal_or_none(call.stop_loss),
+        target_fraction=decimal_or_none(call.take_profit),
+        trailing_stop=decimal_or_none(call.trailing_stop),
+        **names,
+    )
+
+
+def decide_by_strategy(
+    selection: Selection,
+    held_by: tuple[str, str | None, str | None] | None,
+    kept: Mapping[str, StrategySpec],
+    known: Mapping[str, StrategySpec],
+    out_of_sample: Mapping[str, Iterable[Mapping]],
+    candles: Callable[[str], Mapping[str, np.ndarray]],
+    base_timeframe: str,
+) -> tuple[Decision, PickedStrategy | None]:
+    """The strategy decider for one symbol. Flat: the best kept strategy on the selected
+    timeframe (`out_of_sample`: research.backtests rows of the symbol per timeframe) at its newest
+    candle. Held (`held_by`: the buy's timeframe, strategy id and parameters): the strategy that
+    bought it, on its timeframe (the best kept one there when the buy was not a strategy's).
+    `candles(timeframe)`: the symbol's candles up to the newest closed one, oldest first."""
+    symbol = selection.symbol
+    if held_by is not None:
+        timeframe, sid, parameters = held_by
+        timeframe = timeframe or base_timeframe
+        if sid in known and parameters is not None:
+            spec = known[sid]
+            picked = PickedStrategy(sid, spec, parse_combo(spec, parameters), None)
+        else:
+            picked = pick_strategy(kept, out_of_sample.get(timeframe, ()))
+        why_not = f"held; no kept strategy with an out-of-sample score on {symbol} {timeframe} to exit by"
+    else:
+        timeframe = selection.timeframe
+        if timeframe is None:
+            return Decision(symbol, None, Action.HOLD, 0.0, f"no timeframe selected: {selection.reason}"), None
+        picked = pick_strategy(kept, out_of_sample.get(timeframe, ()))
+        why_not = f"{timeframe} selected, but no kept strategy has an out-of-sample score on {symbol} {timeframe}"
+    if picked is None:
+        return Decision(symbol, timeframe, Action.HOLD, 0.0, why_not), None
+    arrays = candles(timeframe)
+    call = strategy_call(picked.spec, picked.combo, arrays, held_by is not None)
+    price = decimal_or_none(float(arrays["close"][-1])) if len(arrays["close"]) else None
+    return strategy_decision(symbol, timeframe, picked, call, price), picked
 
 
 def signal_valid_until(signals: Iterable[Mapping], max_age_seconds: float) -> datetime | None:

@@ -21,7 +21,7 @@ from tracer_assets.money import decimal_or_none
 from tracer_assets.trading.decide import SignalEvent, order_request, stale_at_execution
 from tracer_assets.trading.orders import Action, Mode, OrderTicket, client_order_id
 from tracer_assets.trading.positions import Position
-from tracer_assets.trading.risk import MarketRules, RiskLimits, RiskState, assess, capped
+from tracer_assets.trading.risk import MarketRules, RiskLimits, RiskState, RiskVerdict, assess, capped
 from tracer_assets.trading.store import OrderRow, PortfolioRow, TradingStore, order_row, portfolio_row
 
 
@@ -41,18 +41,37 @@ class Intent:
     target: Decimal | None = None
     size: Decimal | None = None  # quote currency the decider asked for
     exit: str | None = None
+    # A buy's exits as fractions of its fill price (the strategy decider), set when it fills.
+    stop_fraction: Decimal | None = None
+    target_fraction: Decimal | None = None
+    trailing_stop: Decimal | None = None
 
     @classmethod
     def of_decision(cls, decision: Mapping) -> Intent:
         side = Action(decision["action"]).side
+
+        def exit_level(name: str) -> Decimal | None:
+            return decimal_or_none(decision.get(name)) if side == "buy" else None
+
         return cls(
             decision=decision,
             side=side,
             price=decimal_or_none(decision["price"]),
-            stop=decimal_or_none(decision["stop_loss"]) if side == "buy" else None,
-            target=decimal_or_none(decision["take_profit"]) if side == "buy" else None,
+            stop=exit_level("stop_loss"),
+            target=exit_level("take_profit"),
             size=decimal_or_none(decision["size_quote"]),
+            stop_fraction=exit_level("stop_fraction"),
+            target_fraction=exit_level("target_fraction"),
+            trailing_stop=exit_level("trailing_stop"),
         )
+
+    def ticket(self, cid: str, verdict: RiskVerdict, signal_storage_id: int) -> OrderTicket:
+        """The order the risk manager approved (`verdict`), as a broker takes it."""
+        return OrderTicket(
+            cid, self.decision["symbol"], self.side, verdict.amount, verdict.price, self.stop, self.target,
+            self.decision["decision_id"], signal_storage_id, self.stop_fraction, self.target_fraction,
+            self.trailing_stop,
+        )  # fmt: skip
 
 
 @dataclass
@@ -147,11 +166,7 @@ def execute(
         if refusal:
             row["reason"] = refusal
         elif verdict is not None and verdict.approved:
-            ticket = OrderTicket(
-                cid, symbol, intent.side, verdict.amount, verdict.price, intent.stop, intent.target,
-                intent.decision["decision_id"], event.storage_id,
-            )  # fmt: skip
-            row = broker.submit(ticket, row)
+            row = broker.submit(intent.ticket(cid, verdict, event.storage_id), row)
             if intent.exit:
                 row["reason"] = " / ".join(filter(None, [intent.exit, row["reason"]]))
         elif intent.exit:

@@ -14,8 +14,8 @@ Fees, as the exchange charges them (exact, no guessing):
 - in a third currency (BNB) or unknown: the amounts are untouched and the fee is left out of
   the PnL, which therefore reads slightly high; `book_positions` says so in `notes`.
 
-`exit_trigger` is the tick-side watch of a live position's stop and target: the exchange
-holds no stop order, so a candle that touched either level sends a market sell on the next
+`exit_trigger` is the tick-side watch of a live position's stop, target and trailing stop: the
+exchange holds no stop order, so a candle that touched a level sends a market sell on the next
 decision run (the fill is the market price then, not the level: worse than a resting stop
 when the price runs away, which docs/trading.md states).
 """
@@ -28,12 +28,20 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 from tracer_assets.money import EXACT, to_scale
-from tracer_assets.trading.positions import Position, bought_into, sold_from
+from tracer_assets.trading.positions import (
+    Position,
+    bought_into,
+    exit_on_candle,
+    levels_from_fill,
+    sold_from,
+    watched,
+)
 
 
 @dataclass(frozen=True)
 class Execution:
-    """One of our orders as the exchange reported it, with the stop/target its decision set."""
+    """One of our orders as the exchange reported it, with the exits its decision set (levels, or
+    fractions of the fill price)."""
 
     client_order_id: str
     symbol: str
@@ -45,6 +53,9 @@ class Execution:
     ts: datetime
     stop_loss: Decimal | None = None
     take_profit: Decimal | None = None
+    stop_fraction: Decimal | None = None
+    target_fraction: Decimal | None = None
+    trailing_stop: Decimal | None = None
 
 
 @dataclass
@@ -120,6 +131,7 @@ def _buy(
     book: Book, open_by_symbol: dict, execution: Execution, received: Decimal, cost: Decimal, fee: Decimal
 ) -> None:
     index = open_by_symbol.get(execution.symbol)
+    stop, target = levels_from_fill(execution.average_price, execution.stop_fraction, execution.target_fraction)
     position = bought_into(
         None if index is None else book.positions[index],
         execution.client_order_id,
@@ -128,9 +140,10 @@ def _buy(
         execution.average_price,
         cost,
         fee,
-        execution.stop_loss,
-        execution.take_profit,
+        execution.stop_loss if stop is None else stop,
+        execution.take_profit if target is None else target,
         execution.ts,
+        execution.trailing_stop,
     )
     if index is None:
         open_by_symbol[execution.symbol] = len(book.positions)
@@ -171,14 +184,16 @@ def _sell(
 def exit_trigger(
     position: Position, candles: Iterable[tuple[datetime, Decimal, Decimal]]
 ) -> tuple[str, datetime] | None:
-    """("stop" | "target", the candle's open time) for the first candle (open time, high, low)
-    opening at or after the position's entry that touched its stop or target; None otherwise.
-    The stop first when one candle touched both (the path inside a candle is unknown)."""
+    """("stop" | "trailing" | "target", the candle's open time) for the first candle (open time,
+    high, low) opening at or after the position's entry that touched one of its exits, by
+    `positions.exit_on_candle` (the stop first when one candle touched both; the trailing peak
+    made of the candles before); None otherwise. The open is not read here: the low stands for
+    it (the pessimistic reading), and the market sell fills at the price of the moment anyway."""
     for ts, high, low in sorted(candles):
         if ts < position.opened_at:
             continue
-        if position.stop_loss is not None and low <= position.stop_loss:
-            return "stop", ts
-        if position.take_profit is not None and high >= position.take_profit:
-            return "target", ts
+        touched = exit_on_candle(position, low, high, low)
+        if touched is not None:
+            return touched[0], ts
+        position = watched(position, high)
     return None

@@ -39,7 +39,7 @@ class Action(StrEnum):
 OrderStatus = Literal["pending", "filled", "rejected", "canceled"]
 ORDER_STATUSES: tuple[str, ...] = ("pending", "filled", "rejected", "canceled")
 SIDES: tuple[str, ...] = ("buy", "sell")
-FILL_REASONS: tuple[str, ...] = ("entry", "signal", "stop", "target")
+FILL_REASONS: tuple[str, ...] = ("entry", "signal", "stop", "target", "trailing")
 
 # Binance's rule for client order ids (other exchanges accept a superset of it).
 CLIENT_ORDER_ID_PATTERN = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
@@ -84,6 +84,11 @@ class OrderTicket:
     take_profit: Decimal | None
     decision_id: str
     signal_storage_id: int
+    # A buy's exits as fractions of its fill price (the strategy decider's, the spec's own),
+    # set when it fills, as the backtester does; instead of stop_loss / take_profit, not with them.
+    stop_fraction: Decimal | None = None
+    target_fraction: Decimal | None = None
+    trailing_stop: Decimal | None = None  # a fraction below the highest price since the fill
 
     def __post_init__(self) -> None:
         if not isinstance(self.client_order_id, str) or not CLIENT_ORDER_ID_PATTERN.match(self.client_order_id):
@@ -107,6 +112,20 @@ class OrderTicket:
             raise ValueError(
                 f"{self.client_order_id}: a sell closes a long position; stop_loss/take_profit belong to buys"
             )
+        fractions = {"stop_fraction": 1, "target_fraction": None, "trailing_stop": 1}
+        for name, upper in fractions.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if self.side == "sell":
+                raise ValueError(f"{self.client_order_id}: a sell closes a long position; {name} belongs to buys")
+            exact(value, name, positive=True)
+            if upper is not None and value >= upper:
+                raise ValueError(f"{self.client_order_id}: {name}={value} must be below 1 (a fraction of the price)")
+        if self.stop_fraction is not None and self.stop_loss is not None:
+            raise ValueError(f"{self.client_order_id}: give the stop as stop_loss or as stop_fraction, not both")
+        if self.target_fraction is not None and self.take_profit is not None:
+            raise ValueError(f"{self.client_order_id}: give the target as take_profit or as target_fraction, not both")
         stop, target, price = self.stop_loss, self.take_profit, self.price
         if stop is not None and target is not None and not stop < target:
             raise ValueError(f"{self.client_order_id}: stop_loss={stop} must be below take_profit={target}")
@@ -136,5 +155,5 @@ class Fill:
     fee: Decimal
     fee_currency: str
     ts: datetime  # the candle's open time (the instant the price existed)
-    reason: str  # "entry" (a buy), "signal" (a sell order), "stop", "target"
+    reason: str  # "entry" (a buy), "signal" (a sell order), "stop", "target", "trailing"
     position_id: str | None = None  # the position it opened, added to or reduced

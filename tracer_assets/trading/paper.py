@@ -12,9 +12,11 @@ Fill rules (the same as the backtester's, written out in docs/trading.md):
   holds exactly the amount bought (Binance takes a buy's fee in the base asset unless paid in
   BNB; quote on both sides keeps stop and target exits selling exactly what was bought).
 - After the candle's pending orders, the open long position of the symbol is checked against
-  that candle: stop-loss when low <= stop, take-profit when high >= target, at their price;
-  at the open when the open already gapped through; the stop first when both are inside the
-  candle (the pessimistic choice: the path inside a candle is unknown). Slippage applies to
+  that candle by the backtester's rules 2-4 (`positions.exit_on_candle`): an open beyond the
+  target or the stop fills at the open; else the stop when low <= stop, at its level, before a
+  target inside the same candle (the path inside a candle is unknown); else the target when
+  high >= target. A trailing stop's peak is the fill price and the highs of the candles before
+  the one checked. Levels given as fractions are set from the fill price. Slippage applies to
   every fill, exits included (the backtester's rule 5).
 - Spot, long only: a buy opens or adds to the symbol's position; a sell reduces it (first
   the position, then any other holding of the base currency); selling more than is held,
@@ -36,7 +38,14 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, Invali
 
 from tracer_assets.money import BPS, EXACT, exact, to_decimal, to_scale
 from tracer_assets.trading.orders import Fill, OrderTicket, check_symbol
-from tracer_assets.trading.positions import Position, bought_into, sold_from
+from tracer_assets.trading.positions import (
+    Position,
+    bought_into,
+    exit_on_candle,
+    levels_from_fill,
+    sold_from,
+    watched,
+)
 
 
 class PaperStateError(ValueError):
@@ -65,6 +74,9 @@ class PaperOrder:
     reason: str | None = None  # why it was rejected or canceled
     fill_price: Decimal | None = None
     fee: Decimal | None = None
+    stop_fraction: Decimal | None = None  # exits as fractions of the fill price (OrderTicket)
+    target_fraction: Decimal | None = None
+    trailing_stop: Decimal | None = None
 
 
 class PaperBroker:
@@ -197,6 +209,9 @@ class PaperBroker:
             status="pending",
             submitted_at=now,
             updated_at=now,
+            stop_fraction=ticket.stop_fraction,
+            target_fraction=ticket.target_fraction,
+            trailing_stop=ticket.trailing_stop,
         )
         refusal = self._refusal(ticket)
         if refusal is not None:
@@ -328,6 +343,11 @@ class PaperBroker:
 
     def _add_to_position(self, order: PaperOrder, price: Decimal, cost: Decimal, fee: Decimal, ts: datetime) -> str:
         position_id = self._open_position.get(order.symbol)
+        stop, target = order.stop_loss, order.take_profit
+        if order.stop_fraction is not None or order.target_fraction is not None:
+            from_fill = levels_from_fill(price, order.stop_fraction, order.target_fraction)
+            stop = from_fill[0] if order.stop_fraction is not None else stop
+            target = from_fill[1] if order.target_fraction is not None else target
         position = bought_into(
             None if position_id is None else self._positions[position_id],
             order.client_order_id,
@@ -336,9 +356,10 @@ class PaperBroker:
             price,
             cost,
             fee,
-            order.stop_loss,
-            order.take_profit,
+            stop,
+            target,
             ts,
+            order.trailing_stop,
         )
         self._open_position[order.symbol] = position.position_id
         self._positions[position.position_id] = position
@@ -364,17 +385,11 @@ class PaperBroker:
         if position_id is None:
             return []
         position = self._positions[position_id]
-        stop, target = position.stop_loss, position.take_profit
-        if stop is not None and o <= stop:
-            reason, price = "stop", self._slipped(o, "sell")  # gapped through: the open is the first price
-        elif target is not None and o >= target:
-            reason, price = "target", self._slipped(o, "sell")
-        elif stop is not None and low <= stop:
-            reason, price = "stop", self._slipped(stop, "sell")  # stop first when both are inside the candle
-        elif target is not None and h >= target:
-            reason, price = "target", self._slipped(target, "sell")
-        else:
+        touched = exit_on_candle(position, o, h, low)
+        if touched is None:
+            self._positions[position_id] = watched(position, h)
             return []
+        reason, price = touched[0], self._slipped(touched[1], "sell")
         with localcontext(EXACT):
             notional = to_scale(position.amount * price, ROUND_FLOOR)
             fee = to_scale(notional * self.fee_rate, ROUND_CEILING)

@@ -44,18 +44,21 @@ TABLE: tuple[Row, ...] = (
     ("TRACER_SANDBOX", "0", "1: live orders go to the exchange's sandbox (testnet) through ccxt's sandbox mode."),
     (
         "TRACER_DECIDER",
-        "rules",
+        "strategy",
         (
+            "`strategy` (the kept strategy with the best out-of-sample score on the timeframe the macro selection "
+            "picked, read at the newest closed candle: its entry buys with the spec's stops, its exit sells), "
             "`rules` (thresholds `TB_MIN_SIGNAL_QUALITY`, `TB_MIN_CONVICTION_SCORE`) or `llm` "
             "(the anthropic client; key from `ANTHROPIC_API_KEY` through Dagster's `EnvVar`)."
         ),
     ),
     (
         "ORDER_AMOUNT",
-        "10",
+        "100",
         (
-            "The order size (quote currency) the rules decider asks for; "
-            "the risk manager sizes within the smaller of it (or the LLM's size) and `MAX_ORDER_AMOUNT`."
+            "The order size (quote currency) the strategy and rules deciders ask for; "
+            "the risk manager sizes within the smaller of it (or the LLM's size) and `MAX_ORDER_AMOUNT`, "
+            "and Kelly scales it down: at 10, half Kelly of a typical edge fell below `MIN_ALLOWED_ORDER_AMOUNT`."
         ),
     ),
     ("MIN_ALLOWED_ORDER_AMOUNT", "5", "Smallest order size in quote currency; smaller orders are refused."),
@@ -101,7 +104,7 @@ TABLE: tuple[Row, ...] = (
         (
             "Risk: a buy's size is multiplied by this fraction of full Kelly, from the selected strategy's "
             "out-of-sample win rate and payoff (profit factor); no edge means no buy. Half Kelly of a typical "
-            "edge is 10-20% of the order: raise `ORDER_AMOUNT` so that it clears `MIN_ALLOWED_ORDER_AMOUNT`."
+            "edge is 5-20% of the order (5-20 USDT of the default 100), which must clear `MIN_ALLOWED_ORDER_AMOUNT`."
         ),
     ),
     (
@@ -174,7 +177,7 @@ def load(env: Mapping[str, str], base_timeframe_seconds: int) -> TradingSettings
         enable_live=flag(env, "ENABLE_LIVE", DEFAULTS["ENABLE_LIVE"] == "1"),
         is_live=flag(env, "IS_LIVE", DEFAULTS["IS_LIVE"] == "1"),
         sandbox=flag(env, "TRACER_SANDBOX", DEFAULTS["TRACER_SANDBOX"] == "1"),
-        decider=choice(env, "TRACER_DECIDER", DEFAULTS["TRACER_DECIDER"], ("rules", "llm")),
+        decider=choice(env, "TRACER_DECIDER", DEFAULTS["TRACER_DECIDER"], ("strategy", "rules", "llm")),
         order_amount=positive("ORDER_AMOUNT", _decimal(env, "ORDER_AMOUNT", DEFAULTS["ORDER_AMOUNT"])),
         min_allowed_order_amount=positive(
             "MIN_ALLOWED_ORDER_AMOUNT", _decimal(env, "MIN_ALLOWED_ORDER_AMOUNT", DEFAULTS["MIN_ALLOWED_ORDER_AMOUNT"])

@@ -45,7 +45,8 @@ DDL = (
 # Added after the first release of each table (existing files migrate on the next run):
 # what a live exchange reports of an order; the signals run behind a decision or order (storage
 # ids restart in every Dagster instance, run ids do not); the instant past which a decision's
-# signal is too old to trade; when a row reached the audit files.
+# signal is too old to trade; when a row reached the audit files; a buy's exits as fractions of
+# its fill price (the strategy decider) and a position's trailing stop with its peak.
 COLUMNS_ADDED = {
     "trading.orders": (
         ("exchange_order_id", "VARCHAR"),
@@ -60,6 +61,15 @@ COLUMNS_ADDED = {
         ("audited_at", "TIMESTAMPTZ"),
         ("win_rate", "DOUBLE"),
         ("payoff_ratio", "DOUBLE"),
+        ("stop_fraction", "DECIMAL(38, 18)"),
+        ("target_fraction", "DECIMAL(38, 18)"),
+        ("trailing_stop", "DECIMAL(38, 18)"),
+        ("strategy_id", "VARCHAR"),
+        ("strategy_parameters", "VARCHAR"),
+    ),
+    "trading.positions": (
+        ("trailing_stop", "DECIMAL(38, 18)"),
+        ("peak", "DECIMAL(38, 18)"),
     ),
 }
 
@@ -111,6 +121,11 @@ class DecisionRow(TypedDict):
     valid_until: datetime | None
     win_rate: float | None
     payoff_ratio: float | None
+    stop_fraction: Decimal | None
+    target_fraction: Decimal | None
+    trailing_stop: Decimal | None
+    strategy_id: str | None
+    strategy_parameters: str | None
 
 
 class OrderRow(TypedDict, total=False):
@@ -257,13 +272,17 @@ class TradingStore:
 
     def bought_on(self) -> dict[str, str]:
         """Client order id of every buy -> the timeframe its decision was made on."""
+        return {cid: timeframe for cid, (timeframe, _, _) in self.bought_by().items()}
+
+    def bought_by(self) -> dict[str, tuple[str, str | None, str | None]]:
+        """Client order id of every buy -> (timeframe, strategy id, parameters) of its decision;
+        the strategy is None for a buy of the rules or LLM decider."""
         with self.connection() as connection:
-            return dict(
-                connection.execute(
-                    """SELECT o.client_order_id, d.timeframe FROM trading.orders o
-                       JOIN trading.decisions d USING (decision_id) WHERE o.side = 'buy'"""
-                ).fetchall()
-            )
+            rows = connection.execute(
+                """SELECT o.client_order_id, d.timeframe, d.strategy_id, d.strategy_parameters
+                   FROM trading.orders o JOIN trading.decisions d USING (decision_id) WHERE o.side = 'buy'"""
+            ).fetchall()
+        return {cid: (timeframe, sid, params) for cid, timeframe, sid, params in rows}
 
     def decided_intents(self) -> dict[str, tuple[str, SignalEvent]]:
         """Every client order id this deployment could have sent, from its recorded decisions (one
@@ -330,7 +349,7 @@ class TradingStore:
         with self.connection() as connection:
             return connection.execute(
                 """SELECT o.client_order_id, o.symbol, o.side, o.filled, o.price, o.fee, o.fee_currency, o.ts,
-                          d.stop_loss, d.take_profit
+                          d.stop_loss, d.take_profit, d.stop_fraction, d.target_fraction, d.trailing_stop
                    FROM trading.orders o
                    LEFT JOIN trading.decisions d ON d.decision_id = o.decision_id AND o.side = 'buy'
                    WHERE o.mode = ? AND o.filled > 0 AND o.price IS NOT NULL""",

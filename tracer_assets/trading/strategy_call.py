@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracer_assets.research.rules import evaluate, param_grid
+from tracer_assets.research.rules import Signals, evaluate, param_grid
 from tracer_assets.research.spec import StrategySpec
 from tracer_assets.trading.orders import Action
 
@@ -44,6 +44,11 @@ class PickedStrategy:
 
 def _fraction(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
+
+
+def format_combo(combo: Mapping) -> str:
+    """The inverse of `parse_combo`: 'fast=10,slow=40', as research.backtests stores a choice."""
+    return ",".join(f"{name}={value}" for name, value in combo.items())
 
 
 def parse_combo(spec: StrategySpec, text: str) -> dict:
@@ -75,15 +80,36 @@ def pick_strategy(kept: Mapping[str, StrategySpec], out_of_sample_rows: Iterable
     return PickedStrategy(best["strategy_id"], spec, parse_combo(spec, newest), best["score"])
 
 
-def strategy_call(spec: StrategySpec, combo: Mapping, candles: Mapping[str, np.ndarray], held: bool) -> StrategyCall:
-    """The spec at the close of the last candle (oldest first; open, high, low, close, volume).
-    `held`: a position of this symbol is open. Never raises for too few candles: HOLD says so."""
+@dataclass(frozen=True)
+class StrategySignals:
+    """A spec's signals at one combination over a candle series (rules.evaluate, one column)."""
+
+    label: str  # "name(param=value, ...)"
+    signals: Signals
+
+    @property
+    def bars(self) -> int:
+        return self.signals.entries.shape[0]
+
+
+def strategy_signals(spec: StrategySpec, combo: Mapping, candles: Mapping[str, np.ndarray]) -> StrategySignals:
+    """Evaluate the spec once over the candles (oldest first). Each bar's signals use only the
+    candles up to it (the rules' causality, tested against lookahead), so a replay may compute
+    them once for the whole series and read them bar by bar (`call_at`)."""
     grid = param_grid(spec, {name: [value] for name, value in combo.items()})
-    label = f"{spec.name}({', '.join(f'{k}={v}' for k, v in sorted(grid[0].items()))})"
-    if len(candles["close"]) < 2:
+    return StrategySignals(_label(spec, grid[0]), evaluate(spec, candles, grid))
+
+
+def _label(spec: StrategySpec, combo: Mapping) -> str:
+    return f"{spec.name}({', '.join(f'{k}={v}' for k, v in sorted(combo.items()))})"
+
+
+def call_at(computed: StrategySignals, bar: int, held: bool) -> StrategyCall:
+    """What the spec says at the close of `bar`; `held`: a position of this symbol is open."""
+    label, signals = computed.label, computed.signals
+    if bar < 1:
         return StrategyCall(Action.HOLD, f"{label}: fewer than 2 candles")
-    signals = evaluate(spec, candles, grid)
-    entry, exit_ = bool(signals.entries[-1, 0]), bool(signals.exits[-1, 0])
+    entry, exit_ = bool(signals.entries[bar, 0]), bool(signals.exits[bar, 0])
     if held:
         if exit_:
             return StrategyCall(Action.SELL, f"{label}: exit rule true at the close, held")
@@ -97,3 +123,12 @@ def strategy_call(spec: StrategySpec, combo: Mapping, candles: Mapping[str, np.n
             trailing_stop=_fraction(signals.trailing_stop[0]),
         )
     return StrategyCall(Action.HOLD, f"{label}: flat, entry rule false")
+
+
+def strategy_call(spec: StrategySpec, combo: Mapping, candles: Mapping[str, np.ndarray], held: bool) -> StrategyCall:
+    """The spec at the close of the last candle (oldest first; open, high, low, close, volume).
+    `held`: a position of this symbol is open. Never raises for too few candles: HOLD says so."""
+    if len(candles["close"]) < 2:
+        return StrategyCall(Action.HOLD, f"{_label(spec, combo)}: fewer than 2 candles")
+    computed = strategy_signals(spec, combo, candles)
+    return call_at(computed, computed.bars - 1, held)

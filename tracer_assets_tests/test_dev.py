@@ -1,0 +1,66 @@
+"""`make dev`'s files (tracer_assets/dev.py): its own instance and DuckDB file, holding market
+data only up to the replay clock, started afresh when an earlier session's clock ran past it.
+The clock itself is tested in test_replay_exchange.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import duckdb
+from conftest import clean_tracer_environment
+
+from tracer_assets.dev import clock_environment, dev_files, history_range, newest_candle_close, prepare
+from tracer_assets.settings import load_settings
+
+DATA_END = datetime(2024, 9, 6, 4, 45, tzinfo=UTC)  # the common end of the bundled BTC and ETH
+
+
+def dev_environment(tmp_path, monkeypatch, **given: str) -> dict[str, str]:
+    """What main() puts in the environment before prepare(): the files, then the clock."""
+    clean_tracer_environment(monkeypatch)
+    env = {"TRACER_SYMBOLS": "BTC/USDT", "TRACER_START_DATE": "2024-08-31", **given, **dev_files(tmp_path / "replay")}
+    env |= clock_environment(env, datetime.now(UTC))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def stored(database: str) -> tuple[int, datetime]:
+    with duckdb.connect(database, read_only=True) as connection:
+        count, newest = connection.execute("SELECT count(*), max(ts) FROM market.candles").fetchall()[0]
+    return count, newest.astimezone(UTC)
+
+
+def runs(env: dict[str, str]) -> int:
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        return len(instance.get_runs())
+
+
+def test_make_dev_stores_history_up_to_its_clock_and_starts_afresh_after_a_later_clock(tmp_path, monkeypatch):
+    folder = tmp_path / "replay"
+    env = dev_environment(tmp_path, monkeypatch)
+    prepare(folder, env)
+    start = DATA_END - timedelta(days=3)
+    # Every day from TRACER_START_DATE up to the clock's start, nothing after it.
+    count, newest = stored(env["TRACER_DUCKDB_PATH"])
+    assert newest == start - timedelta(minutes=5)
+    assert count == (start - datetime(2024, 8, 31, tzinfo=UTC)) // timedelta(minutes=5)
+    assert (folder / "dagster" / "dagster.yaml").exists() and runs(env) == 1
+
+    # Launched again with the clock a day earlier: the file holds that clock's future, so it is
+    # started afresh (its instance too) and filled up to the new start only.
+    env = dev_environment(tmp_path, monkeypatch, TRACER_REPLAY_START="2024-09-02T00:00:00Z")
+    prepare(folder, env)
+    count, newest = stored(env["TRACER_DUCKDB_PATH"])
+    assert newest == datetime(2024, 9, 1, 23, 55, tzinfo=UTC)
+    assert count == 2 * 288 and runs(env) == 1
+
+
+def test_a_file_with_candles_continues_from_its_newest_day(tmp_path, monkeypatch):
+    env = dev_environment(tmp_path, monkeypatch)
+    settings = load_settings(env)
+    now = datetime(2024, 9, 4, 1, 0, tzinfo=UTC)
+    assert history_range(settings, now, None) == ("2024-08-31", "2024-09-04")
+    assert history_range(settings, now, datetime(2024, 9, 3, 0, 0, tzinfo=UTC)) == ("2024-09-02", "2024-09-04")
+    assert newest_candle_close(tmp_path / "none.duckdb", 300) is None
