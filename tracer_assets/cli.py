@@ -4,6 +4,8 @@ tracer pool                    who holds the duckdb pool's slot, and whether its
 tracer pool --free RUN_ID      mark a dead run failed and free its slot (refused while its process lives)
 tracer health                  assets' freshness, the last tick and decision runs, the daemon, failed checks,
                                open positions; exit 0 healthy, 1 unhealthy (each reason printed), 2 config error
+tracer forward                 replay a window candle by candle through the strategy decider, the risk manager
+                               and the paper broker; trades, PnL, drawdown, buy-and-hold, parity with the backtest
 """
 
 from __future__ import annotations
@@ -109,6 +111,17 @@ def notify_command(report, secrets: list[str]) -> list[dict]:
     return [{"channel": r.channel, "ok": r.ok, "error": r.error} for r in results]
 
 
+def forward_command(args: argparse.Namespace) -> int:
+    from tracer_assets.settings import SettingsError, load_settings
+    from tracer_assets.trading.forward_command import ForwardError, run
+
+    try:
+        return run(args, load_settings())
+    except (SettingsError, ForwardError) as error:
+        print(f"tracer forward: {error}", file=sys.stderr)
+        return CONFIG_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tracer", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +147,25 @@ def main(argv: list[str] | None = None) -> int:
         help="no daemon ever having run on this instance is unhealthy too (by default it is only noted)",
     )
     health.set_defaults(handler=health_command)
+    forward = commands.add_parser(
+        "forward",
+        help="forward test: replay candles through the strategy decider, risk manager and paper broker",
+        description=(
+            "Replay a window of stored candles one at a time through the decision job's strategy decider, risk "
+            "manager and paper broker (the kept strategy with the best out-of-sample score per symbol, or "
+            "--strategy), print the trades, PnL, drawdown, buy-and-hold and the parity with the backtest engine, "
+            "and write the tables as Parquet. Reads the DuckDB file read only. See docs/trading.md."
+        ),
+    )
+    forward.add_argument("--start", help="first candle's open time, ISO UTC (default: 7 days before --end)")
+    forward.add_argument("--end", help="end of the window, exclusive, ISO UTC (default: the newest candle)")
+    forward.add_argument("--timeframe", help="the candles to trade on (default: the base timeframe)")
+    forward.add_argument("--symbols", help="comma-separated symbols (default: TRACER_SYMBOLS)")
+    forward.add_argument("--strategy", help="trade this stored strategy (id or name) or built-in, default parameters")
+    forward.add_argument(
+        "--output-dir", default=".tracer/forward", help="where the result folder goes (default %(default)s)"
+    )
+    forward.set_defaults(handler=forward_command)
     args = parser.parse_args(argv)
     return args.handler(args)
 

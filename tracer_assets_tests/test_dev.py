@@ -14,12 +14,13 @@ from tracer_assets.dev import clock_environment, dev_files, history_range, newes
 from tracer_assets.settings import load_settings
 
 DATA_END = datetime(2024, 9, 6, 4, 45, tzinfo=UTC)  # the common end of the bundled BTC and ETH
+FIRST_DAY = "2024-07-28"  # the 200 4h candles a signal needs before the clocks below, and no more
 
 
 def dev_environment(tmp_path, monkeypatch, **given: str) -> dict[str, str]:
     """What main() puts in the environment before prepare(): the files, then the clock."""
     clean_tracer_environment(monkeypatch)
-    env = {"TRACER_SYMBOLS": "BTC/USDT", "TRACER_START_DATE": "2024-08-31", **given, **dev_files(tmp_path / "replay")}
+    env = {"TRACER_SYMBOLS": "BTC/USDT", "TRACER_START_DATE": FIRST_DAY, **given, **dev_files(tmp_path / "replay")}
     env |= clock_environment(env, datetime.now(UTC))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -45,7 +46,7 @@ def test_make_dev_stores_history_up_to_its_clock_and_starts_afresh_after_a_later
     # Every day from TRACER_START_DATE up to the clock's start, nothing after it.
     count, newest = stored(env["TRACER_DUCKDB_PATH"])
     assert newest == start - timedelta(minutes=5)
-    assert count == (start - datetime(2024, 8, 31, tzinfo=UTC)) // timedelta(minutes=5)
+    assert count == (start - datetime(2024, 7, 28, tzinfo=UTC)) // timedelta(minutes=5)
     assert (folder / "dagster" / "dagster.yaml").exists() and runs(env) == 1
 
     # Launched again with the clock a day earlier: the file holds that clock's future, so it is
@@ -54,13 +55,13 @@ def test_make_dev_stores_history_up_to_its_clock_and_starts_afresh_after_a_later
     prepare(folder, env)
     count, newest = stored(env["TRACER_DUCKDB_PATH"])
     assert newest == datetime(2024, 9, 1, 23, 55, tzinfo=UTC)
-    assert count == 2 * 288 and runs(env) == 1
+    assert count == 36 * 288 and runs(env) == 1
 
 
 def test_a_file_with_candles_continues_from_its_newest_day(tmp_path, monkeypatch):
     env = dev_environment(tmp_path, monkeypatch)
     settings = load_settings(env)
     now = datetime(2024, 9, 4, 1, 0, tzinfo=UTC)
-    assert history_range(settings, now, None) == ("2024-08-31", "2024-09-04")
+    assert history_range(settings, now, None) == (FIRST_DAY, "2024-09-04")
     assert history_range(settings, now, datetime(2024, 9, 3, 0, 0, tzinfo=UTC)) == ("2024-09-02", "2024-09-04")
     assert newest_candle_close(tmp_path / "none.duckdb", 300) is None
