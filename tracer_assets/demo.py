@@ -3,7 +3,8 @@ market data, indicators and signals of the configured exchange (the bundled real
 candles) in one run; the research pipeline (strategy registry, walk-forward backtests, the
 designer and the tuner, the ML dataset, models and ensembles, the rankings), then its daily
 report and review; the next tick, whose signals carry the models' vote; then the
-signal sensor's decision run (decision, risk-sized paper order, portfolio).
+signal sensor's decision run (decision, risk-sized paper order, portfolio); a forward test of the
+kept strategies over the last days (`tracer forward`).
 Prints what each step built.
 
     python -m tracer_assets.demo [--start 2024-01-01] [--end 2024-09-06]
@@ -35,6 +36,8 @@ from tracer_assets.reports.keys import RESEARCH_RUN_TAG
 from tracer_assets.settings import load_settings
 from tracer_assets.signals.keys import SIGNALS_KEY
 from tracer_assets.trading.decide import SignalEvent
+from tracer_assets.trading.forward_command import DEFAULT_DAYS, ForwardError
+from tracer_assets.trading.forward_command import run as forward_run
 from tracer_assets.trading.keys import SIGNAL_STORAGE_TAG
 
 
@@ -399,6 +402,18 @@ def main(argv: list[str] | None = None) -> int:
         ).records
     print(trading_summary(database, SignalEvent(signals.storage_id, signals.run_id)))
     print(f"Audit files: {settings.trading.log_dir}")
+
+    print(
+        f"\nA forward test: the last {DEFAULT_DAYS} days of {market.base_timeframe} candles replayed one by one "
+        "through the same strategy decider, risk manager and paper broker (`tracer forward`) ...\n",
+        flush=True,
+    )
+    try:
+        forward_run(argparse.Namespace(start=None, end=None, timeframe=None, symbols=None, strategy=None,
+                                       output_dir=str(settings.duckdb_path.parent / "forward")), settings)  # fmt: skip
+    except ForwardError as error:
+        print(f"The forward test could not run: {error}", file=sys.stderr)
+        return 1
     print(
         "\nOpen the UI on this instance with `make dev`, then http://127.0.0.1:3000 "
         "(Assets > market for lineage and checks, Runs for this run)."

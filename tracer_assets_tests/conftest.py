@@ -47,6 +47,13 @@ def tracer_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
     return env
 
 
+@pytest.fixture
+def rules_decider(tracer_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """For scenes staged for the rules decider (signal quality, conviction, ATR stops): a module
+    marks itself with `pytestmark = pytest.mark.usefixtures("rules_decider")`."""
+    monkeypatch.setenv("TRACER_DECIDER", "rules")
+
+
 def copy_replay_files(target: Path, symbols: list[str], timeframe: str = "5m") -> Path:
     """A TRACER_REPLAY_DIR holding the bundled files of `symbols`."""
     target.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,10 @@ with dg.DagsterInstance.get() as instance:
 """
 
 
+# The scenes here are staged for the rules decider.
+pytestmark = pytest.mark.usefixtures("rules_decider")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("call, when", [(1, "before"), (2, "before"), (2, "after")])
 def test_a_kill_around_the_audit_write_leaves_every_row_in_both_files_exactly_once(

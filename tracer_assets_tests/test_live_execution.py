@@ -49,6 +49,10 @@ ORDER = "/api/v3/order"
 CLOCK_MS = int(CLOCK_START.timestamp() * 1000)
 
 
+# The scenes here are staged for the rules decider.
+pytestmark = pytest.mark.usefixtures("rules_decider")
+
+
 @pytest.fixture
 def live(replay_clock, tracer_env, monkeypatch):  # noqa: F811
     """History and a strongly bullish BTC signal stored on replay, then every live condition set

@@ -43,7 +43,7 @@ def test_defaults_are_offline_replay_paper_trading():
     assert (s.trading.force_dry, s.trading.enable_live, s.trading.is_live, s.debug) == (False, False, False, False)
     assert s.trading.live_flags_on is False
     assert (s.trading.order_amount, s.trading.min_allowed_order_amount, s.trading.max_order_amount) == (
-        Decimal(10),
+        Decimal(100),
         Decimal(5),
         Decimal(100),
     )
@@ -328,7 +328,7 @@ def test_exchange_urls_and_replay_clock_are_parsed():
 
 def test_settings_ignore_the_process_environment_when_given_a_mapping(monkeypatch):
     monkeypatch.setenv("ORDER_AMOUNT", "77")
-    assert load_settings(environ={}).trading.order_amount == Decimal(10)
+    assert load_settings(environ={}).trading.order_amount == Decimal(100)
     assert load_settings().trading.order_amount == Decimal(77)
 
 

@@ -25,11 +25,8 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 CLOCK_START = datetime(2024, 9, 5, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def tracer_env(tracer_env, monkeypatch):
-    """The scenes here are set for the rules decider (signal quality, conviction, ATR stops)."""
-    monkeypatch.setenv("TRACER_DECIDER", "rules")
-    return tracer_env
+# The scenes here are staged for the rules decider.
+pytestmark = pytest.mark.usefixtures("rules_decider")
 
 
 def run(job: str, **kwargs):
@@ -155,9 +152,9 @@ def test_a_buy_is_sized_by_the_risk_manager_filled_at_the_next_open_and_placed_o
         storage_id,
     )
     assert order["decision_id"] == btc["decision_id"]
-    # ORDER_AMOUNT (10 USDT) caps the size; confidence 0.9 (exact) takes 0.2 + 0.8 x 0.9 = 92% of it.
+    # ORDER_AMOUNT (100 USDT) caps the size; confidence 0.9 (exact) takes 0.2 + 0.8 x 0.9 = 92% of it.
     assert btc["confidence"] == Decimal("0.9")
-    assert Decimal("9.19") <= order["amount"] * order["price"] <= Decimal("9.2")
+    assert Decimal("91.99") <= order["amount"] * order["price"] <= Decimal("92")
     checks = json.loads(order["risk_checks"])
     assert checks and all(check["passed"] for check in checks)
 

@@ -55,11 +55,8 @@ SERVER_START_SECONDS = 120
 DECISION_SECONDS = 120
 
 
-@pytest.fixture
-def tracer_env(tracer_env, monkeypatch):
-    """The scenes here are set for the rules decider (signal quality, conviction, ATR stops)."""
-    monkeypatch.setenv("TRACER_DECIDER", "rules")
-    return tracer_env
+# The scenes here are staged for the rules decider.
+pytestmark = pytest.mark.usefixtures("rules_decider")
 
 
 def scene_environment(scratch: Path, dagster_home: Path) -> dict[str, str]:

@@ -10,6 +10,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import dagster as dg
 import duckdb
+import pytest
 from test_trading_assets import (
     CLOCK_START,
     decide,
@@ -26,6 +27,9 @@ from tracer_assets.settings import load_settings
 from tracer_assets.signals.keys import SIGNALS_KEY
 from tracer_assets.trading.keys import ORDERS_KEY, PORTFOLIO_KEY, POSITIONS_KEY
 from tracer_assets.ui_tables import COLUMN_SCHEMA
+
+# The scenes here are staged for the rules decider.
+pytestmark = pytest.mark.usefixtures("rules_decider")
 
 PNG_PREFIX = "![Accounts' equity](data:image/png;base64,"
 

@@ -52,14 +52,24 @@ TABLE: tuple[Row, ...] = (
     ),
     (
         "TRACER_REPLAY_START",
-        "(none: clock stopped at the end of the data)",
+        "(none: clock stopped at the end of the data; `make dev`: 3 days before that end)",
         "Dataset time (ISO, UTC) the replay clock shows at `TRACER_REPLAY_ANCHOR`; setting it starts the clock.",
     ),
-    ("TRACER_REPLAY_SPEED", "1", "Dataset seconds that pass per wall-clock second once the replay clock runs."),
+    (
+        "TRACER_REPLAY_SPEED",
+        "1",
+        (
+            "Dataset seconds that pass per wall-clock second once the replay clock runs; `make dev` defaults it to "
+            "a new base candle every tick or sooner (2 for 5m candles and a 3-minute tick)."
+        ),
+    ),
     (
         "TRACER_REPLAY_ANCHOR",
         "00:00 UTC of the current day",
-        "Wall-clock instant (ISO, UTC) at which the replay clock shows `TRACER_REPLAY_START`.",
+        (
+            "Wall-clock instant (ISO, UTC) at which the replay clock shows `TRACER_REPLAY_START`; `make dev` sets it "
+            "to its launch, so the clock starts there and does not jump when the day changes."
+        ),
     ),
     (
         "TRACER_TICK_CRON",

@@ -17,6 +17,7 @@ import duckdb
 import polars as pl
 
 from tracer_assets.market.keys import OHLCV_TABLE
+from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.research.engine import FillRules
 from tracer_assets.research.keys import STRATEGIES_TABLE
 from tracer_assets.research.spec import builtin_spec, load_spec
@@ -104,11 +105,12 @@ def load_series(
     return series
 
 
-def newest_candle(connection, timeframe: str) -> datetime:
+def data_end(connection, timeframe: str) -> datetime:
+    """The close of the newest stored candle of `timeframe`: the default end of the window."""
     row = connection.execute(f"SELECT max(ts) FROM {OHLCV_TABLE} WHERE timeframe = ?", [timeframe]).fetchone()
     if row is None or row[0] is None:
         raise ForwardError(f"no {timeframe} candles in {OHLCV_TABLE}: run `make demo` first")
-    return row[0].astimezone(UTC)
+    return row[0].astimezone(UTC) + timedelta(seconds=timeframe_seconds(timeframe))
 
 
 def write_outputs(folder: Path, tables: dict[str, pl.DataFrame], facts: dict) -> None:
@@ -141,7 +143,7 @@ def run(args, settings, out=sys.stdout) -> int:
     except duckdb.IOException as error:
         raise ForwardError(f"{path} is held by another process (make dev?): {error}") from None
     with connection:
-        end = parse_day(args.end, "--end") if args.end else newest_candle(connection, timeframe)
+        end = parse_day(args.end, "--end") if args.end else data_end(connection, timeframe)
         start = parse_day(args.start, "--start") if args.start else end - timedelta(days=DEFAULT_DAYS)
         if not start < end:
             raise ForwardError(f"--start {start:%Y-%m-%d %H:%M} must be before --end {end:%Y-%m-%d %H:%M}")

@@ -54,7 +54,7 @@ TABLE: tuple[Row, ...] = (
     ),
     (
         "ORDER_AMOUNT",
-        "100",
+        "MAX_ORDER_AMOUNT",
         (
             "The order size (quote currency) the strategy and rules deciders ask for; "
             "the risk manager sizes within the smaller of it (or the LLM's size) and `MAX_ORDER_AMOUNT`, "
@@ -178,7 +178,7 @@ def load(env: Mapping[str, str], base_timeframe_seconds: int) -> TradingSettings
         is_live=flag(env, "IS_LIVE", DEFAULTS["IS_LIVE"] == "1"),
         sandbox=flag(env, "TRACER_SANDBOX", DEFAULTS["TRACER_SANDBOX"] == "1"),
         decider=choice(env, "TRACER_DECIDER", DEFAULTS["TRACER_DECIDER"], ("strategy", "rules", "llm")),
-        order_amount=positive("ORDER_AMOUNT", _decimal(env, "ORDER_AMOUNT", DEFAULTS["ORDER_AMOUNT"])),
+        order_amount=positive("ORDER_AMOUNT", _decimal(env, "ORDER_AMOUNT", str(max_order))),
         min_allowed_order_amount=positive(
             "MIN_ALLOWED_ORDER_AMOUNT", _decimal(env, "MIN_ALLOWED_ORDER_AMOUNT", DEFAULTS["MIN_ALLOWED_ORDER_AMOUNT"])
         ),
