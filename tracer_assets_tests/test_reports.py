@@ -305,3 +305,42 @@ def test_a_review_answer_is_stripped_and_garbage_is_refused_naming_the_field():
         assert refused.value.reason == reason
     with pytest.raises(AnswerRejected, match="^summary 3: Input should be a valid string"):
         parse_validated(answer(summary=3), ReviewAnswer)
+
+
+def test_the_forward_tests_parity_is_in_the_report_with_its_differences(tmp_path):
+    """A real forward test of ema_cross on BTC/USDT 1h with room for one open position: its
+    comparison with the engine goes into the report, the refusals named."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from conftest import bundled_frame
+
+    from tracer_assets.research.engine import FillRules
+    from tracer_assets.research.spec import builtin_spec
+    from tracer_assets.trading.accounts import REPLAY_MARKET
+    from tracer_assets.trading.forward import ForwardSeries, compare_with_backtest, forward_test
+    from tracer_assets.trading.forward_command import parity_record
+    from tracer_assets.trading.paper import PaperBroker
+    from tracer_assets.trading.risk import MarketRules, RiskLimits
+    from tracer_assets.trading.strategy_call import PickedStrategy
+
+    spec = builtin_spec("ema_cross")
+    picked = PickedStrategy("ema_cross", spec, {n: p.default for n, p in spec.parameters.items()}, None)
+    candles = bundled_frame("BTC/USDT", "1h").rename({"date": "ts"}).head(3000)
+    series = [ForwardSeries("BTC/USDT", "1h", picked, candles)]
+    start, end = candles["ts"][1000], candles["ts"][2999]
+    limits = RiskLimits(Decimal(5), Decimal(100), Decimal(100), Decimal(300), Decimal(1000), timedelta(days=2))
+    broker = PaperBroker("USDT", Decimal(10_000), None, Decimal("0.001"), Decimal(5))
+    run = forward_test(
+        series, start, end, broker, limits, lambda s: MarketRules(symbol=s, **REPLAY_MARKET), Decimal(50)
+    )
+    parity = compare_with_backtest(series, run, FillRules(fee=0.001, slippage_bps=5.0))
+    report = build_report(**inputs(parity=parity_record(start, end, "1h", parity)))
+    assert report.parity.compared == parity.compared > report.parity.identical == parity.matched > 0
+    # No new position for two days after a losing trade: those entries are refused, named.
+    assert any("loss_cooldown: cooling down after a loss" in note for note in report.parity.differences)
+    text = report_markdown(report)
+    assert f"**{parity.matched} of {parity.compared}** closed trades identical" in text
+    assert DailyReport.model_validate_json(report.model_dump_json()) == report
+    skipped = parity_record(start, end, "1h", None, skipped="no kept strategy")
+    assert "not run (no kept strategy)" in report_markdown(build_report(**inputs(parity=skipped)))

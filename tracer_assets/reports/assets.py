@@ -17,7 +17,7 @@ from dagster_shared.check import CheckError
 
 from tracer_assets.health import asset_checks, asset_freshness
 from tracer_assets.llm.resource import AnthropicResource
-from tracer_assets.market.keys import CANDLES_KEY
+from tracer_assets.market.keys import CANDLES_KEY, OHLCV_KEY
 from tracer_assets.ml.keys import MODEL_RESULTS_KEY
 from tracer_assets.policies import DAILY_FRESHNESS, DUCKDB_POOL, STEP_VALUES_IO
 from tracer_assets.ranking.keys import ENSEMBLE_RANKING_KEY, MODEL_RANKING_KEY, STRATEGY_RANKING_KEY
@@ -39,11 +39,12 @@ from tracer_assets.reports.report import (
     write_report_json,
 )
 from tracer_assets.reports.review import REVIEW_SYSTEM_PROMPT, ReviewAnswer, review_prompt, rules_review
-from tracer_assets.research.keys import DESIGNS_KEY, EQUITY_KEY, TUNING_KEY
+from tracer_assets.research.keys import BACKTESTS_KEY, DESIGNS_KEY, EQUITY_KEY, STRATEGIES_KEY, TUNING_KEY
 from tracer_assets.resources.warehouse import TracerDuckDB
 from tracer_assets.run_errors import step_failures
 from tracer_assets.settings import Settings
 from tracer_assets.tables import create_alias_view, ensure_table, table_exists, transaction
+from tracer_assets.trading.forward_command import forward_run, parity_record, report_parity
 from tracer_assets.trading.keys import PORTFOLIO_KEY
 
 REPORT_JOB = "report_job"
@@ -115,11 +116,15 @@ def build_report_assets(settings: Settings, research_job: str) -> list[dg.Assets
             MODEL_RESULTS_KEY,
             PORTFOLIO_KEY,
             CANDLES_KEY,
+            OHLCV_KEY,  # with the two below: the forward test's candles, strategies and picks
+            STRATEGIES_KEY,
+            BACKTESTS_KEY,
         ],  # fmt: skip
         description=(
             "The day's report of the latest research run: each step's status (with the error of a failed one), "
             "what was designed, tuned, archived and restored, the kept strategies, models and ensembles, the "
-            "deflated Sharpe ratio of the new variants, portfolio and data health, trends against earlier "
+            "deflated Sharpe ratio of the new variants, portfolio and data health, the parity of a forward test of "
+            "the kept strategies over the last week with the backtest engine, trends against earlier "
             f"reports, and plots. Written to {reports.reports_dir}/YYYY-MM-DD.json (+ PNGs) and {DAILY_REPORTS_TABLE}."
         ),
         pool=DUCKDB_POOL,
@@ -142,6 +147,15 @@ def build_report_assets(settings: Settings, research_job: str) -> list[dg.Assets
             data = gather.data_counts(connection)
             curves = gather.kept_equity_curves(connection)
             model_f1 = gather.model_f1(connection)
+            replay = report_parity(connection, settings)
+        # Outside the connection: the forward test of the kept strategies over the last days.
+        if isinstance(replay, dict):
+            parity = replay
+        else:
+            series, start, end = replay
+            parity = parity_record(
+                start, end, settings.market.base_timeframe, forward_run(settings, series, start, end)[1]
+            )
         this = DAILY_REPORT_KEY.to_user_string()  # being written now: not stale for its own report
         checks = asset_checks(context.instance, graph)
         freshness = asset_freshness(context.instance, graph, now)
@@ -156,6 +170,7 @@ def build_report_assets(settings: Settings, research_job: str) -> list[dg.Assets
             activity=activity, strategies=rankings["strategies"], models=rankings["models"],
             ensembles=rankings["ensembles"], selected_variants=variants, portfolio=accounts, data=data,
             previous=load_previous_reports(reports.reports_dir, day, reports.trends), top=reports.top, plots=plots,
+            parity=parity,
         )  # fmt: skip
         path = write_report_json(report, reports.reports_dir)
         row = pl.DataFrame(

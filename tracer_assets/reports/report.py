@@ -149,6 +149,20 @@ class DataHealth(_Frozen):
     newest_candle: dt.datetime | None = None
 
 
+class ForwardParity(_Frozen):
+    """The forward test of the kept strategies over the last days against the backtest engine
+    (trading/forward.py): closed trades identical, and what differs, named."""
+
+    start: dt.datetime
+    end: dt.datetime
+    timeframe: str
+    identical: int
+    compared: int
+    open_at_end: int
+    differences: list[str]  # the first few, "SYMBOL entry TS: why"
+    skipped: str | None = None  # why it could not run (then the counts are 0)
+
+
 class Trend(_Frozen):
     metric: str
     today: Number = None
@@ -173,6 +187,7 @@ class DailyReport(_Frozen):
     data: DataHealth
     trends: list[Trend]
     plots: dict[str, str]  # plot name -> PNG file name, relative to the report's directory
+    parity: ForwardParity | None = None  # added after version 1's first reports: optional
 
     @field_validator("plots")
     @classmethod
@@ -215,6 +230,7 @@ def build_report(
     previous: list[dict],
     top: int,
     plots: dict[str, str],
+    parity: dict | None = None,
 ) -> DailyReport:
     """The day's report. The ranking frames list every ranked item (columns item_id, name, rank,
     score, status, decision, reason); the report lists the kept ones, best rank first, at most
@@ -250,6 +266,7 @@ def build_report(
         data=DataHealth.model_validate(data),
         trends=trends(today, _earlier_reports(previous, day)),
         plots=dict(plots),
+        parity=None if parity is None else ForwardParity.model_validate(parity),
     )
 
 
@@ -398,6 +415,8 @@ def report_markdown(report: DailyReport) -> str:
     parts += ["## Selected variants", _variants_table(report.selected_variants)]
     parts += ["## Portfolio", _portfolio_table(report.portfolio)]
     parts += ["## Data", _data_lines(report.data)]
+    if report.parity is not None:
+        parts += ["## Backtest-to-paper parity", _parity_lines(report.parity)]
     parts += ["## Trends", _trends_table(report.trends)]
     return "\n\n".join(parts) + "\n"
 
@@ -506,6 +525,19 @@ def _data_lines(data: DataHealth) -> str:
             f"- newest candle: {_when(data.newest_candle) if data.newest_candle else 'none'}",
         ]
     )
+
+
+def _parity_lines(parity: ForwardParity) -> str:
+    window = f"{_when(parity.start)} to {_when(parity.end)}, {parity.timeframe}"
+    if parity.skipped:
+        return f"Forward test {window}: not run ({parity.skipped})."
+    lines = [
+        f"Forward test of the kept strategies, {window}: **{parity.identical} of {parity.compared}** closed "
+        "trades identical to the backtest engine's (entry and exit candle, fill prices, fees, exit reason); "
+        f"{parity.open_at_end} open at the end. Sizes differ by design."
+    ]
+    lines += [f"- {note}" for note in parity.differences]
+    return "\n".join(lines)
 
 
 def _arrow(change: float | None) -> str:

@@ -19,15 +19,14 @@ import polars as pl
 
 from tracer_assets.features.keys import INDICATORS_KEY, INDICATORS_TABLE
 from tracer_assets.llm.resource import AnthropicResource
-from tracer_assets.market.keys import CANDLES_KEY, OHLCV_KEY, OHLCV_TABLE
+from tracer_assets.market.keys import CANDLES_KEY, OHLCV_KEY
 from tracer_assets.metadata import markdown_table
 from tracer_assets.money import decimal_or_none
 from tracer_assets.notify import format_order_message
 from tracer_assets.policies import DUCKDB_POOL
 from tracer_assets.ranking.keys import STRATEGY_RANKING_KEY, STRATEGY_RANKING_TABLE
 from tracer_assets.research.backtest import candle_arrays
-from tracer_assets.research.keys import BACKTESTS_KEY, BACKTESTS_TABLE, STRATEGIES_KEY, STRATEGIES_TABLE
-from tracer_assets.research.spec import load_spec
+from tracer_assets.research.keys import BACKTESTS_KEY, BACKTESTS_TABLE, STRATEGIES_KEY
 from tracer_assets.resources.ccxt_exchange import spot_market_context
 from tracer_assets.resources.exchange import ExchangeResource
 from tracer_assets.resources.notifier import NotifierResource
@@ -62,6 +61,7 @@ from tracer_assets.trading.risk import RiskLimits
 from tracer_assets.trading.secrets import API_KEY_VAR, SECRET_VAR, secrets_to_redact
 from tracer_assets.trading.signal_checks import unpassed_blocking_checks
 from tracer_assets.trading.store import QUOTE, DecisionRow, TradingStore
+from tracer_assets.trading.strategy_book import candles_up_to, edge, strategy_book
 from tracer_assets.trading.ui import ORDERS_SCHEMA, PORTFOLIO_SCHEMA, POSITIONS_SCHEMA, execution_metadata
 from tracer_assets.ui_tables import COLUMN_SCHEMA
 
@@ -104,44 +104,6 @@ def backtest_stats(connection) -> dict[tuple[str, str], dict]:
         }
         for symbol, timeframe, pnl, win_rate, trades, drawdown, sid, pf in rows
     }
-
-
-# Candles the strategy decider reads a spec over: enough for any built-in's indicators to settle.
-STRATEGY_LOOKBACK_BARS = 1000
-
-
-def strategy_book(connection) -> tuple[dict, dict, dict[tuple[str, str], list[dict]]]:
-    """What the strategy decider chooses from: the kept strategies' specs (every active one before
-    the first ranking), every stored spec (a held position's strategy may be archived since), and
-    per (symbol, timeframe) the out-of-sample rows of research.backtests."""
-    if not table_exists(connection, STRATEGIES_TABLE) or not table_exists(connection, BACKTESTS_TABLE):
-        return {}, {}, {}
-    known = {
-        sid: load_spec(spec)
-        for sid, spec in connection.execute(f"SELECT strategy_id, spec FROM {STRATEGIES_TABLE}").fetchall()
-    }
-    if table_exists(connection, STRATEGY_RANKING_TABLE):
-        kept_ids = {
-            row[0]
-            for row in connection.execute(
-                f"SELECT item_id FROM {STRATEGY_RANKING_TABLE} WHERE status = 'kept'"
-            ).fetchall()
-        }
-    else:
-        kept_ids = {
-            row[0]
-            for row in connection.execute(
-                f"SELECT strategy_id FROM {STRATEGIES_TABLE} WHERE status = 'active'"
-            ).fetchall()
-        }
-    rows: dict[tuple[str, str], list[dict]] = {}
-    frame = connection.sql(
-        f"""SELECT symbol, timeframe, strategy_id, score, parameters, win_rate, profit_factor
-            FROM {BACKTESTS_TABLE} WHERE "window" = 'out_of_sample'"""
-    ).pl()
-    for row in frame.iter_rows(named=True):
-        rows.setdefault((row["symbol"], row["timeframe"]), []).append(row)
-    return {sid: spec for sid, spec in known.items() if sid in kept_ids}, known, rows
 
 
 def _rows_by_symbol_timeframe(frame: pl.DataFrame) -> dict[tuple[str, str], dict]:
@@ -248,6 +210,13 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                     "llm",
                 )
             signal_ts = signals_tf.get(decision.timeframe or settings.market.base_timeframe, {}).get("ts", newest)
+            # A buy is sized by its strategy's out-of-sample edge (Kelly).
+            if decision.action is not Action.BUY:
+                kelly = kelly_inputs(None)
+            elif picked is not None:
+                kelly = edge(picked, out_of_sample.get((symbol, decision.timeframe), ()))
+            else:
+                kelly = kelly_inputs(stats.get((symbol, decision.timeframe)))
             rows.append(
                 {
                     "decision_id": decision_id(event, symbol),
@@ -277,13 +246,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                     "strategy_id": decision.strategy_id,
                     "strategy_parameters": decision.strategy_parameters,
                     # The selected strategy's out-of-sample edge, for Kelly sizing of a buy.
-                    **kelly_inputs(
-                        _edge(picked, out_of_sample.get((symbol, decision.timeframe), ()))
-                        if picked is not None
-                        else stats.get((symbol, decision.timeframe))
-                        if decision.action is Action.BUY
-                        else None
-                    ),
+                    **kelly,
                 }
             )
             decided.append(decision)
@@ -430,25 +393,10 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
 
 
 def _candles_until(duckdb: TracerDuckDB, symbol: str, signal_ts: dict, newest, timeframe: str) -> dict:
-    """The symbol's newest STRATEGY_LOOKBACK_BARS candles of `timeframe` up to the newest closed
-    one the signals were computed on (`signal_ts` per timeframe, else `newest`), oldest first."""
-    newest = signal_ts.get(timeframe, newest)
+    """The symbol's candles of `timeframe` up to the newest closed one the signals were computed
+    on (`signal_ts` per timeframe, else `newest`), oldest first."""
     with duckdb.get_connection() as connection:
-        frame = connection.sql(
-            f"""SELECT * FROM (SELECT ts, open, high, low, close, volume FROM {OHLCV_TABLE}
-                WHERE symbol = ? AND timeframe = ? AND ts <= ? ORDER BY ts DESC LIMIT {STRATEGY_LOOKBACK_BARS})
-                ORDER BY ts""",
-            params=[symbol, timeframe, newest],
-        ).pl()
-    return candle_arrays(frame)
-
-
-def _edge(picked, rows) -> dict | None:
-    """The picked strategy's out-of-sample win rate and payoff, as backtest_stats gives them."""
-    for row in rows:
-        if row["strategy_id"] == picked.strategy_id:
-            return {"winRate": row["win_rate"], "payoff": payoff_ratio(row["win_rate"], row["profit_factor"])}
-    return None
+        return candle_arrays(candles_up_to(connection, symbol, timeframe, signal_ts.get(timeframe, newest)))
 
 
 def trading_mode(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[Mode, str]:

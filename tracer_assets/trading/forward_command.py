@@ -23,13 +23,13 @@ from tracer_assets.research.keys import STRATEGIES_TABLE
 from tracer_assets.research.spec import builtin_spec, load_spec
 from tracer_assets.tables import table_exists
 from tracer_assets.trading.accounts import REPLAY_MARKET, new_paper_broker
-from tracer_assets.trading.assets import STRATEGY_LOOKBACK_BARS, strategy_book
-from tracer_assets.trading.decide import payoff_ratio
 from tracer_assets.trading.forward import ForwardSeries, compare_with_backtest, forward_test, summary
 from tracer_assets.trading.risk import MarketRules, RiskLimits
+from tracer_assets.trading.strategy_book import candles_up_to, edge, strategy_book
 from tracer_assets.trading.strategy_call import PickedStrategy, pick_strategy
 
 DEFAULT_DAYS = 7
+MAX_PARITY_NOTES = 10  # differences the daily report lists
 
 
 class ForwardError(ValueError):
@@ -72,7 +72,7 @@ def load_series(
         if forced is not None:
             sid, spec = forced
             picked = PickedStrategy(sid, spec, {n: p.default for n, p in spec.parameters.items()}, None)
-            edge = {}
+            edge_of = {}
         else:
             rows = out_of_sample.get((symbol, timeframe), [])
             picked = pick_strategy(kept, rows)
@@ -81,16 +81,8 @@ def load_series(
                     f"no kept strategy has an out-of-sample score on {symbol} {timeframe}: run the research "
                     "(`make demo`, or research_job) or name one with --strategy"
                 )
-            row = next(r for r in rows if r["strategy_id"] == picked.strategy_id)
-            edge = {"win_rate": row["win_rate"], "payoff_ratio": payoff_ratio(row["win_rate"], row["profit_factor"])}
-            if edge["payoff_ratio"] is None:
-                edge = {}
-        candles = connection.sql(
-            f"""SELECT ts, open, high, low, close, volume FROM (
-                    SELECT * FROM {OHLCV_TABLE} WHERE symbol = ? AND timeframe = ? AND ts < ? AND ts < ?
-                    ORDER BY ts DESC LIMIT ?) ORDER BY ts""",
-            params=[symbol, timeframe, end, start, STRATEGY_LOOKBACK_BARS],
-        ).pl()
+            edge_of = edge(picked, rows)
+        warm_up = candles_up_to(connection, symbol, timeframe, start, inclusive=False)
         window = connection.sql(
             f"SELECT ts, open, high, low, close, volume FROM {OHLCV_TABLE} "
             "WHERE symbol = ? AND timeframe = ? AND ts >= ? AND ts < ? ORDER BY ts",
@@ -100,8 +92,8 @@ def load_series(
             raise ForwardError(
                 f"no {timeframe} candles of {symbol} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M}"
             )
-        frame = pl.concat([candles, window]).with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
-        series.append(ForwardSeries(symbol, timeframe, picked, frame, **edge))
+        frame = pl.concat([warm_up, window]).with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
+        series.append(ForwardSeries(symbol, timeframe, picked, frame, **edge_of))
     return series
 
 
@@ -128,6 +120,56 @@ def write_outputs(folder: Path, tables: dict[str, pl.DataFrame], facts: dict) ->
         folder.rename(old)
     building.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def forward_run(settings, series: Sequence[ForwardSeries], start: datetime, end: datetime, progress=None):
+    """The forward test of `series` with the settings' paper account, risk limits, fee and
+    slippage, and its parity with the engine on the same fee and slippage."""
+    result = forward_test(
+        series,
+        start,
+        end,
+        new_paper_broker(settings),
+        RiskLimits.from_settings(settings),
+        lambda symbol: MarketRules(symbol=symbol, **REPLAY_MARKET),
+        settings.trading.order_amount,
+        progress,
+    )
+    rules = FillRules(fee=float(settings.trading.fee_rate), slippage_bps=float(settings.trading.slippage_bps))
+    return result, compare_with_backtest(series, result, rules)
+
+
+def report_parity(connection, settings, days: int = DEFAULT_DAYS) -> tuple[list, datetime, datetime] | dict:
+    """What the daily report's parity check replays: the kept strategies' series over the last
+    `days` of the base timeframe (read here, in the caller's connection), or a skipped record."""
+    timeframe = settings.market.base_timeframe
+    try:
+        end = data_end(connection, timeframe) if table_exists(connection, OHLCV_TABLE) else None
+        if end is None:
+            raise ForwardError(f"no {OHLCV_TABLE}")
+        start = end - timedelta(days=days)
+        return load_series(connection, settings.market.symbols, timeframe, start, end, None), start, end
+    except ForwardError as error:
+        now = datetime.now(UTC)
+        return parity_record(now, now, timeframe, None, skipped=str(error))
+
+
+def parity_record(start, end, timeframe: str, parity, skipped: str | None = None) -> dict:
+    """The daily report's `parity` (reports.report.ForwardParity) from a comparison."""
+    if parity is None:
+        counts = {"identical": 0, "compared": 0, "open_at_end": 0, "differences": []}
+    else:
+        different = parity.rows.filter(pl.col("identical").is_not_null() & ~pl.col("identical"))
+        counts = {
+            "identical": parity.matched,
+            "compared": parity.compared,
+            "open_at_end": parity.rows["identical"].null_count(),
+            "differences": [
+                f"{row['symbol']} entry {row['entry_ts']:%Y-%m-%d %H:%M}: {row['note']}"
+                for row in different.head(MAX_PARITY_NOTES).iter_rows(named=True)
+            ],
+        }
+    return {"start": start, "end": end, "timeframe": timeframe, "skipped": skipped, **counts}
 
 
 def run(args, settings, out=sys.stdout) -> int:
@@ -161,19 +203,8 @@ def run(args, settings, out=sys.stdout) -> int:
             shown["next"] += 0.25
 
     began = datetime.now(UTC)
-    result = forward_test(
-        series,
-        start,
-        end,
-        new_paper_broker(settings),
-        RiskLimits.from_settings(settings),
-        lambda symbol: MarketRules(symbol=symbol, **REPLAY_MARKET),
-        settings.trading.order_amount,
-        progress,
-    )
+    result, parity = forward_run(settings, series, start, end, progress)
     seconds = (datetime.now(UTC) - began).total_seconds()
-    rules = FillRules(fee=float(settings.trading.fee_rate), slippage_bps=float(settings.trading.slippage_bps))
-    parity = compare_with_backtest(series, result, rules)
     facts = summary(result, series, initial)
     facts |= {"seconds": round(seconds, 2), "parity": {"identical": parity.matched, "compared": parity.compared}}
     trades = result.trades()
