@@ -127,11 +127,11 @@ def test_no_request_reaches_the_exchange_unless_every_live_condition_holds(live,
     assert order["filled"] == sent.executed_qty == order["amount"]
     assert order["price"] == Decimal(fill["price"])
     assert (order["fee"], order["fee_currency"]) == (Decimal(fill["commission"]), "BTC")
-    # ORDER_AMOUNT (10 USDT) caps the size; confidence 0.9 takes 92% of it (9.2 USDT at the decision's
+    # ORDER_AMOUNT (100 USDT) caps the size; confidence 0.9 takes 92% of it (92 USDT at the decision's
     # price), cut down to the market's 0.00001 BTC step: never rounded up past what was sized.
     assert order["filled"] % Decimal("0.00001") == 0
     decided = query(database, "SELECT price FROM trading.decisions WHERE action = 'BUY'")["price"][0]
-    assert order["filled"] == (Decimal("9.2") / decided).quantize(Decimal("0.00001"), "ROUND_DOWN")
+    assert order["filled"] == (Decimal("92") / decided).quantize(Decimal("0.00001"), "ROUND_DOWN")
     assert all(check["passed"] for check in json.loads(order["risk_checks"]))
     decisions = query(database, "SELECT mode FROM trading.decisions")
     assert set(decisions["mode"]) == {"LIVE"}

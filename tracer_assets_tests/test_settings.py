@@ -77,8 +77,8 @@ def test_defaults_match_the_settings_table():
         ("DEBUG", "debug"),
     ]:
         assert table[name] == ("1" if setting(s, attr) else "0"), name
+    assert table["ORDER_AMOUNT"] == "MAX_ORDER_AMOUNT" and s.trading.order_amount == s.trading.max_order_amount
     for name, attr in [
-        ("ORDER_AMOUNT", "order_amount"),
         ("MIN_ALLOWED_ORDER_AMOUNT", "min_allowed_order_amount"),
         ("MAX_ORDER_AMOUNT", "max_order_amount"),
         ("SIM_BASE_BALANCE", "sim_base_balance"),

@@ -72,6 +72,8 @@ POSITIONS_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("closed_at", _INSTANT, "When it was sold out; empty while open (UTC)"),
     ("realized_pnl", _MONEY, "Quote received minus cost basis of what was sold, fees included"),
     ("fees_paid", _MONEY, "Every fee of the position, in quote"),
+    ("trailing_stop", _MONEY, "Sold when a candle's low falls this fraction below the peak; empty: none"),
+    ("peak", _MONEY, "The fill price and the highs of the candles watched since (the trailing stop's base)"),
 )
 PORTFOLIO_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("ts", _INSTANT, "The account's clock at the decision run (UTC)"),
@@ -95,8 +97,8 @@ _ORDER_SHOWN = (
     "updated_at", "client_order_id", "exchange_order_id",
 )  # fmt: skip
 _POSITION_SHOWN = (
-    "mode", "symbol", "amount", "entry_price", "cost_basis", "stop_loss", "take_profit", "opened_at",
-    "closed_at", "realized_pnl", "fees_paid", "position_id",
+    "mode", "symbol", "amount", "entry_price", "cost_basis", "stop_loss", "take_profit", "trailing_stop", "peak",
+    "opened_at", "closed_at", "realized_pnl", "fees_paid", "position_id",
 )  # fmt: skip
 _PORTFOLIO_SHOWN = (
     "ts", "mode", "equity", "quote_balance", "positions_value", "unrealized_pnl", "realized_pnl", "open_positions",
