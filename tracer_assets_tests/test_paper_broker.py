@@ -4,6 +4,7 @@ restart from a snapshot stored in DuckDB that resumes exactly where it stopped."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
@@ -332,8 +333,13 @@ def real_candles(symbol: str, start: datetime, count: int) -> list[tuple]:
 
 def decide(broker: PaperBroker, symbol: str, index: int, ts: datetime, close: float) -> OrderTicket | None:
     """A fixed rule so two runs can be compared: buy every 40 candles with a 1% stop and a 1.5%
-    target, sell half of what is held 20 candles later."""
+    target (every other time as fractions of the fill, with a 0.4% trailing stop), sell half of
+    what is held 20 candles later."""
     price = D(str(close))
+    if index % 80 == 40:
+        amount = D("0.02") if symbol == "BTC/USDT" else D("0.3")
+        fractions = dict(stop_fraction=D("0.01"), target_fraction=D("0.015"), trailing_stop=D("0.004"))
+        return replace(ticket(index, "buy", str(amount), str(price), symbol=symbol), **fractions)
     if index % 40 == 0:
         amount = D("0.02") if symbol == "BTC/USDT" else D("0.3")
         return ticket(
@@ -396,19 +402,25 @@ def test_a_restart_from_a_snapshot_stored_in_duckdb_resumes_exactly_as_never_sto
     uninterrupted = PaperBroker(**settings)
     run(uninterrupted, candles, range(400))
 
-    first = PaperBroker(**settings)
-    run(first, candles, range(221))
-    stored = first.snapshot()
-    # The snapshot holds a pending order and an open position with its stop, or it proves little.
+    # Two restarts: one holding a position with a trailing stop and its peak, one holding a
+    # pending order and a position with its stop; each snapshot goes through DuckDB.
+    broker = PaperBroker(**settings)
+    run(broker, candles, range(45))
+    stored = broker.snapshot()
+    assert any(p["closed_at"] is None and p["peak"] is not None for p in stored["positions"])
+    broker = PaperBroker.restore(through_duckdb(stored))
+    assert broker.snapshot() == stored
+    run(broker, candles, range(45, 261))
+    stored = broker.snapshot()
     assert any(o["status"] == "pending" for o in stored["orders"])
     assert any(p["closed_at"] is None and p["stop_loss"] is not None for p in stored["positions"])
     resumed = PaperBroker.restore(through_duckdb(stored))
     assert resumed.snapshot() == stored
-    run(resumed, candles, range(221, 400))
+    run(resumed, candles, range(261, 400))
 
     assert resumed.snapshot() == uninterrupted.snapshot()
     reasons = {f.reason for f in uninterrupted.fills}
-    assert reasons == {"entry", "signal", "stop", "target"}, reasons  # the run exercised every path
+    assert reasons == {"entry", "signal", "stop", "target", "trailing"}, reasons  # every path exercised
     assert resumed.realized_pnl() == uninterrupted.realized_pnl() != 0
 
 

@@ -343,11 +343,7 @@ class PaperBroker:
 
     def _add_to_position(self, order: PaperOrder, price: Decimal, cost: Decimal, fee: Decimal, ts: datetime) -> str:
         position_id = self._open_position.get(order.symbol)
-        stop, target = order.stop_loss, order.take_profit
-        if order.stop_fraction is not None or order.target_fraction is not None:
-            from_fill = levels_from_fill(price, order.stop_fraction, order.target_fraction)
-            stop = from_fill[0] if order.stop_fraction is not None else stop
-            target = from_fill[1] if order.target_fraction is not None else target
+        stop, target = levels_from_fill(price, order.stop_fraction, order.target_fraction)
         position = bought_into(
             None if position_id is None else self._positions[position_id],
             order.client_order_id,
@@ -356,8 +352,8 @@ class PaperBroker:
             price,
             cost,
             fee,
-            stop,
-            target,
+            order.stop_loss if stop is None else stop,
+            order.take_profit if target is None else target,
             ts,
             order.trailing_stop,
         )
