@@ -163,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     forward.add_argument("--symbols", help="comma-separated symbols (default: TRACER_SYMBOLS)")
     forward.add_argument("--strategy", help="trade this stored strategy (id or name) or built-in, default parameters")
     forward.add_argument(
+        "--open-limits",
+        action="store_true",
+        help="risk limits that never bind and no Kelly sizing, so every trade of the backtest is taken: "
+        "the parity of the fill rules alone",
+    )
+    forward.add_argument(
         "--output-dir", default=".tracer/forward", help="where the result folder goes (default %(default)s)"
     )
     forward.set_defaults(handler=forward_command)

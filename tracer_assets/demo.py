@@ -409,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        forward_run(argparse.Namespace(start=None, end=None, timeframe=None, symbols=None, strategy=None,
-                                       output_dir=str(settings.duckdb_path.parent / "forward")), settings)  # fmt: skip
+        options = dict(start=None, end=None, timeframe=None, symbols=None, strategy=None, open_limits=False)
+        forward_run(argparse.Namespace(**options, output_dir=str(settings.duckdb_path.parent / "forward")), settings)
     except ForwardError as error:
         print(f"The forward test could not run: {error}", file=sys.stderr)
         return 1

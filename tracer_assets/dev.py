@@ -167,7 +167,10 @@ def prepare(folder: Path, env: dict[str, str]) -> None:
     now = ExchangeResource.from_settings(settings).now()
     newest = newest_candle_close(settings.duckdb_path, settings.market.base_timeframe_seconds)
     if newest is not None and newest > now:
-        print(f"make dev: {folder} holds candles up to {newest:%Y-%m-%d %H:%M}, past the clock; starting it afresh")
+        print(
+            f"make dev: {folder} holds candles closed up to {newest:%Y-%m-%d %H:%M}, after the clock's "
+            f"{now:%Y-%m-%d %H:%M}: starting it afresh"
+        )
         shutil.rmtree(folder)
         newest = None
     ensure_instance(Path(env["DAGSTER_HOME"]), env)

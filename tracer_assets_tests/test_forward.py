@@ -5,6 +5,7 @@ and `tracer forward` prints and writes what it did."""
 
 import json
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -18,25 +19,14 @@ from tracer_assets.research.engine import FillRules
 from tracer_assets.research.spec import builtin_spec, load_spec
 from tracer_assets.trading.accounts import REPLAY_MARKET
 from tracer_assets.trading.decide import Selection, decide_by_strategy
-from tracer_assets.trading.forward import ForwardSeries, compare_with_backtest, forward_test
+from tracer_assets.trading.forward import OPEN_LIMITS, ForwardSeries, compare_with_backtest, forward_test
 from tracer_assets.trading.orders import Action
 from tracer_assets.trading.paper import PaperBroker
-from tracer_assets.trading.risk import MarketRules, RiskLimits
+from tracer_assets.trading.risk import MarketRules
 from tracer_assets.trading.strategy_call import PickedStrategy
 
 FEE, SLIPPAGE_BPS = Decimal("0.001"), Decimal(5)
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
-# Limits that never bind, so every trade the engine makes is one the forward test may make.
-OPEN_LIMITS = RiskLimits(
-    min_order_quote=Decimal(5),
-    max_order_quote=Decimal(100),
-    max_symbol_exposure_quote=Decimal(100),
-    max_total_exposure_quote=Decimal(1000),
-    daily_loss_limit_quote=Decimal(10_000),
-    loss_cooldown=timedelta(0),
-    max_open_positions=10,
-    daily_trade_limit=10_000,
-)
 
 
 def market(symbol: str) -> MarketRules:
@@ -97,7 +87,7 @@ def test_the_forward_test_makes_the_backtest_engines_trades(name, exits):
 def test_a_trade_the_risk_manager_refuses_is_named_in_the_comparison():
     series = real_series("ema_cross")
     start, end = window(series)
-    tight = RiskLimits(**{**OPEN_LIMITS.__dict__, "max_open_positions": 1})
+    tight = replace(OPEN_LIMITS, max_open_positions=1)
     parity = compare_with_backtest(
         series, run(series, start, end, tight), FillRules(fee=float(FEE), slippage_bps=float(SLIPPAGE_BPS))
     )

@@ -30,6 +30,19 @@ from tracer_assets.trading.strategy_call import PickedStrategy, StrategySignals,
 
 PRICE_TOLERANCE = 1e-9  # relative: the engine's float prices against the broker's exact ones
 
+# Limits that never bind at the forward test's order sizes (`tracer forward --open-limits`): the
+# replay then makes every trade the engine makes, which isolates the parity of the fill rules.
+OPEN_LIMITS = RiskLimits(
+    min_order_quote=Decimal(5),
+    max_order_quote=Decimal(100),
+    max_symbol_exposure_quote=Decimal(100),
+    max_total_exposure_quote=Decimal(10_000),
+    daily_loss_limit_quote=Decimal(10**9),
+    loss_cooldown=timedelta(0),
+    max_open_positions=100,
+    daily_trade_limit=10**9,
+)
+
 
 @dataclass(frozen=True)
 class ForwardSeries:

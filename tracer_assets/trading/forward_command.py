@@ -9,6 +9,7 @@ import json
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +24,7 @@ from tracer_assets.research.keys import STRATEGIES_TABLE
 from tracer_assets.research.spec import builtin_spec, load_spec
 from tracer_assets.tables import table_exists
 from tracer_assets.trading.accounts import REPLAY_MARKET, new_paper_broker
-from tracer_assets.trading.forward import ForwardSeries, compare_with_backtest, forward_test, summary
+from tracer_assets.trading.forward import OPEN_LIMITS, ForwardSeries, compare_with_backtest, forward_test, summary
 from tracer_assets.trading.risk import MarketRules, RiskLimits
 from tracer_assets.trading.strategy_book import candles_up_to, edge, strategy_book
 from tracer_assets.trading.strategy_call import PickedStrategy, pick_strategy
@@ -122,15 +123,19 @@ def write_outputs(folder: Path, tables: dict[str, pl.DataFrame], facts: dict) ->
     shutil.rmtree(old, ignore_errors=True)
 
 
-def forward_run(settings, series: Sequence[ForwardSeries], start: datetime, end: datetime, progress=None):
-    """The forward test of `series` with the settings' paper account, risk limits, fee and
-    slippage, and its parity with the engine on the same fee and slippage."""
+def forward_run(
+    settings, series: Sequence[ForwardSeries], start: datetime, end: datetime, progress=None, open_limits=False
+):
+    """The forward test of `series` with the settings' paper account, risk limits (OPEN_LIMITS
+    with `open_limits`), fee and slippage, and its parity with the engine on the same fee and slippage."""
+    if open_limits:  # and no Kelly: a strategy's edge would refuse or shrink its orders
+        series = [replace(s, win_rate=None, payoff_ratio=None) for s in series]
     result = forward_test(
         series,
         start,
         end,
         new_paper_broker(settings),
-        RiskLimits.from_settings(settings),
+        OPEN_LIMITS if open_limits else RiskLimits.from_settings(settings),
         lambda symbol: MarketRules(symbol=symbol, **REPLAY_MARKET),
         settings.trading.order_amount,
         progress,
@@ -191,7 +196,13 @@ def run(args, settings, out=sys.stdout) -> int:
             raise ForwardError(f"--start {start:%Y-%m-%d %H:%M} must be before --end {end:%Y-%m-%d %H:%M}")
         series = load_series(connection, symbols, timeframe, start, end, args.strategy)
     initial = settings.trading.sim_quote_balance
-    print(f"Forward test {start:%Y-%m-%d %H:%M} -> {end:%Y-%m-%d %H:%M} UTC on {timeframe}, {initial} USDT:", file=out)
+    limits = (
+        "risk limits that never bind, no Kelly (--open-limits)" if args.open_limits else "the settings' risk limits"
+    )
+    print(
+        f"Forward test {start:%Y-%m-%d %H:%M} -> {end:%Y-%m-%d %H:%M} UTC on {timeframe}, {initial} USDT, {limits}:",
+        file=out,
+    )
     for s in series:
         combo = ",".join(f"{k}={v}" for k, v in s.picked.combo.items())
         print(f"  {s.symbol:<10} {s.picked.spec.name} ({s.picked.strategy_id}) {combo}", file=out)
@@ -203,7 +214,7 @@ def run(args, settings, out=sys.stdout) -> int:
             shown["next"] += 0.25
 
     began = datetime.now(UTC)
-    result, parity = forward_run(settings, series, start, end, progress)
+    result, parity = forward_run(settings, series, start, end, progress, args.open_limits)
     seconds = (datetime.now(UTC) - began).total_seconds()
     facts = summary(result, series, initial)
     facts |= {"seconds": round(seconds, 2), "parity": {"identical": parity.matched, "compared": parity.compared}}

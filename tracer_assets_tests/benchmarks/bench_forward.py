@@ -20,24 +20,14 @@ from tracer_assets.data import BUNDLED_REPLAY_DIR
 from tracer_assets.research.engine import FillRules
 from tracer_assets.research.spec import builtin_spec
 from tracer_assets.trading.accounts import REPLAY_MARKET
-from tracer_assets.trading.forward import ForwardSeries, compare_with_backtest, forward_test
+from tracer_assets.trading.forward import OPEN_LIMITS, ForwardSeries, compare_with_backtest, forward_test
 from tracer_assets.trading.paper import PaperBroker
-from tracer_assets.trading.risk import MarketRules, RiskLimits
+from tracer_assets.trading.risk import MarketRules
 from tracer_assets.trading.strategy_call import PickedStrategy
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT", "LINK/USDT"]
 STRATEGIES = ["ema_cross", "rsi_mean_reversion", "macd_cross", "bollinger_breakout", "macd_hist_trend", "sma_cross"]
 WARM_UP_BARS = 1000
-LIMITS = RiskLimits(
-    min_order_quote=Decimal(5),
-    max_order_quote=Decimal(100),
-    max_symbol_exposure_quote=Decimal(100),
-    max_total_exposure_quote=Decimal(1000),
-    daily_loss_limit_quote=Decimal(10_000),
-    loss_cooldown=timedelta(0),
-    max_open_positions=10,
-    daily_trade_limit=10_000,
-)
 
 
 def main() -> None:
@@ -59,7 +49,7 @@ def main() -> None:
         broker = PaperBroker("USDT", Decimal(10_000), None, Decimal("0.001"), Decimal(5))
         began = time.perf_counter()
         run = forward_test(
-            series, start, end, broker, LIMITS, lambda s: MarketRules(symbol=s, **REPLAY_MARKET), Decimal(100)
+            series, start, end, broker, OPEN_LIMITS, lambda s: MarketRules(symbol=s, **REPLAY_MARKET), Decimal(100)
         )
         timings.append(time.perf_counter() - began)
     began = time.perf_counter()
