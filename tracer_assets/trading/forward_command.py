@@ -177,7 +177,8 @@ def parity_record(start, end, timeframe: str, parity, skipped: str | None = None
     return {"start": start, "end": end, "timeframe": timeframe, "skipped": skipped, **counts}
 
 
-def run(args, settings, out=sys.stdout) -> int:
+def run(args, settings, out=None) -> int:
+    out = out or sys.stdout  # looked up now: a test's captured stdout, a redirected one
     timeframe = args.timeframe or settings.market.base_timeframe
     if timeframe not in settings.market.all_timeframes:
         raise ForwardError(f"--timeframe {timeframe}: not one of {', '.join(settings.market.all_timeframes)}")
