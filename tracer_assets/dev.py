@@ -7,9 +7,10 @@ every tick or so, anchored at launch: the anchor is computed once here and inher
 process `dagster dev` starts, so they agree on the time and a reloaded code server does not
 jump. The instance and the DuckDB file are make dev's own (`--dir`, one folder per exchange),
 and hold market data only up to the clock: a file with candles from the clock's future (an
-earlier session's clock ran past this one's start) is started afresh. The days of history the
-first tick's indicators need are materialized before the UI starts, by the clock itself, so
-nothing past it can be stored. On a real exchange (TRACER_EXCHANGE) there is no clock to set.
+earlier session's clock ran past this one's start) is started afresh. The days before the
+clock (on a real exchange, HISTORY_DAYS of them) are materialized before the UI starts, under
+the clock itself, so nothing past it can be stored. On a real exchange (TRACER_EXCHANGE) there
+is no clock to set.
 
     python -m tracer_assets.dev [--dir .tracer/dev] [--days 3] [dagster dev options, e.g. -p 3100]
 """

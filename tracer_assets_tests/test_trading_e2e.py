@@ -69,6 +69,7 @@ def scene_environment(scratch: Path, dagster_home: Path) -> dict[str, str]:
         "TRACER_SIGNAL_LOG": str(scratch / "macro_signal.log"),
         "MACRO_BACKTEST_JSON_PATH": str(scratch / "backtest_results.json"),
         "TRACER_TICK_CRON": NEVER_CRON,
+        "TRACER_DECIDER": "rules",  # the scene is staged for the rules decider
         "TB_MIN_SIGNAL_QUALITY": "0",
         "TB_MIN_CONVICTION_SCORE": "0",
         # Room for a Kelly-sized buy: the strategy's edge (win rate 0.6, profit factor 1.8) is full
