@@ -62,7 +62,7 @@ class ForwardRun:
     start: datetime
     end: datetime
     broker: PaperBroker
-    decisions: list[dict] = field(default_factory=list)  # every BUY/SELL, and HOLD counts per symbol
+    decisions: list[dict] = field(default_factory=list)  # every BUY and SELL (HOLDs are counted in `holds`)
     orders: list[dict] = field(default_factory=list)
     equity: list[dict] = field(default_factory=list)  # ts (a close), quote, positions value, equity
     holds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -277,6 +277,7 @@ def summary(run: ForwardRun, series: Sequence[ForwardSeries], initial: Decimal) 
         "fees": str(fees),
         "orders": len(run.orders),
         "orders_refused": sum(o["status"] == "rejected" for o in run.orders),
+        "holds": dict(run.holds),
         "buy_and_hold": holds,
         "buy_and_hold_mean": sum(holds.values()) / len(holds) if holds else None,
         "strategies": {

@@ -23,9 +23,11 @@ from tracer_assets.research.engine import FillRules
 from tracer_assets.research.keys import STRATEGIES_TABLE
 from tracer_assets.research.spec import builtin_spec, load_spec
 from tracer_assets.tables import table_exists
-from tracer_assets.trading.accounts import REPLAY_MARKET, new_paper_broker
+from tracer_assets.trading.accounts import REPLAY_MARKET
 from tracer_assets.trading.forward import OPEN_LIMITS, ForwardSeries, compare_with_backtest, forward_test, summary
+from tracer_assets.trading.paper import PaperBroker
 from tracer_assets.trading.risk import MarketRules, RiskLimits
+from tracer_assets.trading.store import QUOTE
 from tracer_assets.trading.strategy_book import candles_up_to, edge, strategy_book
 from tracer_assets.trading.strategy_call import PickedStrategy, pick_strategy
 
@@ -128,19 +130,21 @@ def forward_run(
 ):
     """The forward test of `series` with the settings' paper account, risk limits (OPEN_LIMITS
     with `open_limits`), fee and slippage, and its parity with the engine on the same fee and slippage."""
+    trading = settings.trading
     if open_limits:  # and no Kelly: a strategy's edge would refuse or shrink its orders
         series = [replace(s, win_rate=None, payoff_ratio=None) for s in series]
     result = forward_test(
         series,
         start,
         end,
-        new_paper_broker(settings),
+        # Cash only (SIM_BASE_BALANCE is the paper account's): equity is cash plus the positions.
+        PaperBroker(QUOTE, trading.sim_quote_balance, None, trading.fee_rate, trading.slippage_bps),
         OPEN_LIMITS if open_limits else RiskLimits.from_settings(settings),
         lambda symbol: MarketRules(symbol=symbol, **REPLAY_MARKET),
-        settings.trading.order_amount,
+        trading.order_amount,
         progress,
     )
-    rules = FillRules(fee=float(settings.trading.fee_rate), slippage_bps=float(settings.trading.slippage_bps))
+    rules = FillRules(fee=float(trading.fee_rate), slippage_bps=float(trading.slippage_bps))
     return result, compare_with_backtest(series, result, rules)
 
 
