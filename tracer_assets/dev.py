@@ -10,7 +10,9 @@ and hold market data only up to the clock: a file with candles from the clock's 
 earlier session's clock ran past this one's start) is started afresh. The days before the
 clock (on a real exchange, HISTORY_DAYS of them) are materialized before the UI starts, under
 the clock itself, so nothing past it can be stored. On a real exchange (TRACER_EXCHANGE) there
-is no clock to set.
+is no clock to set. On an instance without a ranking of the strategies (a new one, or one
+whose research never got that far) research_job is queued, and the daemon starts it with the UI:
+the decisions have strategies to trade within minutes rather than after the 00:00 UTC schedule.
 
     python -m tracer_assets.dev [--dir .tracer/dev] [--days 3] [dagster dev options, e.g. -p 3100]
 """
@@ -18,6 +20,7 @@ is no clock to set.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -28,6 +31,7 @@ import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -35,12 +39,18 @@ from tracer_assets.market import settings as market_settings
 from tracer_assets.market.keys import CANDLES_TABLE
 from tracer_assets.settings import Settings
 
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
 REPO = Path(__file__).resolve().parents[1]
 DEV_DAYS = 3
 # On a real exchange, the days fetched into a new file: a 4h signal needs 200 candles, 33.3 days.
 HISTORY_DAYS = 35
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 MAKE_DEFAULTED = ("DAGSTER_HOME", "TRACER_DUCKDB_PATH")
+# The research run make dev queues on an instance without research: its tags, about how long it takes.
+RESEARCH_TAGS = {"tracer/launched_by": "make dev"}
+RESEARCH_MINUTES = 3  # 2 min 47 s on 2 cores, beside the first ticks
 
 
 def replay_data_end(market: market_settings.MarketSettings) -> datetime:
@@ -183,6 +193,71 @@ def prepare(folder: Path, env: dict[str, str]) -> None:
     print(f"make dev: done in {time.perf_counter() - began:.0f} s", flush=True)
 
 
+def research_state(instance: DagsterInstance) -> str | None:
+    """Why make dev starts no research on this instance: the strategies are ranked (the newest
+    materialization of ranking/strategies, the table the strategy decider reads), or a research
+    run waits in the queue (queued by an earlier launch stopped before the daemon started it).
+    None: neither, so the decisions would hold until 00:00 UTC: make dev queues research_job."""
+    import dagster as dg
+
+    from tracer_assets.definitions import RESEARCH_JOB
+    from tracer_assets.ranking.keys import STRATEGY_RANKING_KEY
+
+    ranking = instance.get_latest_materialization_event(STRATEGY_RANKING_KEY)
+    if ranking is not None:
+        ranked = datetime.fromtimestamp(ranking.timestamp, tz=UTC)
+        return f"strategies ranked by research run {ranking.run_id} ({ranked:%Y-%m-%d %H:%M} UTC)"
+    waiting = dg.RunsFilter(job_name=RESEARCH_JOB, statuses=[dg.DagsterRunStatus.QUEUED])
+    queued = instance.get_run_records(waiting, limit=1)
+    if queued:
+        return f"research run {queued[0].dagster_run.run_id} is queued: the daemon starts it with the UI"
+    return None
+
+
+def queue_research(env: Mapping[str, str]) -> str:
+    """research_job queued on the instance, as the daily_research schedule submits it: the
+    daemon launches it once `dagster dev` is up, through the code location (the job's own
+    executor: its steps in parallel processes forked from a forkserver), so it is one of the UI's
+    runs, its end launches report_job as any research run's does, and Ctrl-C stops it with the UI
+    (a run of `dagster job execute` has no code location: the report sensors never see it). Its
+    run id; RuntimeError when the CLI could not queue it (about 10 s to load the code location)."""
+    import uuid
+
+    from tracer_assets.definitions import RESEARCH_JOB
+
+    run_id = str(uuid.uuid4())
+    command = [DAGSTER, "job", "launch", "-w", str(REPO / "workspace.yaml"), "-j", RESEARCH_JOB]
+    command += ["--run-id", run_id, "--tags", json.dumps(RESEARCH_TAGS)]
+    done = subprocess.run(command, env=dict(env), cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(command)}` failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return run_id
+
+
+def start_research(env: Mapping[str, str]) -> None:
+    """research_job queued when the instance has neither a ranking of the strategies nor a queued
+    research run. It reads the DuckDB file, which holds candles up to the clock only (prepare,
+    then the ticks): nothing from the clock's future can reach the rankings."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        state = research_state(instance)
+    if state is not None:
+        print(f"make dev: {state}; research runs daily at 00:00 UTC (daily_research) or from the UI (research_job)")
+        return
+    print("make dev: no research on this instance yet: queueing research_job ...", flush=True)
+    try:
+        run_id = queue_research(env)
+    except RuntimeError as failure:  # the UI starts anyway: the research can be launched from it
+        print(f"make dev: {failure}\nmake dev: launch research_job from the UI", file=sys.stderr, flush=True)
+        return
+    print(
+        f"make dev: research run {run_id} starts with the UI (about {RESEARCH_MINUTES} minutes, its steps and logs "
+        "in the UI's Runs page); decisions hold until it has ranked the strategies",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=REPO / ".tracer" / "dev", help="make dev's files, per exchange")
@@ -205,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"make dev: instance {env['DAGSTER_HOME']}, DuckDB file {env['TRACER_DUCKDB_PATH']}", flush=True)
     prepare(folder, env)
+    start_research(env)
     os.execve(DAGSTER, [DAGSTER, "dev", "-w", str(REPO / "workspace.yaml"), *dagster_args], env)
 
 
