@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from tracer_assets.ml.metrics import classification_metrics
@@ -65,6 +64,9 @@ def fit_stacker(x: np.ndarray, y: np.ndarray) -> dict:
     classes = np.unique(y)
     if len(classes) == 1:  # one label in every row: it predicts that label (sklearn refuses to fit)
         return {"classes": classes.tolist(), "coef": [[0.0] * x.shape[1]], "intercept": [0.0]}
+    # imported here: scikit-learn costs ~1 s to import, and every run process imports the definitions
+    from sklearn.linear_model import LogisticRegression
+
     model = LogisticRegression(max_iter=300)
     # One BLAS thread: the same coefficients on any machine, and on 2 cores twice as fast (1.4 s
     # against 3.1 s on 114k rows) as letting two threads contend.

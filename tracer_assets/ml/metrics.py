@@ -18,15 +18,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.stats import spearmanr
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
-    log_loss,
-    precision_recall_fscore_support,
-)
 
 from tracer_assets.vocabulary import CLASS_LABELS
 
@@ -82,6 +73,15 @@ def classification_metrics(
     if predicted.size != n_rows:
         raise ValueError(f"predicted must have {n_rows} values, got {predicted.size}")
 
+    # imported here: scikit-learn costs ~1 s to import, and every run process imports the definitions
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        log_loss,
+        precision_recall_fscore_support,
+    )
+
     precision, recall, _, _ = precision_recall_fscore_support(y_true, predicted, labels=CLASS_INDICES, zero_division=0)
     class_share = np.bincount(y_true, minlength=N_CLASSES) / n_rows
     metrics: dict = {
@@ -108,6 +108,9 @@ def information_coefficient(score: np.ndarray, forward_return: np.ndarray) -> fl
     forward_return = np.asarray(forward_return, dtype=np.float64)
     if score.size < MIN_IC_ROWS or np.ptp(score) == 0 or np.ptp(forward_return) == 0:
         return None
+    # imported here: scipy.stats costs ~0.5 s to import, and every run process imports the definitions
+    from scipy.stats import spearmanr
+
     correlation = float(spearmanr(score, forward_return).statistic)
     return correlation if np.isfinite(correlation) else None
 
@@ -167,6 +170,9 @@ def _laplace_frequencies(counts: np.ndarray) -> np.ndarray:
 
 def _balanced_accuracy(y_true: np.ndarray, predicted: np.ndarray) -> float:
     """sklearn's balanced accuracy; its warning about predicted classes absent from y_true is expected here."""
+    # imported here: scikit-learn costs ~1 s to import, and every run process imports the definitions
+    from sklearn.metrics import balanced_accuracy_score
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         return float(balanced_accuracy_score(y_true, predicted))

@@ -10,8 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 
@@ -22,6 +22,9 @@ from tracer_assets.ranking.keys import ENSEMBLE_RANKING_KEY, ENSEMBLE_RANKING_TA
 from tracer_assets.ranking.retention import KEPT
 from tracer_assets.tables import table_exists
 from tracer_assets.vocabulary import CLASS_LABELS
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 PREDICTION_COLUMNS = (
     "symbol",
@@ -46,6 +49,9 @@ class LoadedModel:
 
 def load_models(rows: Sequence[Mapping]) -> dict[str, LoadedModel]:
     """ml.models rows (model_id, features JSON, model_text) as boosters."""
+    # imported here: lightgbm (with scikit-learn) costs ~2 s to import, and every run process imports the definitions
+    import lightgbm as lgb
+
     return {
         row["model_id"]: LoadedModel(
             row["model_id"], json.loads(row["features"]), lgb.Booster(model_str=row["model_text"])

@@ -13,8 +13,8 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 
@@ -24,6 +24,9 @@ from tracer_assets.ml.metrics import classification_metrics, last_return_baselin
 from tracer_assets.ml.settings import MlSettings
 from tracer_assets.ml.validation import Fold, purged_walk_forward
 from tracer_assets.vocabulary import CLASS_LABELS
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 PROBABILITY_COLUMNS = tuple(f"p_{label}" for label in CLASS_LABELS)
 BASELINES = ("majority", "last_return")
@@ -159,6 +162,9 @@ def data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
 
 
 def _fit(x: np.ndarray, y: np.ndarray, columns: Sequence[str], settings: MlSettings) -> lgb.Booster:
+    # imported here: lightgbm (with scikit-learn) costs ~2 s to import, and every run process imports the definitions
+    import lightgbm as lgb
+
     parameters = lightgbm_parameters(settings)
     data = lgb.Dataset(x, label=y, feature_name=list(columns), params=parameters)
     return lgb.train(parameters, data, num_boost_round=settings.rounds)

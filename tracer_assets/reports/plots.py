@@ -6,19 +6,22 @@ An empty input still gives a PNG, one that says "no data yet"."""
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from matplotlib import colormaps
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
 
 from tracer_assets.files import write_atomically
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+# matplotlib is imported in the functions that draw: it costs ~0.5 s to import, and every run
+# process imports the definitions (which import this module).
 
 __all__ = [
     "MAX_LINES",
@@ -36,8 +39,16 @@ DPI = 100
 MAX_LINES = 12  # more lines than this is a blur of colours, not a plot
 MAX_MODELS = 12
 CURVE_KEY = ("strategy_id", "name", "symbol", "timeframe")
-# 20 distinct colours: the dark half of tab20 first, so the first lines differ most.
-_PALETTE = [colormaps["tab20"](i) for i in (*range(0, 20, 2), *range(1, 20, 2))]
+
+
+@functools.cache
+def _palette() -> list[tuple[float, float, float, float]]:
+    """20 distinct colours: the dark half of tab20 first, so the first lines differ most."""
+    from matplotlib import colormaps  # imported here: see the note on matplotlib above
+
+    return [colormaps["tab20"](i) for i in (*range(0, 20, 2), *range(1, 20, 2))]
+
+
 _F1_BARS = (
     ("f1_model", "model", "tab:blue"),
     ("f1_majority", "majority class", "tab:gray"),
@@ -46,6 +57,10 @@ _F1_BARS = (
 
 
 def _figure() -> tuple[Figure, Axes]:
+    # imported here: see the note on matplotlib above
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=FIGURE_SIZE, dpi=DPI, layout="tight")
     FigureCanvasAgg(figure)
     return figure, figure.add_subplot()
@@ -67,6 +82,8 @@ def _no_data(title: str) -> bytes:
 
 
 def _time_axis(axes: Axes) -> None:
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # imported here: see the note above
+
     locator = AutoDateLocator()
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
@@ -102,7 +119,7 @@ def equity_plot(curves: pl.DataFrame) -> bytes:
     if not lines:
         return _no_data(title)
     figure, axes = _figure()
-    for (label, line), colour in zip(lines, _PALETTE):
+    for (label, line), colour in zip(lines, _palette()):
         axes.plot(line.get_column("ts").to_numpy(), line.get_column("equity").to_numpy(), label=label, color=colour)
     axes.axhline(1.0, color="black", linewidth=0.8, alpha=0.5)
     axes.set_title(title)
@@ -119,12 +136,14 @@ def drawdown_plot(curves: pl.DataFrame) -> bytes:
     if not lines:
         return _no_data(title)
     figure, axes = _figure()
-    for (label, line), colour in zip(lines, _PALETTE):
+    for (label, line), colour in zip(lines, _palette()):
         equity = line.get_column("equity").to_numpy()
         drawdown = equity / np.maximum.accumulate(equity) - 1.0
         axes.plot(line.get_column("ts").to_numpy(), drawdown, label=label, color=colour)
     axes.set_title(title)
     axes.set_ylabel("drawdown from the peak")
+    from matplotlib.ticker import PercentFormatter  # imported here: see the note on matplotlib above
+
     axes.yaxis.set_major_formatter(PercentFormatter(1.0))
     _time_axis(axes)
     _legend(axes)
@@ -180,7 +199,7 @@ def portfolio_plot(equity: pl.DataFrame) -> bytes:
     if rows.is_empty():
         return _no_data(title)
     figure, axes = _figure()
-    for ((mode,), line), colour in zip(rows.group_by("mode", maintain_order=True), _PALETTE):
+    for ((mode,), line), colour in zip(rows.group_by("mode", maintain_order=True), _palette()):
         axes.plot(line.get_column("ts").to_numpy(), line.get_column("equity").to_numpy(), label=str(mode), color=colour)
     axes.set_title(title)
     axes.set_ylabel("equity (quote currency)")

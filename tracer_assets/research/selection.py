@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 EULER_GAMMA = 0.5772156649015329
 
@@ -39,6 +38,9 @@ def return_stats(returns: np.ndarray) -> ReturnStats | None:
     """Per-bar statistics of `returns`; None when there are fewer than 3 or they never vary."""
     values = np.asarray(returns, dtype=np.float64)
     values = values[np.isfinite(values)]
+    # imported here: scipy.stats costs ~0.5 s to import, and every run process imports the definitions
+    from scipy import stats
+
     if values.size < 3:
         return None
     std = float(values.std(ddof=1))
@@ -60,12 +62,16 @@ def expected_max_sharpe(n_trials: int, sharpe_variance: float) -> float:
         raise ValueError(f"sharpe_variance={sharpe_variance}: must be a finite number >= 0")
     if n_trials == 1:
         return 0.0
+    from scipy import stats  # imported here: ~0.5 s, and every run process imports the definitions
+
     quantiles = stats.norm.ppf([1 - 1 / n_trials, 1 - 1 / (n_trials * math.e)])
     return math.sqrt(sharpe_variance) * ((1 - EULER_GAMMA) * quantiles[0] + EULER_GAMMA * quantiles[1])
 
 
 def deflated_sharpe(selected: ReturnStats, n_trials: int, sharpe_variance: float) -> float:
     """The probability (0..1) that the selected variant's true per-bar Sharpe exceeds SR0."""
+    from scipy import stats  # imported here: ~0.5 s, and every run process imports the definitions
+
     sr0 = expected_max_sharpe(n_trials, sharpe_variance)
     sr = selected.sharpe
     denominator = 1 - selected.skew * sr + (selected.kurtosis - 1) / 4 * sr * sr
