@@ -83,7 +83,7 @@ def backtest_strategy(spec: StrategySpec, candles: pl.DataFrame, timeframe: str,
     )
     frames = [
         metrics(full, timeframe).with_columns(
-            pl.lit("full").alias("window"), pl.lit(_params(defaults)).alias("parameters")
+            pl.lit("full").alias("window"), pl.lit(format_combo(defaults)).alias("parameters")
         )
     ]
     n = candles.height
@@ -96,7 +96,7 @@ def backtest_strategy(spec: StrategySpec, candles: pl.DataFrame, timeframe: str,
         )
         chained = result.out_of_sample_trades.equity[:, 0]
         oos_returns = np.diff(chained) / chained[:-1]
-        chosen = [_params(grid[c]) for c in result.in_sample["combo"].to_list()]
+        chosen = [format_combo(grid[c]) for c in result.in_sample["combo"].to_list()]
         frames.append(
             result.in_sample.select(METRIC_COLUMNS)
             .mean()
@@ -118,5 +118,6 @@ def backtest_strategy(spec: StrategySpec, candles: pl.DataFrame, timeframe: str,
     return StrategyBacktest(rows=rows, equity=curve, oos_returns=oos_returns)
 
 
-def _params(combo: dict) -> str:
+def format_combo(combo: dict) -> str:
+    """A combination as research.backtests stores it: 'fast=10,slow=40' (strategy_call.parse_combo reads it)."""
     return ",".join(f"{k}={v}" for k, v in combo.items())

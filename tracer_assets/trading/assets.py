@@ -146,10 +146,9 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
             kept, known, out_of_sample = strategy_book(connection) if by_strategy else ({}, {}, {})
         held, free_quote = _holdings(store, settings, mode)
         bought_by = store.bought_by()
-        bought_on = {cid: timeframe for cid, (timeframe, _, _) in bought_by.items()}
         doubts = unpassed_blocking_checks(context.instance, SIGNALS_KEY, event.run_id, signal_checks)
         # The timeframe a position was bought on ("" if unknown): its label decides the exit.
-        held_timeframes = {symbol: bought_on.get(p.position_id) or "" for symbol, p in held.items()}
+        held_timeframes = {symbol: bought_by.get(p.position_id, ("",))[0] or "" for symbol, p in held.items()}
         newest_indicators = indicators.sort("ts").group_by("symbol", "timeframe").last()
         by_symbol_tf = _rows_by_symbol_timeframe(newest_indicators)
         now = exchange.now(ask_exchange=mode is Mode.LIVE)  # a signal's age is measured on the exchange's clock

@@ -38,6 +38,7 @@ import numpy as np
 
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.money import decimal_or_none
+from tracer_assets.research.backtest import format_combo
 from tracer_assets.research.macro import regime_from_stats
 from tracer_assets.research.spec import StrategySpec
 from tracer_assets.trading.orders import Action
@@ -45,7 +46,6 @@ from tracer_assets.trading.risk import OrderRequest
 from tracer_assets.trading.strategy_call import (
     PickedStrategy,
     StrategyCall,
-    format_combo,
     parse_combo,
     pick_strategy,
     strategy_call,

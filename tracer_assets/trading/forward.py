@@ -19,7 +19,7 @@ import polars as pl
 
 from tracer_assets.market.timeframes import timeframe_seconds
 from tracer_assets.money import to_decimal
-from tracer_assets.research.backtest import candle_arrays
+from tracer_assets.research.backtest import candle_arrays, format_combo
 from tracer_assets.research.engine import EXIT_REASON_NAMES, FillRules, simulate
 from tracer_assets.trading.decide import exact_confidence, order_request, strategy_decision
 from tracer_assets.trading.execution import Intent
@@ -67,6 +67,7 @@ class ForwardRun:
     equity: list[dict] = field(default_factory=list)  # ts (a close), quote, positions value, equity
     holds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     candles: int = 0  # candle x symbol steps replayed
+    signals: dict[str, StrategySignals] = field(default_factory=dict)  # per symbol, over its candles
     first_bar: dict[str, int] = field(default_factory=dict)  # per symbol: its first bar in the window
     last_bar: dict[str, int] = field(default_factory=dict)
 
@@ -135,6 +136,7 @@ def forward_test(
     manager sizes what it asks for; an approved order fills at the next candle's open."""
     run = ForwardRun(start, end, broker)
     prepared = [_prepare(s) for s in series]
+    run.signals = {p.series.symbol: p.computed for p in prepared}
     steps: dict[datetime, list[tuple[_Prepared, int]]] = defaultdict(list)
     for p in prepared:
         for i, ts in enumerate(p.ts):
@@ -281,14 +283,10 @@ def summary(run: ForwardRun, series: Sequence[ForwardSeries], initial: Decimal) 
         "buy_and_hold": holds,
         "buy_and_hold_mean": sum(holds.values()) / len(holds) if holds else None,
         "strategies": {
-            s.symbol: f"{s.timeframe} {s.picked.strategy_id} {s.picked.spec.name} {_combo_text(s.picked.combo)}"
+            s.symbol: f"{s.timeframe} {s.picked.strategy_id} {s.picked.spec.name} {format_combo(s.picked.combo)}"
             for s in series
         },
     }
-
-
-def _combo_text(combo: Mapping) -> str:
-    return ",".join(f"{k}={v}" for k, v in combo.items())
 
 
 # --- parity with the backtest engine -----------------------------------------------------------
@@ -296,13 +294,13 @@ def _combo_text(combo: Mapping) -> str:
 
 def backtest_trades(s: ForwardSeries, run: ForwardRun, rules: FillRules) -> pl.DataFrame:
     """The engine's trades of the same spec, parameters and candles over the window's bars (the
-    signals computed over the warm-up too, as the forward test's are)."""
+    signals the replay computed over the warm-up too, read again here)."""
     first, last = run.first_bar.get(s.symbol), run.last_bar.get(s.symbol)
     if first is None:
         return pl.DataFrame()
     candles = s.candles.sort("ts")
     arrays = candle_arrays(candles)
-    signals = strategy_signals(s.picked.spec, s.picked.combo, arrays).signals
+    signals = run.signals[s.symbol].signals
     window = slice(first, last + 1)
     result = simulate(
         *(arrays[c][window] for c in ("open", "high", "low", "close")),

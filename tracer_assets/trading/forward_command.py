@@ -19,6 +19,7 @@ import polars as pl
 
 from tracer_assets.market.keys import OHLCV_TABLE
 from tracer_assets.market.timeframes import timeframe_seconds
+from tracer_assets.research.backtest import default_combo, format_combo
 from tracer_assets.research.engine import FillRules
 from tracer_assets.research.keys import STRATEGIES_TABLE
 from tracer_assets.research.spec import builtin_spec, load_spec
@@ -74,7 +75,7 @@ def load_series(
     for symbol in symbols:
         if forced is not None:
             sid, spec = forced
-            picked = PickedStrategy(sid, spec, {n: p.default for n, p in spec.parameters.items()}, None)
+            picked = PickedStrategy(sid, spec, default_combo(spec), None)
             edge_of = {}
         else:
             rows = out_of_sample.get((symbol, timeframe), [])
@@ -209,8 +210,9 @@ def run(args, settings, out=None) -> int:
         file=out,
     )
     for s in series:
-        combo = ",".join(f"{k}={v}" for k, v in s.picked.combo.items())
-        print(f"  {s.symbol:<10} {s.picked.spec.name} ({s.picked.strategy_id}) {combo}", file=out)
+        print(
+            f"  {s.symbol:<10} {s.picked.spec.name} ({s.picked.strategy_id}) {format_combo(s.picked.combo)}", file=out
+        )
     shown = {"next": 0.25}
 
     def progress(done: int, total: int) -> None:

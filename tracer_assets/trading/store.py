@@ -270,10 +270,6 @@ class TradingStore:
         with self.connection() as connection, transaction(connection):
             insert_rows(connection, "trading.decisions", rows)
 
-    def bought_on(self) -> dict[str, str]:
-        """Client order id of every buy -> the timeframe its decision was made on."""
-        return {cid: timeframe for cid, (timeframe, _, _) in self.bought_by().items()}
-
     def bought_by(self) -> dict[str, tuple[str, str | None, str | None]]:
         """Client order id of every buy -> (timeframe, strategy id, parameters) of its decision;
         the strategy is None for a buy of the rules or LLM decider."""

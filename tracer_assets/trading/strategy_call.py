@@ -46,13 +46,9 @@ def _fraction(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def format_combo(combo: Mapping) -> str:
-    """The inverse of `parse_combo`: 'fast=10,slow=40', as research.backtests stores a choice."""
-    return ",".join(f"{name}={value}" for name, value in combo.items())
-
-
 def parse_combo(spec: StrategySpec, text: str) -> dict:
-    """'fast=10,slow=40' (one walk-forward window's choice) to values of the parameters' types."""
+    """'fast=10,slow=40' (one walk-forward window's choice, `backtest.format_combo`) to values of the
+    parameters' types."""
     values = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, raw = part.partition("=")
