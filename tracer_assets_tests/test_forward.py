@@ -18,12 +18,12 @@ from tracer_assets.cli import main as tracer_main
 from tracer_assets.research.engine import FillRules
 from tracer_assets.research.spec import builtin_spec, load_spec
 from tracer_assets.trading.accounts import REPLAY_MARKET
-from tracer_assets.trading.decide import Selection, decide_by_strategy
+from tracer_assets.trading.decide import ENTRY_LABELS, Selection, decide_by_strategy, macro_selection
 from tracer_assets.trading.forward import OPEN_LIMITS, ForwardSeries, compare_with_backtest, forward_test
 from tracer_assets.trading.orders import Action
 from tracer_assets.trading.paper import PaperBroker
 from tracer_assets.trading.risk import MarketRules
-from tracer_assets.trading.strategy_call import PickedStrategy
+from tracer_assets.trading.strategy_call import PickedStrategy, strategy_call
 
 FEE, SLIPPAGE_BPS = Decimal("0.001"), Decimal(5)
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
@@ -251,6 +251,54 @@ def test_decide_by_strategy_picks_the_best_kept_strategy_and_exits_by_the_one_th
     decision, picked = decide_by_strategy(nothing, ("1h", "b", ""), kept, known, rows, lambda tf: falling, "5m")
     assert (picked.strategy_id, decision.action) == ("b", Action.HOLD)
     assert "held, exit rule false" in decision.reason
+
+
+def test_the_macro_selection_enters_on_the_labels_of_its_decider():
+    """The rules decider's trigger is the ensemble's strong_bull; the strategy decider's is its
+    strategy's entry rule, so any label but a bearish one lets its timeframe be selected."""
+    bull_stats = {"totalPNL": 120.0, "winRate": 0.55, "trades": 40}
+    bear_stats = {"totalPNL": -30.0, "winRate": 0.6, "trades": 40}
+
+    def selected(label: str, decider: str, stats=bull_stats) -> str | None:
+        signals = {"1h": {"ensemble_label": label}}
+        return macro_selection("BTC/USDT", signals, {"1h": stats}, ["1h"], 0.2, ENTRY_LABELS[decider]).timeframe
+
+    assert [selected(label, "strategy") for label in ("strong_bull", "bull", "other", "bear", "strong_bear")] == [
+        "1h", "1h", "1h", None, None,
+    ]  # fmt: skip
+    assert [selected(label, "rules") for label in ("strong_bull", "bull", "other")] == ["1h", None, None]
+    assert selected("strong_bull", "strategy", bear_stats) is None  # the backtest regime still guards
+    why = macro_selection("BTC/USDT", {"1h": {"ensemble_label": "bear"}}, {"1h": bull_stats}, ["1h"], 0.2,
+                          ENTRY_LABELS["strategy"]).reason  # fmt: skip
+    assert why == "1h: not a candidate: backtest regime Bull (totalPNL 120.00, winRate 0.55), ensemble bear"
+
+
+def test_a_read_after_several_new_candles_misses_no_entry_or_exit():
+    """A tick after a pause (or on a fast replay clock) brings several candles: the strategy is
+    read at each. The entry fired at bar 5's close (DOWN_THEN_UP); two candles later it still
+    buys while the engine is in that trade, and holds once a stop has ended it."""
+    spec = load_spec({**SPEC, "stop_loss": 0.05})
+
+    def call(bars, held=False, new_bars=3):
+        frame = hand_built(bars)
+        arrays = {c: frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume")}
+        return strategy_call(spec, {}, arrays, held, new_bars)
+
+    rising = [*DOWN_THEN_UP, (12, 13, 12, 13), (13, 14, 13, 14)]
+    caught_up = call(rising)
+    assert (caught_up.action, caught_up.stop_loss) == (Action.BUY, 0.05)
+    assert caught_up.reason == "sma_pair(): entry rule true 2 candles before the newest close, still in that trade"
+    assert call(rising, new_bars=1).action is Action.HOLD  # read at the newest candle only: no entry there
+    stopped = [*DOWN_THEN_UP, (12, 13, 11, 12.5), (12.5, 13, 12.4, 12.9)]  # bar 6 fills at 12, its low 11 < 11.4
+    ended = call(stopped)
+    assert ended.action is Action.HOLD
+    assert ended.reason == "sma_pair(): flat; its entry 2 candles ago led to a trade that has ended since"
+    # Held: the exit rule fired at bar 8's close (sma2 crossed below sma4), read one candle later.
+    falling = [*DOWN_THEN_UP, (12, 13, 12, 13), (13, 13, 6, 6), (6, 7, 6, 7), (7, 8, 7, 8)]
+    sold = call(falling, held=True)
+    assert sold.action is Action.SELL
+    assert sold.reason == "sma_pair(): exit rule true 1 candle before the newest close, held"
+    assert call(falling, held=True, new_bars=1).action is Action.HOLD
 
 
 # --- the command -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import polars as pl
 
 from tracer_assets.features.keys import INDICATORS_KEY, INDICATORS_TABLE
 from tracer_assets.llm.resource import AnthropicResource
-from tracer_assets.market.keys import CANDLES_KEY, OHLCV_KEY
+from tracer_assets.market.keys import CANDLES_KEY, OHLCV_KEY, OHLCV_TABLE
 from tracer_assets.metadata import markdown_table
 from tracer_assets.money import decimal_or_none
 from tracer_assets.notify import format_order_message
@@ -38,6 +38,7 @@ from tracer_assets.tables import table_exists
 from tracer_assets.trading import audit as audit_files
 from tracer_assets.trading.accounts import paper_broker
 from tracer_assets.trading.decide import (
+    ENTRY_LABELS,
     Decision,
     SignalEvent,
     decide_by_strategy,
@@ -142,6 +143,14 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 params=[newest, newest],
             ).pl()
             stats = backtest_stats(connection)
+            # The newest candle of each series an earlier signal event was computed on.
+            previous_signal_ts = {
+                (symbol, timeframe): ts
+                for symbol, timeframe, ts in connection.execute(
+                    f"SELECT symbol, timeframe, max(ts) FROM {HISTORY_TABLE} WHERE run_id <> ? GROUP BY ALL",
+                    [event.run_id],
+                ).fetchall()
+            }
             by_strategy = settings.trading.decider == "strategy"
             kept, known, out_of_sample = strategy_book(connection) if by_strategy else ({}, {}, {})
         held, free_quote = _holdings(store, settings, mode)
@@ -167,6 +176,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 {tf: stats[(symbol, tf)] for tf in timeframes if (symbol, tf) in stats},
                 timeframes,
                 settings.trading.macro_min_win_rate,
+                ENTRY_LABELS[settings.trading.decider],
             )
             picked = None
             if by_strategy:
@@ -180,6 +190,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                     {tf: out_of_sample.get((symbol, tf), ()) for tf in timeframes},
                     partial(_candles_until, duckdb, symbol, {tf: row["ts"] for tf, row in signals_tf.items()}, newest),
                     settings.market.base_timeframe,
+                    partial(_new_candles, duckdb, symbol, signals_tf, previous_signal_ts),
                 )
             else:
                 source = "rules"
@@ -282,7 +293,8 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
         ],  # fmt: skip
         description=(
             "One decision per symbol for each new signals/signals materialization: the macro selection over "
-            "the timeframes (Bull backtest regime + strong_bull ensemble, highest total PnL), then the strategy, "
+            "the timeframes (Bull backtest regime + an ensemble label the decider enters on, highest total PnL), "
+            "then the strategy, "
             "the rules or the LLM decider (TRACER_DECIDER); HOLD with the reason whenever in doubt. Append-only. Also "
             "reads what is held, from the trading group's own tables as the previous execution left them "
             "(trading.orders, trading.positions, trading.portfolio, trading.paper_state): a feedback loop, "
@@ -396,6 +408,20 @@ def _candles_until(duckdb: TracerDuckDB, symbol: str, signal_ts: dict, newest, t
     on (`signal_ts` per timeframe, else `newest`), oldest first."""
     with duckdb.get_connection() as connection:
         return candle_arrays(candles_up_to(connection, symbol, timeframe, signal_ts.get(timeframe, newest)))
+
+
+def _new_candles(duckdb: TracerDuckDB, symbol: str, signals_tf: dict, previous_signal_ts: dict, timeframe: str) -> int:
+    """The candles of the series that closed after the one an earlier signal event was computed
+    on, up to this event's (1 without an earlier event, or a clock that went back)."""
+    now, before = signals_tf.get(timeframe, {}).get("ts"), previous_signal_ts.get((symbol, timeframe))
+    if now is None or before is None or before >= now:
+        return 1
+    with duckdb.get_connection() as connection:
+        (count,) = connection.execute(
+            f"SELECT count(*) FROM {OHLCV_TABLE} WHERE symbol = ? AND timeframe = ? AND ts > ? AND ts <= ?",
+            [symbol, timeframe, before, now],
+        ).fetchone()
+    return max(1, count)
 
 
 def trading_mode(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[Mode, str]:

@@ -6,8 +6,10 @@ backtest stats per symbol and timeframe, the newest indicators and what is held.
 
 The macro selection (the macro orchestrator's rule), per symbol over the configured timeframes:
 a timeframe is a candidate when its backtest stats read as a `Bull` regime
-(`research.macro.regime_from_stats` against MACRO_MIN_WIN_RATE) AND its ensemble label is
-`strong_bull`. Among candidates the one whose stats have the highest total PnL wins. No
+(`research.macro.regime_from_stats` against MACRO_MIN_WIN_RATE) AND its ensemble label is one the
+decider enters on: `strong_bull` for the rules decider, whose trigger the label is; any label
+but `bear` and `strong_bear` for the strategy decider, whose trigger is the strategy's entry rule
+(`ENTRY_LABELS`). Among candidates the one whose stats have the highest total PnL wins. No
 candidate: HOLD, with the reason of every timeframe recorded.
 
 The strategy decider (TRACER_DECIDER=strategy; `strategy_decision`), on the winning timeframe:
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -50,10 +52,15 @@ from tracer_assets.trading.strategy_call import (
     pick_strategy,
     strategy_call,
 )
+from tracer_assets.vocabulary import BEAR, BULL, OTHER, STRONG_BEAR, STRONG_BULL
 
 STOP_ATR = Decimal(2)
 TARGET_ATR = Decimal(3)
-BEARISH = ("bear", "strong_bear")
+BEARISH = (BEAR, STRONG_BEAR)
+# The ensemble labels on which a timeframe can be selected, per decider: the rules decider enters
+# on the label itself; the strategy decider enters on its strategy's rule and the label only
+# guards against buying into a bearish ensemble.
+ENTRY_LABELS = {"rules": (STRONG_BULL,), "llm": (STRONG_BULL,), "strategy": (STRONG_BULL, BULL, OTHER)}
 _DECISION_NAMESPACE = uuid.UUID("6f1c2a5e-3b7d-4c1e-9a53-8d0e2f4b7a19")
 
 
@@ -108,6 +115,7 @@ def macro_selection(
     stats_by_timeframe: Mapping[str, Mapping],
     timeframes: Sequence[str],
     min_win_rate: float,
+    entry_labels: Collection[str] = (STRONG_BULL,),
 ) -> Selection:
     reasons: dict[str, str] = {}
     candidates: list[tuple[float, str]] = []
@@ -126,7 +134,7 @@ def macro_selection(
             f"backtest regime {regime} (totalPNL {stats.get('totalPNL'):.2f}, "
             f"winRate {_rate(stats.get('winRate'))}), ensemble {label}"
         )
-        if regime != "Bull" or label != "strong_bull":
+        if regime != "Bull" or label not in entry_labels:
             reasons[timeframe] = f"not a candidate: {described}"
             continue
         reasons[timeframe] = f"candidate: {described}"
@@ -240,12 +248,14 @@ def decide_by_strategy(
     out_of_sample: Mapping[str, Iterable[Mapping]],
     candles: Callable[[str], Mapping[str, np.ndarray]],
     base_timeframe: str,
+    new_bars: Callable[[str], int] = lambda timeframe: 1,
 ) -> tuple[Decision, PickedStrategy | None]:
     """The strategy decider for one symbol. Flat: the best kept strategy on the selected
     timeframe (`out_of_sample`: research.backtests rows of the symbol per timeframe) at its newest
     candle. Held (`held_by`: the buy's timeframe, strategy id and parameters): the strategy that
     bought it, on its timeframe (the best kept one there when the buy was not a strategy's).
-    `candles(timeframe)`: the symbol's candles up to the newest closed one, oldest first."""
+    `candles(timeframe)`: the symbol's candles up to the newest closed one, oldest first;
+    `new_bars(timeframe)`: how many of them closed since the previous decision read it."""
     symbol = selection.symbol
     if held_by is not None:
         timeframe, sid, parameters = held_by
@@ -265,7 +275,7 @@ def decide_by_strategy(
     if picked is None:
         return Decision(symbol, timeframe, Action.HOLD, 0.0, why_not), None
     arrays = candles(timeframe)
-    call = strategy_call(picked.spec, picked.combo, arrays, held_by is not None)
+    call = strategy_call(picked.spec, picked.combo, arrays, held_by is not None, new_bars(timeframe))
     price = decimal_or_none(float(arrays["close"][-1])) if len(arrays["close"]) else None
     return strategy_decision(symbol, timeframe, picked, call, price), picked
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from tracer_assets.research.backtest import simulate_signals
+from tracer_assets.research.engine import ExitReason, FillRules
 from tracer_assets.research.rules import Signals, evaluate, param_grid
 from tracer_assets.research.spec import StrategySpec
 from tracer_assets.trading.orders import Action
@@ -96,6 +98,10 @@ def strategy_signals(spec: StrategySpec, combo: Mapping, candles: Mapping[str, n
     return StrategySignals(_label(spec, grid[0]), evaluate(spec, candles, grid))
 
 
+def _candles(count: int) -> str:
+    return f"{count} candle" if count == 1 else f"{count} candles"
+
+
 def _label(spec: StrategySpec, combo: Mapping) -> str:
     return f"{spec.name}({', '.join(f'{k}={v}' for k, v in sorted(combo.items()))})"
 
@@ -121,10 +127,50 @@ def call_at(computed: StrategySignals, bar: int, held: bool) -> StrategyCall:
     return StrategyCall(Action.HOLD, f"{label}: flat, entry rule false")
 
 
-def strategy_call(spec: StrategySpec, combo: Mapping, candles: Mapping[str, np.ndarray], held: bool) -> StrategyCall:
+def strategy_call(
+    spec: StrategySpec, combo: Mapping, candles: Mapping[str, np.ndarray], held: bool, new_bars: int = 1
+) -> StrategyCall:
     """The spec at the close of the last candle (oldest first; open, high, low, close, volume).
-    `held`: a position of this symbol is open. Never raises for too few candles: HOLD says so."""
+    `held`: a position of this symbol is open. Never raises for too few candles: HOLD says so.
+
+    `new_bars`: the candles closed since the previous read (a tick after a pause, or on a fast
+    replay clock, brings several). None of them is skipped: held, an exit rule true at any of
+    them sells; flat, an entry at an earlier one buys when the backtest engine, run over these
+    candles, is still in the trade it opened (no exit, stop, target or trailing stop since), at
+    the newest close, later than the backtest would have."""
     if len(candles["close"]) < 2:
         return StrategyCall(Action.HOLD, f"{_label(spec, combo)}: fewer than 2 candles")
     computed = strategy_signals(spec, combo, candles)
-    return call_at(computed, computed.bars - 1, held)
+    last = computed.bars - 1
+    call = call_at(computed, last, held)
+    first_new = max(1, computed.bars - max(1, new_bars))
+    if call.action is not Action.HOLD or first_new == last:
+        return call
+    signals = computed.signals
+    if held:
+        fired = [bar for bar in range(first_new, last) if signals.exits[bar, 0]]
+        if fired:
+            return replace(
+                call_at(computed, fired[0], held),
+                reason=f"{computed.label}: exit rule true {_candles(last - fired[0])} before the newest close, held",
+            )
+        return call
+    entered = [bar for bar in range(first_new, last) if signals.entries[bar, 0]]
+    if not entered:
+        return call
+    trades = simulate_signals(dict(candles), signals, FillRules())
+    still_in = (
+        len(trades.entry_idx) > 0
+        and trades.exit_reason[-1] == ExitReason.END_OF_DATA
+        and trades.entry_idx[-1] - 1 >= first_new
+    )
+    signal_bar = int(trades.entry_idx[-1]) - 1 if still_in else entered[-1]
+    ago = last - signal_bar
+    if not still_in:
+        return replace(
+            call, reason=f"{computed.label}: flat; its entry {_candles(ago)} ago led to a trade that has ended since"
+        )
+    return replace(
+        call_at(computed, signal_bar, held),
+        reason=f"{computed.label}: entry rule true {_candles(ago)} before the newest close, still in that trade",
+    )
