@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cache
 from itertools import islice
 
 from dagster import BackfillPolicy, FreshnessPolicy
@@ -23,9 +24,14 @@ SINGLE_RUN_BACKFILL = BackfillPolicy.single_run()
 
 def tick_interval(settings: Settings) -> timedelta:
     """The longest wait between two trading ticks of TRACER_TICK_CRON, over one day."""
-    if not is_valid_cron_string(settings.market.tick_cron):
-        raise SettingsError(f"TRACER_TICK_CRON={settings.market.tick_cron!r} is not a cron string like '*/3 * * * *'")
-    ticks = list(islice(cron_string_iterator(0.0, settings.market.tick_cron, "UTC"), 1441))
+    return _longest_wait(settings.market.tick_cron)
+
+
+@cache  # walking a day of cron ticks takes ~60 ms, and every process loading the definitions asks
+def _longest_wait(cron: str) -> timedelta:
+    if not is_valid_cron_string(cron):
+        raise SettingsError(f"TRACER_TICK_CRON={cron!r} is not a cron string like '*/3 * * * *'")
+    ticks = list(islice(cron_string_iterator(0.0, cron, "UTC"), 1441))
     return max(b - a for a, b in zip(ticks, ticks[1:]))
 
 
