@@ -72,6 +72,7 @@ def dev_speed(settings: Settings) -> int:
 
 def clock_environment(env: Mapping[str, str], now: datetime, days: float = DEV_DAYS) -> dict[str, str]:
     """The replay clock settings make dev adds to `env`: only the ones not set there, none off replay."""
+    from tracer_assets.policies import tick_interval
     from tracer_assets.settings import load_settings
 
     settings = load_settings(env)
@@ -86,6 +87,13 @@ def clock_environment(env: Mapping[str, str], now: datetime, days: float = DEV_D
         added["TRACER_REPLAY_SPEED"] = str(dev_speed(settings))
     if market.replay_anchor is None:
         added["TRACER_REPLAY_ANCHOR"] = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if not env.get("TRACER_MAX_SIGNAL_AGE_SECONDS", "").strip():
+        # A signal may be as old as one tick of wall time, in the clock's seconds: on a fast clock
+        # the loop's own minute (tick run, sensor, decision run) is many candles of market time.
+        speed = float(added.get("TRACER_REPLAY_SPEED") or env["TRACER_REPLAY_SPEED"])
+        allowed = tick_interval(settings).total_seconds() * speed
+        if allowed > settings.trading.max_signal_age_seconds:
+            added["TRACER_MAX_SIGNAL_AGE_SECONDS"] = f"{allowed:g}"
     return added
 
 
@@ -276,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     if market.is_replay and market.replay_start is not None:
         print(
             f"make dev: replay clock at {market.replay_start:%Y-%m-%d %H:%M} UTC at launch "
-            f"({market.replay_anchor:%H:%M:%S} UTC), {market.replay_speed:g}x"
+            f"({market.replay_anchor:%H:%M:%S} UTC), {market.replay_speed:g}x; signals tradable for "
+            f"{env.get('TRACER_MAX_SIGNAL_AGE_SECONDS') or 'two base candles'} s of its time"
         )
     print(f"make dev: instance {env['DAGSTER_HOME']}, DuckDB file {env['TRACER_DUCKDB_PATH']}", flush=True)
     prepare(folder, env)

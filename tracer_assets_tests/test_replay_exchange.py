@@ -453,10 +453,19 @@ def test_make_dev_keeps_the_clock_settings_it_is_given_and_sets_none_off_replay(
         "TRACER_REPLAY_SPEED": "10",
         "TRACER_REPLAY_ANCHOR": "2031-01-01T00:00:00Z",
     }
-    assert clock_environment(given, datetime.now(UTC)) == {}
+    assert clock_environment(given, datetime.now(UTC)) == {"TRACER_MAX_SIGNAL_AGE_SECONDS": "1800"}  # 3 min at 10x
     launch = datetime(2031, 5, 1, 12, 30, tzinfo=UTC)
     assert clock_environment({"TRACER_REPLAY_START": "2024-06-01"}, launch) == {
         "TRACER_REPLAY_SPEED": "2",
         "TRACER_REPLAY_ANCHOR": "2031-05-01T12:30:00Z",
     }
     assert clock_environment({"TRACER_EXCHANGE": "binance"}, launch) == {}
+
+
+def test_a_fast_dev_clock_lets_a_signal_be_one_tick_of_wall_time_old():
+    """At 20x a 3-minute tick is an hour of market time: the loop's own latency would make every
+    signal older than two 5m candles, and every decision a HOLD for a stale signal."""
+    fast = {"TRACER_REPLAY_START": "2024-06-01", "TRACER_REPLAY_SPEED": "20"}
+    assert clock_environment(fast, datetime.now(UTC))["TRACER_MAX_SIGNAL_AGE_SECONDS"] == "3600"
+    given = clock_environment({**fast, "TRACER_MAX_SIGNAL_AGE_SECONDS": "900"}, datetime.now(UTC))
+    assert "TRACER_MAX_SIGNAL_AGE_SECONDS" not in given
