@@ -289,6 +289,11 @@ def test_a_read_after_several_new_candles_misses_no_entry_or_exit():
     assert (caught_up.action, caught_up.stop_loss) == (Action.BUY, 0.05)
     assert caught_up.reason == "sma_pair(): entry rule true 2 candles before the newest close, still in that trade"
     assert call(rising, new_bars=1).action is Action.HOLD  # read at the newest candle only: no entry there
+    # The entry candle read again (a 4h candle outlives many ticks): not a second buy.
+    entry_bar = DOWN_THEN_UP
+    assert call(entry_bar, new_bars=1).action is Action.BUY
+    again = call(entry_bar, new_bars=0)
+    assert (again.action, again.reason) == (Action.HOLD, "sma_pair(): flat, no new candle since the previous read")
     stopped = [*DOWN_THEN_UP, (12, 13, 11, 12.5), (12.5, 13, 12.4, 12.9)]  # bar 6 fills at 12, its low 11 < 11.4
     ended = call(stopped)
     assert ended.action is Action.HOLD

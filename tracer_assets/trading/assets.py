@@ -412,16 +412,17 @@ def _candles_until(duckdb: TracerDuckDB, symbol: str, signal_ts: dict, newest, t
 
 def _new_candles(duckdb: TracerDuckDB, symbol: str, signals_tf: dict, previous_signal_ts: dict, timeframe: str) -> int:
     """The candles of the series that closed after the one an earlier signal event was computed
-    on, up to this event's (1 without an earlier event, or a clock that went back)."""
+    on, up to this event's: 0 when it is the same candle (a 4h candle outlives many ticks), 1
+    without an earlier event or when the clock went back."""
     now, before = signals_tf.get(timeframe, {}).get("ts"), previous_signal_ts.get((symbol, timeframe))
-    if now is None or before is None or before >= now:
+    if now is None or before is None or before > now:
         return 1
     with duckdb.get_connection() as connection:
         (count,) = connection.execute(
             f"SELECT count(*) FROM {OHLCV_TABLE} WHERE symbol = ? AND timeframe = ? AND ts > ? AND ts <= ?",
             [symbol, timeframe, before, now],
         ).fetchone()
-    return max(1, count)
+    return count
 
 
 def trading_mode(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[Mode, str]:

@@ -137,9 +137,12 @@ def strategy_call(
     replay clock, brings several). None of them is skipped: held, an exit rule true at any of
     them sells; flat, an entry at an earlier one buys when the backtest engine, run over these
     candles, is still in the trade it opened (no exit, stop, target or trailing stop since), at
-    the newest close, later than the backtest would have."""
+    the newest close, later than the backtest would have. 0: the newest candle was read before,
+    so its entry is not taken twice (held, its exit is read again: a refused sell is retried)."""
     if len(candles["close"]) < 2:
         return StrategyCall(Action.HOLD, f"{_label(spec, combo)}: fewer than 2 candles")
+    if new_bars < 1 and not held:
+        return StrategyCall(Action.HOLD, f"{_label(spec, combo)}: flat, no new candle since the previous read")
     computed = strategy_signals(spec, combo, candles)
     last = computed.bars - 1
     call = call_at(computed, last, held)
