@@ -298,6 +298,17 @@ def test_a_read_after_several_new_candles_misses_no_entry_or_exit():
     ended = call(stopped)
     assert ended.action is Action.HOLD
     assert ended.reason == "sma_pair(): flat; its entry 2 candles ago led to a trade that has ended since"
+    # A level rule (close > 10) true on the new candles, but the engine has been in the trade it
+    # opened at bar 0's signal all along: the loop, flat, does not join it late.
+    above_ten = load_spec({**SPEC, "entry": {"compare": {"left": "close", "op": ">", "right": 10}},
+                           "exit": {"compare": {"left": "close", "op": "<", "right": 0}}})  # fmt: skip
+    frame = hand_built([(c, c, c, c) for c in (11, 12, 13, 12, 11, 9)])
+    arrays = {c: frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume")}
+    late = strategy_call(above_ten, {}, arrays, False, 3)
+    assert (late.action, late.reason) == (
+        Action.HOLD,
+        "sma_pair(): flat; not joining the trade it entered 5 candles ago",
+    )
     # Held: the exit rule fired at bar 8's close (sma2 crossed below sma4), read one candle later.
     falling = [*DOWN_THEN_UP, (12, 13, 12, 13), (13, 13, 6, 6), (6, 7, 6, 7), (7, 8, 7, 8)]
     sold = call(falling, held=True)

@@ -19,6 +19,7 @@ from test_trading_assets import (
     query,
     replay_clock,  # noqa: F401 (a fixture)
     run,
+    signal_event_of,
 )
 
 from tracer_assets.research.spec import load_spec
@@ -96,7 +97,21 @@ def test_the_decision_job_trades_the_best_kept_strategy_with_the_specs_exits(tra
     # position's stop, target and trailing stop are set from that fill.
     replay_clock(CLOCK_START + timedelta(minutes=30))
     assert run(TICK_JOB, partition_key="2024-09-05").success
-    decide(newest_signal_event())
+    second = newest_signal_event()
+    with duckdb.connect(database) as connection:  # bull is enough for the strategy decider's selection
+        connection.execute(
+            "UPDATE signals.signal_history SET ensemble_label = 'bull' WHERE run_id = ? AND symbol = 'BTC/USDT' "
+            "AND timeframe = '1h'",
+            [signal_event_of(second).run_id],
+        )
+    decide(second)
+    # Flat still (the buy fills after this event's decisions): the 1h candle s1 bought on is the
+    # newest 1h candle again, and its entry is not taken twice.
+    again = query(database, "SELECT * FROM trading.decisions WHERE symbol = 'BTC/USDT' ORDER BY decided_at")
+    assert (again["action"][-1], again["reason"][-1]) == (
+        "HOLD",
+        "1h s1 always_in(): flat, no new candle since the previous read",
+    )
     filled = query(database, "SELECT * FROM trading.orders WHERE side = 'buy'").row(0, named=True)
     assert filled["status"] == "filled"
     [position] = query(database, "SELECT * FROM trading.positions WHERE closed_at IS NULL").iter_rows(named=True)

@@ -155,6 +155,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
             kept, known, out_of_sample = strategy_book(connection) if by_strategy else ({}, {}, {})
         held, free_quote = _holdings(store, settings, mode)
         bought_by = store.bought_by()
+        read_before = store.strategy_reads() if by_strategy else {}
         doubts = unpassed_blocking_checks(context.instance, SIGNALS_KEY, event.run_id, signal_checks)
         # The timeframe a position was bought on ("" if unknown): its label decides the exit.
         held_timeframes = {symbol: bought_by.get(p.position_id, ("",))[0] or "" for symbol, p in held.items()}
@@ -190,7 +191,7 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                     {tf: out_of_sample.get((symbol, tf), ()) for tf in timeframes},
                     partial(_candles_until, duckdb, symbol, {tf: row["ts"] for tf, row in signals_tf.items()}, newest),
                     settings.market.base_timeframe,
-                    partial(_new_candles, duckdb, symbol, signals_tf, previous_signal_ts),
+                    partial(_new_candles, duckdb, symbol, signals_tf, previous_signal_ts, read_before),
                 )
             else:
                 source = "rules"
@@ -410,19 +411,23 @@ def _candles_until(duckdb: TracerDuckDB, symbol: str, signal_ts: dict, newest, t
         return candle_arrays(candles_up_to(connection, symbol, timeframe, signal_ts.get(timeframe, newest)))
 
 
-def _new_candles(duckdb: TracerDuckDB, symbol: str, signals_tf: dict, previous_signal_ts: dict, timeframe: str) -> int:
+def _new_candles(
+    duckdb: TracerDuckDB, symbol: str, signals_tf: dict, previous_signal_ts: dict, read_before: dict, timeframe: str
+) -> int:
     """The candles of the series that closed after the one an earlier signal event was computed
-    on, up to this event's: 0 when it is the same candle (a 4h candle outlives many ticks), 1
-    without an earlier event or when the clock went back."""
+    on, up to this event's (1 without an earlier event, or when the clock went back); 0 when a
+    strategy decision read this event's candle already (a 4h candle outlives many ticks)."""
     now, before = signals_tf.get(timeframe, {}).get("ts"), previous_signal_ts.get((symbol, timeframe))
-    if now is None or before is None or before > now:
+    if now is not None and read_before.get((symbol, timeframe)) == now:
+        return 0
+    if now is None or before is None or before >= now:
         return 1
     with duckdb.get_connection() as connection:
         (count,) = connection.execute(
             f"SELECT count(*) FROM {OHLCV_TABLE} WHERE symbol = ? AND timeframe = ? AND ts > ? AND ts <= ?",
             [symbol, timeframe, before, now],
         ).fetchone()
-    return count
+    return max(1, count)
 
 
 def trading_mode(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[Mode, str]:

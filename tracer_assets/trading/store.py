@@ -280,6 +280,15 @@ class TradingStore:
             ).fetchall()
         return {cid: (timeframe, sid, params) for cid, timeframe, sid, params in rows}
 
+    def strategy_reads(self) -> dict[tuple[str, str], datetime]:
+        """(symbol, timeframe) -> the newest candle a strategy decision read on that series."""
+        with self.connection() as connection:
+            rows = connection.execute(
+                "SELECT symbol, timeframe, max(ts) FROM trading.decisions "
+                "WHERE strategy_id IS NOT NULL AND timeframe IS NOT NULL GROUP BY ALL"
+            ).fetchall()
+        return {(symbol, timeframe): ts for symbol, timeframe, ts in rows}
+
     def decided_intents(self) -> dict[str, tuple[str, SignalEvent]]:
         """Every client order id this deployment could have sent, from its recorded decisions (one
         per side: a stop or target exit sells under the decision id of the event that saw it), with

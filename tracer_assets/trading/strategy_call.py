@@ -162,17 +162,15 @@ def strategy_call(
     if not entered:
         return call
     trades = simulate_signals(dict(candles), signals, FillRules())
-    still_in = (
-        len(trades.entry_idx) > 0
-        and trades.exit_reason[-1] == ExitReason.END_OF_DATA
-        and trades.entry_idx[-1] - 1 >= first_new
-    )
-    signal_bar = int(trades.entry_idx[-1]) - 1 if still_in else entered[-1]
+    open_at_end = len(trades.entry_idx) > 0 and trades.exit_reason[-1] == ExitReason.END_OF_DATA
+    signal_bar = int(trades.entry_idx[-1]) - 1 if open_at_end else entered[-1]  # the fill is the next open
     ago = last - signal_bar
-    if not still_in:
+    if not open_at_end:
         return replace(
             call, reason=f"{computed.label}: flat; its entry {_candles(ago)} ago led to a trade that has ended since"
         )
+    if signal_bar < first_new:
+        return replace(call, reason=f"{computed.label}: flat; not joining the trade it entered {_candles(ago)} ago")
     return replace(
         call_at(computed, signal_bar, held),
         reason=f"{computed.label}: entry rule true {_candles(ago)} before the newest close, still in that trade",
