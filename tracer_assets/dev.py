@@ -90,7 +90,7 @@ def clock_environment(env: Mapping[str, str], now: datetime, days: float = DEV_D
     if not env.get("TRACER_MAX_SIGNAL_AGE_SECONDS", "").strip():
         # A signal may be as old as one tick of wall time, in the clock's seconds: on a fast clock
         # the loop's own minute (tick run, sensor, decision run) is many candles of market time.
-        speed = float(added.get("TRACER_REPLAY_SPEED") or env["TRACER_REPLAY_SPEED"])
+        speed = float(added["TRACER_REPLAY_SPEED"]) if "TRACER_REPLAY_SPEED" in added else market.replay_speed
         allowed = tick_interval(settings).total_seconds() * speed
         if allowed > settings.trading.max_signal_age_seconds:
             added["TRACER_MAX_SIGNAL_AGE_SECONDS"] = f"{allowed:g}"

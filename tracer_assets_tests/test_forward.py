@@ -18,7 +18,7 @@ from tracer_assets.cli import main as tracer_main
 from tracer_assets.research.engine import FillRules
 from tracer_assets.research.spec import builtin_spec, load_spec
 from tracer_assets.trading.accounts import REPLAY_MARKET
-from tracer_assets.trading.decide import ENTRY_LABELS, Selection, decide_by_strategy, macro_selection
+from tracer_assets.trading.decide import ENTRY_LABELS, Selection, decide_by_strategy, macro_selection, new_candles
 from tracer_assets.trading.forward import OPEN_LIMITS, ForwardSeries, compare_with_backtest, forward_test
 from tracer_assets.trading.orders import Action
 from tracer_assets.trading.paper import PaperBroker
@@ -271,6 +271,17 @@ def test_the_macro_selection_enters_on_the_labels_of_its_decider():
     why = macro_selection("BTC/USDT", {"1h": {"ensemble_label": "bear"}}, {"1h": bull_stats}, ["1h"], 0.2,
                           ENTRY_LABELS["strategy"]).reason  # fmt: skip
     assert why == "1h: not a candidate: backtest regime Bull (totalPNL 120.00, winRate 0.55), ensemble bear"
+
+
+def test_the_new_candles_of_a_series_are_those_after_the_previous_signal_events():
+    ts = [T0 + timedelta(hours=i) for i in range(6)]
+    assert new_candles(ts, None, None) == 1  # no earlier event: the newest only
+    assert new_candles(ts, ts[4], None) == 1  # one tick, one candle
+    assert new_candles(ts, ts[2], None) == 3  # a tick after a pause: three candles, none skipped
+    assert new_candles(ts, ts[5], None) == 1  # the same candle again, never read by a strategy
+    assert new_candles(ts, ts[5], ts[5]) == 0  # the same candle, read by a strategy decision already
+    assert new_candles(ts, T0 + timedelta(days=1), None) == 1  # the clock went back
+    assert new_candles([], ts[2], None) == 1
 
 
 def test_a_read_after_several_new_candles_misses_no_entry_or_exit():

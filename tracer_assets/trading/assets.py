@@ -19,7 +19,7 @@ import polars as pl
 
 from tracer_assets.features.keys import INDICATORS_KEY, INDICATORS_TABLE
 from tracer_assets.llm.resource import AnthropicResource
-from tracer_assets.market.keys import CANDLES_KEY, OHLCV_KEY, OHLCV_TABLE
+from tracer_assets.market.keys import CANDLES_KEY, OHLCV_KEY
 from tracer_assets.metadata import markdown_table
 from tracer_assets.money import decimal_or_none
 from tracer_assets.notify import format_order_message
@@ -143,16 +143,20 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                 params=[newest, newest],
             ).pl()
             stats = backtest_stats(connection)
-            # The newest candle of each series an earlier signal event was computed on.
-            previous_signal_ts = {
-                (symbol, timeframe): ts
-                for symbol, timeframe, ts in connection.execute(
-                    f"SELECT symbol, timeframe, max(ts) FROM {HISTORY_TABLE} WHERE run_id <> ? GROUP BY ALL",
-                    [event.run_id],
-                ).fetchall()
-            }
             by_strategy = settings.trading.decider == "strategy"
             kept, known, out_of_sample = strategy_book(connection) if by_strategy else ({}, {}, {})
+            # The newest candle of each series an earlier signal event was computed on.
+            previous_signal_ts = (
+                {
+                    (symbol, timeframe): ts
+                    for symbol, timeframe, ts in connection.execute(
+                        f"SELECT symbol, timeframe, max(ts) FROM {HISTORY_TABLE} WHERE run_id <> ? GROUP BY ALL",
+                        [event.run_id],
+                    ).fetchall()
+                }
+                if by_strategy
+                else {}
+            )
         held, free_quote = _holdings(store, settings, mode)
         bought_by = store.bought_by()
         read_before = store.strategy_reads() if by_strategy else {}
@@ -191,7 +195,8 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
                     {tf: out_of_sample.get((symbol, tf), ()) for tf in timeframes},
                     partial(_candles_until, duckdb, symbol, {tf: row["ts"] for tf, row in signals_tf.items()}, newest),
                     settings.market.base_timeframe,
-                    partial(_new_candles, duckdb, symbol, signals_tf, previous_signal_ts, read_before),
+                    previous_signal_ts,
+                    read_before,
                 )
             else:
                 source = "rules"
@@ -406,28 +411,10 @@ def build_trading_assets(settings: Settings, signal_checks: tuple[str, ...] = ()
 
 def _candles_until(duckdb: TracerDuckDB, symbol: str, signal_ts: dict, newest, timeframe: str) -> dict:
     """The symbol's candles of `timeframe` up to the newest closed one the signals were computed
-    on (`signal_ts` per timeframe, else `newest`), oldest first."""
+    on (`signal_ts` per timeframe, else `newest`), oldest first, with their `ts`."""
     with duckdb.get_connection() as connection:
-        return candle_arrays(candles_up_to(connection, symbol, timeframe, signal_ts.get(timeframe, newest)))
-
-
-def _new_candles(
-    duckdb: TracerDuckDB, symbol: str, signals_tf: dict, previous_signal_ts: dict, read_before: dict, timeframe: str
-) -> int:
-    """The candles of the series that closed after the one an earlier signal event was computed
-    on, up to this event's (1 without an earlier event, or when the clock went back); 0 when a
-    strategy decision read this event's candle already (a 4h candle outlives many ticks)."""
-    now, before = signals_tf.get(timeframe, {}).get("ts"), previous_signal_ts.get((symbol, timeframe))
-    if now is not None and read_before.get((symbol, timeframe)) == now:
-        return 0
-    if now is None or before is None or before >= now:
-        return 1
-    with duckdb.get_connection() as connection:
-        (count,) = connection.execute(
-            f"SELECT count(*) FROM {OHLCV_TABLE} WHERE symbol = ? AND timeframe = ? AND ts > ? AND ts <= ?",
-            [symbol, timeframe, before, now],
-        ).fetchone()
-    return max(1, count)
+        frame = candles_up_to(connection, symbol, timeframe, signal_ts.get(timeframe, newest))
+    return {**candle_arrays(frame), "ts": frame["ts"].to_list()}
 
 
 def trading_mode(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[Mode, str]:

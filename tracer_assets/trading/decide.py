@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -248,14 +249,16 @@ def decide_by_strategy(
     out_of_sample: Mapping[str, Iterable[Mapping]],
     candles: Callable[[str], Mapping[str, np.ndarray]],
     base_timeframe: str,
-    new_bars: Callable[[str], int] = lambda timeframe: 1,
+    previous_event: Mapping[tuple[str, str], datetime] | None = None,
+    read_already: Mapping[tuple[str, str], datetime] | None = None,
 ) -> tuple[Decision, PickedStrategy | None]:
     """The strategy decider for one symbol. Flat: the best kept strategy on the selected
     timeframe (`out_of_sample`: research.backtests rows of the symbol per timeframe) at its newest
     candle. Held (`held_by`: the buy's timeframe, strategy id and parameters): the strategy that
     bought it, on its timeframe (the best kept one there when the buy was not a strategy's).
-    `candles(timeframe)`: the symbol's candles up to the newest closed one, oldest first;
-    `new_bars(timeframe)`: how many of them closed since the previous decision read it."""
+    `candles(timeframe)`: the symbol's candles up to the newest closed one, oldest first (with
+    their `ts`, to tell the new ones: `new_candles`; `previous_event`, `read_already` per (symbol,
+    timeframe))."""
     symbol = selection.symbol
     if held_by is not None:
         timeframe, sid, parameters = held_by
@@ -275,9 +278,26 @@ def decide_by_strategy(
     if picked is None:
         return Decision(symbol, timeframe, Action.HOLD, 0.0, why_not), None
     arrays = candles(timeframe)
-    call = strategy_call(picked.spec, picked.combo, arrays, held_by is not None, new_bars(timeframe))
+    series = (symbol, timeframe)
+    unread = new_candles(arrays.get("ts", ()), (previous_event or {}).get(series), (read_already or {}).get(series))
+    call = strategy_call(picked.spec, picked.combo, arrays, held_by is not None, unread)
     price = decimal_or_none(float(arrays["close"][-1])) if len(arrays["close"]) else None
     return strategy_decision(symbol, timeframe, picked, call, price), picked
+
+
+def new_candles(ts: Sequence[datetime], previous_event: datetime | None, read_already: datetime | None) -> int:
+    """How many of the candles (open times, oldest first) closed after the newest one an earlier
+    signal event was computed on (`previous_event`; 1 without one, or when the clock went back);
+    0 when a strategy decision read the newest one already (`read_already`: a 4h candle outlives
+    many ticks)."""
+    if not len(ts):
+        return 1
+    newest = ts[-1]
+    if read_already == newest:
+        return 0
+    if previous_event is None or previous_event >= newest:
+        return 1
+    return len(ts) - bisect_right(ts, previous_event)
 
 
 def signal_valid_until(signals: Iterable[Mapping], max_age_seconds: float) -> datetime | None:
