@@ -102,6 +102,17 @@ class History:
     signals_metadata: dict  # the signals materialization of the history's run (no models yet)
 
 
+def evaluate_tick(defs, instance):
+    """One evaluation of the trading_tick schedule on `instance`, as the daemon makes it (the
+    exchange resource of `defs`): its run requests or its skip reason."""
+    import dagster as dg
+
+    with dg.build_schedule_context(
+        instance=instance, resources={"exchange": defs.resources["exchange"]}, repository_def=defs.get_repository_def()
+    ) as context:
+        return defs.resolve_schedule_def("trading_tick").evaluate_tick(context)
+
+
 def node_metadata(result, node: str) -> dict:
     return {key: value.value for key, value in result.asset_materializations_for_node(node)[0].metadata.items()}
 

@@ -12,7 +12,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
-from conftest import bundled_frame
+from conftest import bundled_frame, evaluate_tick
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from tracer_assets.definitions import TICK_JOB, build_definitions
@@ -411,12 +411,7 @@ def test_the_tick_schedule_asks_for_the_exchanges_day(tracer_env, monkeypatch):
     schedule = defs.resolve_schedule_def("trading_tick")
     assert schedule.cron_schedule == "*/3 * * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    with dg.build_schedule_context(
-        instance=dg.DagsterInstance.get(),
-        resources={"exchange": defs.resources["exchange"]},
-        repository_def=defs.get_repository_def(),
-    ) as context:
-        request = schedule.evaluate_tick(context).run_requests[0]
+    request = evaluate_tick(defs, dg.DagsterInstance.get()).run_requests[0]
     assert request.partition_key == "2024-09-06"  # the stopped replay clock: the end of the data
 
     # A running replay clock: started an hour ago at 2024-06-01 00:00, at 60x: 2024-06-03 12:00.
@@ -425,33 +420,19 @@ def test_the_tick_schedule_asks_for_the_exchanges_day(tracer_env, monkeypatch):
     monkeypatch.setenv("TRACER_REPLAY_SPEED", "60")
     monkeypatch.setenv("TRACER_REPLAY_ANCHOR", anchor.isoformat())
     defs = build_definitions(load_settings())
-    with dg.build_schedule_context(
-        instance=dg.DagsterInstance.get(),
-        resources={"exchange": defs.resources["exchange"]},
-        repository_def=defs.get_repository_def(),
-    ) as context:
-        request = defs.resolve_schedule_def("trading_tick").evaluate_tick(context).run_requests[0]
+    request = evaluate_tick(defs, dg.DagsterInstance.get()).run_requests[0]
     assert request.partition_key == "2024-06-03"
 
 
 def test_a_tick_leaves_existing_views_be_and_recreates_missing_ones(tracer_env):
     defs = build_definitions(load_settings())
-    schedule = defs.resolve_schedule_def("trading_tick")
     ohlcv = dg.AssetKey(["market", "ohlcv"])
 
-    def requested(instance):
-        with dg.build_schedule_context(
-            instance=instance,
-            resources={"exchange": defs.resources["exchange"]},
-            repository_def=defs.get_repository_def(),
-        ) as context:
-            return schedule.evaluate_tick(context).run_requests[0]
-
     with dg.DagsterInstance.get() as instance:
-        first = requested(instance)
+        first = evaluate_tick(defs, instance).run_requests[0]
         assert ohlcv in first.asset_selection  # never created: the tick creates it
         assert backfill_then_tick().success
-        request = requested(instance)
+        request = evaluate_tick(defs, instance).run_requests[0]
         assert ohlcv not in request.asset_selection
         assert {k.to_user_string() for k in request.asset_selection} == {
             "market/candles",

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
+from conftest import evaluate_tick
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from tracer_assets.definitions import TICK_JOB, build_definitions
@@ -45,12 +46,7 @@ def test_a_scheduled_tick_on_a_moving_clock_signals_the_candles_it_just_fetched(
         # (and, at 01:35, the first complete 1h candle of the day).
         for minutes in (35, 100):
             defs = clock_at(DAY_START + timedelta(minutes=minutes))
-            with dg.build_schedule_context(
-                instance=instance,
-                resources={"exchange": defs.resources["exchange"]},
-                repository_def=defs.get_repository_def(),
-            ) as context:
-                request = defs.resolve_schedule_def("trading_tick").evaluate_tick(context).run_requests[0]
+            request = evaluate_tick(defs, instance).run_requests[0]
             assert OHLCV not in request.asset_selection  # the view stands: the case that ran out of order
             tick = defs.resolve_job_def(TICK_JOB).execute_in_process(
                 instance=instance,
@@ -79,12 +75,7 @@ def test_the_first_tick_after_midnight_also_fetches_the_last_candles_of_the_day_
     def scheduled_tick(instance: dg.DagsterInstance, at: datetime) -> dg.RunRequest:
         """The schedule's request at `at`, run as the daemon would (its candles: what decides the next request)."""
         defs = clock_at(at)
-        with dg.build_schedule_context(
-            instance=instance,
-            resources={"exchange": defs.resources["exchange"]},
-            repository_def=defs.get_repository_def(),
-        ) as context:
-            [request] = defs.resolve_schedule_def("trading_tick").evaluate_tick(context).run_requests
+        [request] = evaluate_tick(defs, instance).run_requests
         run = defs.resolve_job_def(TICK_JOB).execute_in_process(
             instance=instance,
             run_config=QUIET,
@@ -119,11 +110,6 @@ def test_the_tick_skips_a_day_outside_the_partitions(tracer_env, monkeypatch):
     monkeypatch.setenv("TRACER_REPLAY_START", (DAY_START + timedelta(minutes=2)).isoformat())
     monkeypatch.setenv("TRACER_REPLAY_ANCHOR", datetime.now(UTC).isoformat())
     defs = build_definitions(load_settings())
-    with dg.build_schedule_context(
-        instance=dg.DagsterInstance.get(),
-        resources={"exchange": defs.resources["exchange"]},
-        repository_def=defs.get_repository_def(),
-    ) as context:
-        result = defs.resolve_schedule_def("trading_tick").evaluate_tick(context)
+    result = evaluate_tick(defs, dg.DagsterInstance.get())
     assert result.run_requests == []
     assert result.skip_message == "the exchange's day 2024-09-05 is outside the candle partitions"
